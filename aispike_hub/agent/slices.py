@@ -291,7 +291,9 @@ class KubernetesClient:
         return dict(api_client.sanitize_for_serialization(node))
 
     def patch_node(self, name: str, patch: dict[str, Any]) -> None:
-        self._core.patch_node(name, patch)
+        # Say merge patch explicitly: the generated client would otherwise pick the first JSON
+        # patch type it lists (json-patch), which expects a list of operations, not a dict.
+        self._core.patch_node(name, patch, _content_type="application/merge-patch+json")
 
 
 __all__ = [
