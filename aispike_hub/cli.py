@@ -1,0 +1,43 @@
+"""``aispike-hub``: one command, one subcommand per process of DESIGN.md (agent, service, ...).
+
+Minimal dispatcher: each subcommand is a module with a ``main(argv)``, imported only when chosen
+so that ``aispike-hub agent`` on a GPU node does not import the hub's dependencies.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "agent": ("aispike_hub.agent.main", "node agent: GPUs, topology, per-notebook use, publishing"),
+}
+"""Subcommand -> (module with ``main(argv)``, one line of help)."""
+
+
+def usage() -> str:
+    lines = ["usage: aispike-hub <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_mod, help_) in sorted(SUBCOMMANDS.items())]
+    lines.append("")
+    lines.append("aispike-hub <command> --help-all lists a command's settings.")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the subcommand named by the first argument."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in SUBCOMMANDS:
+        print(f"aispike-hub: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    module.main(rest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
