@@ -88,6 +88,12 @@ class AgentApp(Application):
         DaemonSet needs hostPID: true, so that NVML's pids are the ones found here.""",
     ).tag(config=True)
 
+    sysfs_root = Unicode(
+        "/sys",
+        help="""Where to read a GPU's NUMA node when NVML cannot say (older drivers, virtual
+        machines): <sysfs_root>/bus/pci/devices/<bus id>/numa_node.  Empty: do not.""",
+    ).tag(config=True)
+
     interval = Float(
         15.0,
         help="Seconds between two readings of NVML and the dataset cache.",
@@ -221,7 +227,8 @@ class AgentApp(Application):
     def tick(self) -> Snapshot:
         """Read everything once, update the metrics, publish what changed."""
         now = time.time()
-        reading = read_machine(self._nvml, self._sample_marks)
+        sysfs = None if self.nvml_fixture else self.sysfs_root
+        reading = read_machine(self._nvml, self._sample_marks, sysfs or None)
         processes = read_process_tree({p.pid for p in reading.processes}, self.proc_root)
         datasets = self._datasets()
         snapshot = build_snapshot(

@@ -262,6 +262,7 @@ class _Reader:
 
     nvml: Any
     last_sample_us: MutableMapping[str, int]
+    sysfs_root: str | None = None
     problems: list[str] = field(default_factory=list)
     _mig_gi: dict[int, int] = field(default_factory=dict)
     """GPU-instance id of each MIG instance, by its Gpu.index (to place MIG processes)."""
@@ -388,6 +389,8 @@ class _Reader:
         pci = self.optional(f"GPU {i}", "nvmlDeviceGetPciInfo", handle)
         bus_id = normalize_bus_id(pci.busId) if pci is not None else ""
         numa = self.optional(f"GPU {i}", "nvmlDeviceGetNumaNodeId", handle)
+        if (numa is None or int(numa) < 0) and self.sysfs_root and bus_id:
+            numa = numa_node_from_sysfs(bus_id, self.sysfs_root)
         mig_mode = self.optional(f"GPU {i}", "nvmlDeviceGetMigMode", handle)
         util = self.optional(f"GPU {i}", "nvmlDeviceGetUtilizationRates", handle)
         return {
@@ -566,14 +569,36 @@ class _Reader:
         return out
 
 
+def numa_node_from_sysfs(bus_id: str, sysfs_root: str = "/sys") -> int | None:
+    """The NUMA node the kernel gives the PCI device ``bus_id``, or None.
+
+    Why: NVML's nvmlDeviceGetNumaNodeId is missing on older drivers and answered NotSupported on
+    the H200 virtual machine, where ``nvidia-smi topo -m`` still shows the node from sysfs.
+    """
+    parts = normalize_bus_id(bus_id).split(":")
+    if len(parts) != 3:
+        return None
+    path = f"{sysfs_root}/bus/pci/devices/{parts[0][-4:]}:{parts[1]}:{parts[2]}/numa_node"
+    try:
+        with open(path, encoding="ascii") as f:
+            value = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return value if value >= 0 else None
+
+
 def read_machine(
-    nvml: Any | None = None, last_sample_us: MutableMapping[str, int] | None = None
+    nvml: Any | None = None,
+    last_sample_us: MutableMapping[str, int] | None = None,
+    sysfs_root: str | None = None,
 ) -> MachineReading:
     """Read this machine's GPUs, topology and GPU processes through ``nvml``.
 
     ``nvml`` is the pynvml module (the default) or anything with its function names, such as a
     recorded machine.  ``last_sample_us`` carries each GPU's last process-sample timestamp between
-    calls, so each pass averages only the samples taken since the previous one.  Never raises for
+    calls, so each pass averages only the samples taken since the previous one.  With
+    ``sysfs_root`` ("/sys" on a real node) a NUMA node NVML cannot give is read from sysfs; a
+    recorded machine leaves it None, as sysfs is not part of a recording.  Never raises for
     NVML errors: a machine without a driver reads as ``available=False``.
     """
     if nvml is None:
@@ -585,4 +610,5 @@ def read_machine(
                 available=False, problems=("nvidia-ml-py (pynvml) is not installed",)
             )
         nvml = pynvml
-    return _Reader(nvml, last_sample_us if last_sample_us is not None else {}).read()
+    marks = last_sample_us if last_sample_us is not None else {}
+    return _Reader(nvml, marks, sysfs_root).read()

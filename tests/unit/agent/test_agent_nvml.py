@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pynvml
 import pytest
@@ -295,3 +296,17 @@ def test_mig_profile_from_name_or_attributes() -> None:
     assert mig_profile_from("NVIDIA H100 80GB HBM3 MIG 1g.10gb", 1, 9984) == "1g.10gb"
     assert mig_profile_from("NVIDIA A100-SXM4-40GB", 2, 9856) == "2g.10gb"
     assert mig_profile_from("", None, 4864) == "mig"
+
+
+def test_numa_node_from_sysfs_when_nvml_cannot_say(tmp_path: Path) -> None:
+    dev = tmp_path / "bus" / "pci" / "devices" / "0000:00:06.0"
+    dev.mkdir(parents=True)
+    (dev / "numa_node").write_text("1\n")
+
+    def numa(root: Path) -> int:
+        return read_machine(recorded("h200-1gpu.json"), sysfs_root=str(root)).gpus[0].gpu.numa_node
+
+    assert numa(tmp_path) == 1
+    (dev / "numa_node").write_text("-1\n")  # the kernel does not know either
+    assert numa(tmp_path) == -1
+    assert numa(tmp_path / "none") == -1
