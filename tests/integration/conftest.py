@@ -94,6 +94,8 @@ def stack_paths() -> dict[str, Any]:
 class TestCluster:
     """A running test cluster and clients for it."""
 
+    __test__ = False  # a fixture value, not a test class
+
     kubeconfig: Path
     bin_dir: Path
     api: Any  # kubernetes.client.ApiClient
@@ -422,7 +424,7 @@ c.JupyterHub.cleanup_servers = True
 c.JupyterHub.services = [{{"name": "tests", "api_token": {token!r}}}]
 c.JupyterHub.load_roles = [{{
     "name": "tests",
-    "scopes": ["admin:users", "admin:servers", "access:servers", "read:users", "tokens"],
+    "scopes": ["admin:users", "admin:servers", "access:servers", "read:users", "tokens", "proxy"],
     "services": ["tests"],
 }}]
 c.Spawner.start_timeout = 90

@@ -179,9 +179,10 @@ class PodRunner:
                 )
                 for event in stream:
                     obj = event["object"]
-                    resource_version = obj.metadata.resource_version
-                    if event["type"] == "BOOKMARK":
+                    if event["type"] == "BOOKMARK":  # arrives as a plain dict
+                        resource_version = obj["metadata"]["resourceVersion"]
                         continue
+                    resource_version = obj.metadata.resource_version
                     self._handle(event["type"], obj)
                     if self._stop.is_set():
                         break

@@ -52,7 +52,9 @@ def test_spawn_reaches_a_real_singleuser_server(
     # Through the proxy to the server, which authenticates the request with the hub.
     me = kube_hub.get(f"user/{user}/api/me")
     assert me.status_code == 200, me.text
-    assert me.json()["identity"]["name"] == user
+    assert me.json()["identity"]["name"] == "tests"  # the service that asked, not the owner
+    routes = kube_hub.api("GET", "/proxy").json()
+    assert routes[f"/user/{user}/"]["target"] == f"http://{pod.status.pod_ip}:{process.port}"
     assert kube_hub.get(f"user/{user}/api/status").json()["started"]
 
     for pid in [kube_hub.process.pid, *children(kube_hub.process.pid), process.process.pid]:
