@@ -247,8 +247,13 @@ def _short_name(request: pytest.FixtureRequest) -> str:
     return f"{base}-{secrets.token_hex(3)}"
 
 
+SESSION_NAMESPACES: set[str] = set()
+"""Namespaces this pytest session created: the only ones its pod runner serves."""
+
+
 def create_namespace(cluster: TestCluster, name: str) -> str:
     cluster.core.create_namespace({"metadata": {"name": name}})
+    SESSION_NAMESPACES.add(name)
 
     def has_default_sa() -> bool:
         try:
@@ -346,7 +351,7 @@ def gpu_nodes(cluster: TestCluster, request: pytest.FixtureRequest) -> Iterator[
 
 @pytest.fixture(scope="session")
 def pod_runner(cluster: TestCluster) -> Iterator[PodRunner]:
-    runner = PodRunner(cluster.api).start()
+    runner = PodRunner(cluster.api, namespaces=SESSION_NAMESPACES.__contains__).start()
     yield runner
     runner.stop()
 

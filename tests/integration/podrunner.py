@@ -115,12 +115,15 @@ class PodRunner:
         *,
         label_selector: str = NOTEBOOK_SELECTOR,
         extra_args: Callable[[list[str]], list[str]] | None = None,
+        namespaces: Callable[[str], bool] = lambda namespace: True,
     ) -> None:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.label_selector = label_selector
         self.extra_args = extra_args or _allow_root
+        self.namespaces = namespaces
+        """Which namespaces are this runner's: two test sessions may share one cluster."""
         self.pods: dict[str, RunningPod] = {}
         self.finished: dict[str, RunningPod] = {}
         self._stop = threading.Event()
@@ -206,6 +209,8 @@ class PodRunner:
 
     def _handle(self, kind: str, pod: Any) -> None:
         uid = pod.metadata.uid
+        if not self.namespaces(pod.metadata.namespace):
+            return
         gone = kind == "DELETED" or pod.metadata.deletion_timestamp is not None
         with self._lock:
             if gone:
