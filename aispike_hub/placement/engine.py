@@ -1,0 +1,186 @@
+"""The placement engine: filter, score, choose.  It only orchestrates; rules live in the plugins.
+
+A :class:`Policy` is a weighted sum of scorers, then tie-breakers applied in order, then a seeded
+random choice among what is still tied (as kube-scheduler picks among equal nodes).  Policies are
+selected by name (:data:`POLICY_NAMES`); every policy can add the affinity scorers (topology,
+locality) with a weight.  The same engine serves the Kubernetes placement, the spawner's fit
+preview, the admin panel's "what fits now" and the simulator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from aispike_hub.model import Assignment, SliceRequest
+from aispike_hub.placement.filter import Options, choose_whole_gpus, find_options, why_nothing_fits
+from aispike_hub.placement.fragmentation import Workload
+from aispike_hub.placement.scorers import (
+    BestFitScorer,
+    DotProductScorer,
+    FragmentationScorer,
+    GpuBestFitScorer,
+    GpuPackingScorer,
+    GpuWorstFitScorer,
+    LocalityScorer,
+    RandomScorer,
+    Scorer,
+    ScoringContext,
+    SpreadScorer,
+    TopologyScorer,
+)
+from aispike_hub.placement.state import ClusterState, FloatArray, IntArray
+
+TIE_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Weighted scorers, then tie-breakers, then (optionally) a seeded random pick."""
+
+    name: str
+    terms: tuple[tuple[Scorer, float], ...]
+    tiebreak: tuple[Scorer, ...] = ()
+    random_ties: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The engine's answer: an assignment, or the reasons nothing fits."""
+
+    assignment: Assignment | None
+    reasons: tuple[str, ...] = ()
+    candidates: int = 0
+    """How many options passed the filter (the "fits now on N GPUs" of the options form)."""
+
+    @property
+    def placed(self) -> bool:
+        return self.assignment is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Affinity:
+    """Weights of the affinity scorers added to any policy (0 disables one)."""
+
+    topology: float = 0.0
+    locality: float = 0.0
+
+
+def _build_policy(name: str, workload: Workload | None, affinity: Affinity) -> Policy:
+    gpu_bestfit = GpuBestFitScorer()
+
+    def need_workload() -> Workload:
+        if workload is None:
+            raise ValueError(
+                f"policy {name!r} needs a workload (the expected request mix): pass workload="
+            )
+        return workload
+
+    builders: dict[str, Callable[[], Policy]] = {
+        "random": lambda: Policy(name, ((RandomScorer(), 1.0),), (gpu_bestfit,)),
+        "spread": lambda: Policy(name, ((SpreadScorer(), 1.0),), (GpuWorstFitScorer(),)),
+        "bestfit": lambda: Policy(name, ((BestFitScorer(faithful=True), 1.0),), (gpu_bestfit,)),
+        "dotprod": lambda: Policy(name, ((DotProductScorer(faithful=True), 1.0),)),
+        "packing": lambda: Policy(name, ((GpuPackingScorer(), 1.0),), (gpu_bestfit,)),
+        "fgd": lambda: Policy(
+            name, ((FragmentationScorer(need_workload(), faithful=True), 1.0),)
+        ),
+        "aispike": lambda: Policy(
+            name,
+            (
+                (FragmentationScorer(need_workload(), measure="capacity"), 2.0),
+                (FragmentationScorer(need_workload()), 1.0),
+            ),
+            (GpuPackingScorer(), BestFitScorer(), gpu_bestfit),
+            random_ties=False,
+        ),
+    }
+    if name not in builders:
+        raise ValueError(f"unknown placement policy {name!r}; choose one of {POLICY_NAMES}")
+    policy = builders[name]()
+    extra: list[tuple[Scorer, float]] = []
+    if affinity.topology:
+        extra.append((TopologyScorer(), affinity.topology))
+    if affinity.locality:
+        extra.append((LocalityScorer(), affinity.locality))
+    if extra:
+        policy = Policy(policy.name, policy.terms + tuple(extra), policy.tiebreak,
+                        policy.random_ties)
+    return policy
+
+
+POLICY_NAMES = ("random", "spread", "bestfit", "dotprod", "packing", "fgd", "aispike")
+DEFAULT_POLICY = "aispike"
+
+
+@dataclass(slots=True)
+class PlacementEngine:
+    """Places requests on a :class:`ClusterState` with one policy; deterministic for a seed."""
+
+    policy_name: str = DEFAULT_POLICY
+    workload: Workload | None = None
+    seed: int = 0
+    affinity: Affinity = field(default_factory=Affinity)
+    policy: Policy = field(init=False)
+    rng: np.random.Generator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.policy = _build_policy(self.policy_name, self.workload, self.affinity)
+        self.rng = np.random.default_rng(self.seed)
+
+    def place(self, state: ClusterState, request: SliceRequest, owner: str = "") -> Decision:
+        """Choose where ``request`` goes; the state is not changed (call ``state.commit``)."""
+        options = find_options(state, request)
+        if len(options) == 0:
+            return Decision(None, tuple(why_nothing_fits(state, request)), 0)
+        ctx = ScoringContext(state, request, options, self.rng)
+        pick = self._choose(ctx)
+        return Decision(self._assignment(state, request, options, pick, owner), (), len(options))
+
+    def _choose(self, ctx: ScoringContext) -> int:
+        total: FloatArray = np.zeros(len(ctx.options))
+        for scorer, weight in self.policy.terms:
+            total += weight * scorer.score(ctx)
+        alive: IntArray = _best(total, np.arange(total.size))
+        for scorer in self.policy.tiebreak:
+            if alive.size == 1:
+                break
+            sub = ScoringContext(ctx.state, ctx.request, _subset(ctx.options, alive), ctx.rng,
+                                 ctx.cache)
+            alive = alive[_best(scorer.score(sub), np.arange(alive.size))]
+        if alive.size > 1 and self.policy.random_ties:
+            return int(alive[self.rng.integers(alive.size)])
+        return int(alive[0])
+
+    @staticmethod
+    def _assignment(state: ClusterState, request: SliceRequest, options: Options, i: int,
+                    owner: str) -> Assignment:
+        node = int(options.node[i])
+        if options.slice:
+            slots = [int(options.slot[i])]
+        elif request.gpu_count:
+            slots = choose_whole_gpus(state, node, request)
+        else:
+            slots = []
+        indices = tuple(int(state.gpu_index[node, s]) for s in slots)
+        memory = tuple(
+            int(options.demand[i]) if options.slice else int(state.gpu_cap[node, s])
+            for s in slots
+        )
+        return Assignment(
+            node=state.nodes[node].name, gpu_indices=indices, gpu_memory_mib=memory,
+            cpu_milli=request.cpu_milli, memory_mib=request.memory_mib, owner=owner,
+        )
+
+
+def _best(values: FloatArray, index: IntArray) -> IntArray:
+    top = float(values.max())
+    out: IntArray = index[values >= top - TIE_TOLERANCE * max(1.0, abs(top))]
+    return out
+
+
+def _subset(options: Options, keep: IntArray) -> Options:
+    return Options(options.node[keep], options.slot[keep], options.demand[keep],
+                   options.gpu_count, options.slice)
