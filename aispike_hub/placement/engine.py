@@ -16,7 +16,7 @@ import numpy as np
 
 from aispike_hub.model import Assignment, SliceRequest
 from aispike_hub.placement.filter import Options, choose_whole_gpus, find_options, why_nothing_fits
-from aispike_hub.placement.fragmentation import Workload
+from aispike_hub.placement.fragmentation import Workload, default_notebook_workload
 from aispike_hub.placement.scorers import (
     BestFitScorer,
     DotProductScorer,
@@ -72,11 +72,7 @@ def _build_policy(name: str, workload: Workload | None, affinity: Affinity) -> P
     gpu_bestfit = GpuBestFitScorer()
 
     def need_workload() -> Workload:
-        if workload is None:
-            raise ValueError(
-                f"policy {name!r} needs a workload (the expected request mix): pass workload="
-            )
-        return workload
+        return workload if workload is not None else default_notebook_workload()
 
     builders: dict[str, Callable[[], Policy]] = {
         "random": lambda: Policy(name, ((RandomScorer(), 1.0),), (gpu_bestfit,)),

@@ -72,6 +72,27 @@ class Workload:
         return cls(types)
 
 
+def default_notebook_workload() -> Workload:
+    """A notebook-hub mix to use until a hub has history of its own.
+
+    Mostly small and medium memory slices, some whole GPUs, a few multi-GPU servers; CPU grows
+    with the slice.  The service replaces it with the mix of recent spawns.
+    """
+    gib = 1024
+    mix: list[tuple[SliceRequest, float]] = [
+        (SliceRequest(gpu_memory_mib=4 * gib, cpu_milli=2000, memory_mib=8 * gib), 0.20),
+        (SliceRequest(gpu_memory_mib=8 * gib, cpu_milli=4000, memory_mib=16 * gib), 0.22),
+        (SliceRequest(gpu_memory_mib=16 * gib, cpu_milli=4000, memory_mib=32 * gib), 0.18),
+        (SliceRequest(gpu_memory_mib=24 * gib, cpu_milli=8000, memory_mib=48 * gib), 0.10),
+        (SliceRequest(gpu_memory_mib=40 * gib, cpu_milli=8000, memory_mib=64 * gib), 0.08),
+        (SliceRequest(gpu_count=1, cpu_milli=8000, memory_mib=64 * gib), 0.12),
+        (SliceRequest(gpu_count=2, cpu_milli=16000, memory_mib=128 * gib), 0.04),
+        (SliceRequest(gpu_count=4, cpu_milli=32000, memory_mib=256 * gib), 0.02),
+        (SliceRequest(gpu_count=0, cpu_milli=2000, memory_mib=8 * gib), 0.04),
+    ]
+    return Workload(tuple(mix))
+
+
 def gpu_class_of(request: SliceRequest) -> GpuClass:
     return GpuClass(
         gpu_count=request.gpu_count,

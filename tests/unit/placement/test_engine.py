@@ -126,9 +126,9 @@ def test_same_seed_same_decisions(two_nodes: list) -> None:
     assert run(5) != run(6)
 
 
-def test_fgd_needs_a_workload(two_nodes: list) -> None:
-    with pytest.raises(ValueError, match="needs a workload"):
-        PlacementEngine("fgd")
+def test_fgd_without_history_uses_the_default_notebook_mix(two_nodes: list) -> None:
+    d = PlacementEngine("aispike").place(ClusterState(two_nodes), SliceRequest(gpu_count=2))
+    assert d.assignment is not None and len(d.assignment.gpu_indices) == 2
 
 
 def test_unknown_policy_is_named() -> None:
