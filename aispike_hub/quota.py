@@ -35,8 +35,9 @@ Semantics (written down precisely, as Kueue does, and tested as tables in
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from types import MappingProxyType
 from typing import Literal
 
@@ -280,108 +281,94 @@ class Limits:
         return None if q is None else q + self.borrowing[resource]
 
 
-def _more_generous(a: int, b: int) -> bool:
-    """Whether limit ``a`` is more generous than ``b`` (UNLIMITED beats everything)."""
-    if a == UNLIMITED:
-        return b != UNLIMITED
-    return b != UNLIMITED and a > b
+def _quota_of(entry: Entry, resource: str) -> int | None:
+    return entry.quota.get(resource)
 
 
-def _combine_ints(
-    values: Sequence[tuple[str, int]], combine: GroupCombine
-) -> tuple[str, int]:
-    best = values[0]
-    for v in values[1:]:
-        better = _more_generous(v[1], best[1])
-        if (combine == "most_generous") == better and v[1] != best[1]:
-            best = v
-    return best
-
-
-def _combine_sets(
-    values: Sequence[tuple[str, frozenset[str]]], combine: GroupCombine
-) -> tuple[str, frozenset[str]]:
-    src = ", ".join(s for s, _ in values)
-    sets = [v for _, v in values]
-    out = set(sets[0])
-    for s in sets[1:]:
-        out = out | s if combine == "most_generous" else out & s
-    return (src if len(values) > 1 else values[0][0]), frozenset(out)
+def _borrowing_of(entry: Entry, resource: str) -> int | None:
+    return entry.borrowing.get(resource)
 
 
 def resolve_limits(policy: Policy, user: str, groups: Iterable[str]) -> Limits:
-    """The limits that apply to ``user`` in ``groups`` (see the module docstring)."""
+    """The limits that apply to ``user`` in ``groups``.
+
+    Each limit on its own: the user's entry if it sets it; else, for a user in groups with
+    entries, each group's value (a group that does not set a limit gives the defaults' value:
+    being in a group never takes away what the defaults give) combined by
+    ``policy.group_combine``; else the defaults; else no limit.
+    """
     member_of = sorted(g for g in set(groups) if g in policy.groups)
     user_entry = policy.users.get(user)
+    sources: dict[str, str] = {}
 
-    def pick_int(get: str, sub: str | None) -> tuple[str, int] | None:
-        def read(e: Entry) -> int | None:
-            holder: object = e if sub is None else getattr(e, sub)
-            value: int | None = getattr(holder, get)
-            return value
-
+    def layered(read: Callable[[Entry], object]) -> list[tuple[str, object]]:
+        """[(source, value)] to combine; value None means no limit."""
         if user_entry is not None and read(user_entry) is not None:
-            v = read(user_entry)
-            assert v is not None
-            return "your user entry", v
-        found = [(f"group '{g}'", read(policy.groups[g].member)) for g in member_of]
-        present = [(s, v) for s, v in found if v is not None]
-        if present:
-            return _combine_ints(present, policy.group_combine)
-        d = read(policy.defaults)
-        return ("the defaults", d) if d is not None else None
+            return [("your user entry", read(user_entry))]
+        default = read(policy.defaults)
+        default_src = "the defaults" if default is not None else "no limit set"
+        if not member_of:
+            return [(default_src, default)]
+        out: list[tuple[str, object]] = []
+        for g in member_of:
+            v = read(policy.groups[g].member)
+            out.append((f"group '{g}'", v) if v is not None else (default_src, default))
+        return out
+
+    def pick_int(key: str, read: Callable[[Entry], int | None], unset: int | None = None
+                 ) -> int | None:
+        """Combine one limit; ``unset`` is what "not set anywhere" means (None: no limit)."""
+        values = [(s, unset if v is None else None if v == UNLIMITED else v)
+                  for s, v in layered(read) if v is None or isinstance(v, int)]
+        generous = policy.group_combine == "most_generous"
+        best = values[0]
+        for cand in values[1:]:
+            a, b = cand[1], best[1]
+            if a == b:
+                continue
+            a_more = a is None or (b is not None and a > b)
+            if a_more == generous:
+                best = cand
+        sources[key] = best[0]
+        return best[1]
 
     quota: dict[str, int | None] = {}
     borrowing: dict[str, int] = {}
-    sources: dict[str, str] = {}
     for r in RESOURCES:
-        q = pick_int(r, "quota")
-        if q is None or q[1] == UNLIMITED:
-            quota[r] = None
-        else:
-            quota[r] = q[1]
-        sources[r] = q[0] if q else "no limit set"
-        b = pick_int(r, "borrowing")
-        borrowing[r] = 0 if b is None or quota[r] is None else max(b[1], 0)
-        if b is not None and b[1] == UNLIMITED and quota[r] is not None:
+        quota[r] = pick_int(r, partial(_quota_of, resource=r))
+        b = pick_int(f"borrowing.{r}", partial(_borrowing_of, resource=r), unset=0)
+        if b is None:
             quota[r] = None  # unlimited borrowing is no limit at all
-    slice_ = pick_int("max_slice_mib", None)
-    max_slice = None if slice_ is None or slice_[1] == UNLIMITED else slice_[1]
-    sources["max_slice_mib"] = slice_[0] if slice_ else "no limit set"
+        borrowing[r] = 0 if quota[r] is None or b is None else b
+    max_slice = pick_int("max_slice_mib", lambda e: e.max_slice_mib)
 
-    def pick_set(name: str) -> frozenset[str] | None:
-        def read(e: Entry) -> frozenset[str] | None:
-            value: frozenset[str] | None = getattr(e, name)
-            return value
+    def pick_set(key: str, read: Callable[[Entry], frozenset[str] | None]) -> frozenset[str] | None:
+        values = layered(read)
+        sources[key] = ", ".join(dict.fromkeys(s for s, _ in values))
+        sets = [v for _, v in values]
+        if policy.group_combine == "most_generous":
+            if any(v is None for v in sets):
+                sources[key] = next(s for s, v in values if v is None)
+                return None
+            return frozenset().union(*[v for v in sets if isinstance(v, frozenset)])
+        present = [v for v in sets if isinstance(v, frozenset)]
+        if not present:
+            return None
+        out = present[0]
+        for v in present[1:]:
+            out = out & v
+        return out
 
-        if user_entry is not None and read(user_entry) is not None:
-            sources[name] = "your user entry"
-            return read(user_entry)
-        found = [(f"group '{g}'", read(policy.groups[g].member)) for g in member_of]
-        present = [(s, v) for s, v in found if v is not None]
-        if present:
-            src, combined = _combine_sets(present, policy.group_combine)
-            sources[name] = src
-            return combined
-        sources[name] = "the defaults" if read(policy.defaults) is not None else "no limit set"
-        return read(policy.defaults)
+    models = pick_set("allowed_models", lambda e: e.allowed_models)
+    images = pick_set("allowed_images", lambda e: e.allowed_images)
 
-    models = pick_set("allowed_models")
-    images = pick_set("allowed_images")
+    def tier_of(e: Entry) -> str | None:
+        return e.tier
 
-    tier_name = policy.default_tier
-    sources["tier"] = "the default tier"
-    if user_entry is not None and user_entry.tier is not None:
-        tier_name, sources["tier"] = user_entry.tier, "your user entry"
-    else:
-        tiers = [(g, policy.groups[g].member.tier) for g in member_of]
-        named = [(g, t) for g, t in tiers if t is not None]
-        if named:
-            key = lambda gt: policy.tier(gt[1]).priority  # noqa: E731
-            g, t = (max if policy.group_combine == "most_generous" else min)(named, key=key)
-            tier_name, sources["tier"] = t, f"group '{g}'"
-        elif policy.defaults.tier is not None:
-            tier_name, sources["tier"] = policy.defaults.tier, "the defaults"
+    named = [(s, t if isinstance(t, str) else policy.default_tier) for s, t in layered(tier_of)]
+    rank = max if policy.group_combine == "most_generous" else min
+    src, tier_name = rank(named, key=lambda st: policy.tier(st[1]).priority)
+    sources["tier"] = "the default tier" if src == "no limit set" else src
     return Limits(
         quota=MappingProxyType(quota),
         borrowing=MappingProxyType(borrowing),
@@ -573,7 +560,10 @@ def admit(
     refusals: list[str] = []
     if request.gpu_count and limits.allowed_models is not None:
         wanted = request.allowed_models or limits.allowed_models
-        if not wanted & limits.allowed_models:
+        if not limits.allowed_models:
+            refusals.append(f"you may not use GPUs ({limits.sources['allowed_models']}); "
+                            "start a server without a GPU or ask an admin")
+        elif not wanted & limits.allowed_models:
             refusals.append(
                 f"you may use GPU models {', '.join(sorted(limits.allowed_models))} "
                 f"({limits.sources['allowed_models']}), not {', '.join(sorted(wanted))}"
@@ -898,7 +888,7 @@ def policy_from_dict(doc: Mapping[str, object]) -> Policy:
         return value
 
     tiers = tiers_from_list("tiers", doc["tiers"]) if "tiers" in doc else DEFAULT_TIERS
-    default_tier = doc.get("default_tier", "normal" if "tiers" not in doc else tiers[0].name)
+    default_tier = doc.get("default_tier", tiers[0].name if "tiers" in doc and tiers else "normal")
     if not isinstance(default_tier, str):
         raise PolicyError("default_tier", f"expected a tier name, got {default_tier!r}")
     combine = doc.get("group_combine", "most_generous")
