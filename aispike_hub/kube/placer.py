@@ -1,0 +1,555 @@
+"""Placement on Kubernetes: our core picks node and GPU, the pinned claim makes kube-scheduler obey.
+
+The flow for one notebook server (the pod's name is the server's key):
+
+1. **admit**: an optional hook (the quota engine, in the AISpike service) may refuse with reasons;
+2. **place**: the placement core runs on the inventory's live :class:`ClusterState`, under the
+   inventory's lock, and the chosen room is *held* in that state before the lock is released, so
+   two concurrent placements never pick the same room;
+3. **pin**: the server's one ResourceClaim is created (name derived from the server, so the API
+   server refuses a second one), asking the chosen memory on the chosen GPU's uuid;
+4. the spawner creates the pod with :meth:`Pin.pod` (claim reference + required node affinity)
+   and :meth:`Placer.adopt` makes the claim owned by the pod (garbage-collected with it);
+5. kube-scheduler allocates the claim (``consumedCapacity``) and binds the pod;
+6. **re-pin**: when the pin went stale (an allocation took the room first, the device vanished,
+   or the pod stays unschedulable), the claim is deleted (only if still unallocated: delete with a
+   resourceVersion precondition) and re-created with a fresh decision, preferring the pod's node so
+   the pod can stay; otherwise the pending pod is re-created with the new node.  Re-pins are
+   bounded by :attr:`Placer.max_repins`, counted on the claim itself, so a restart does not reset
+   the bound.
+
+:meth:`Placer.start_server` runs steps 1-6 for a pod manifest (what the spawner and the
+benchmarks call); :meth:`Placer.reconcile` re-pins and cleans up whatever a crashed or restarted
+process left behind (what the AISpike service runs periodically).  All I/O is synchronous (the
+official ``kubernetes`` client); async callers use ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from traitlets import Dict, Float, Integer, Unicode
+from traitlets.config import LoggingConfigurable
+
+from aispike_hub.kube.api import error_text
+from aispike_hub.kube.claims import (
+    PinnedGpu,
+    Placement,
+    apply_pin_to_pod,
+    claim_name,
+    claimed_mib,
+    owner_reference,
+    pinned_claim,
+    pinned_node_of_pod,
+)
+from aispike_hub.kube.inventory import ClaimInfo, Inventory, PodInfo
+from aispike_hub.model import GIB_IN_MIB, Assignment, SliceRequest
+from aispike_hub.placement.engine import DEFAULT_POLICY, Affinity, Decision, PlacementEngine
+from aispike_hub.placement.fragmentation import Workload
+from aispike_hub.placement.state import ClusterState
+
+log = logging.getLogger(__name__)
+
+AdmitHook = Callable[[str, str, SliceRequest], Sequence[str]]
+"""``(namespace, server, request) -> reasons to refuse`` (empty: admitted).  The quota engine."""
+
+Progress = Callable[[str], None]
+
+
+class PlacementRefused(Exception):
+    """Nothing fits (or admission refused): ``reasons`` say why, for the spawn progress page."""
+
+    def __init__(self, reasons: Sequence[str], message: str = "") -> None:
+        self.reasons = tuple(reasons)
+        super().__init__(message or "; ".join(self.reasons))
+
+
+class PlacementFailed(Exception):
+    """The pin went stale more often than :attr:`Placer.max_repins` allows."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """A server's placement as written to the cluster: its claim and where it points."""
+
+    namespace: str
+    server: str
+    claim: str
+    """Name of the server's ResourceClaim ('' for a CPU-only server: nothing to pin)."""
+    placement: Placement | None
+    request: SliceRequest
+    candidates: int = 0
+
+    def pod(self, manifest: Mapping[str, Any], container: str = "") -> dict[str, Any]:
+        """``manifest`` with the claim, the node affinity and the server label added."""
+        pod = apply_pin_to_pod(manifest, self.server, self.placement, container)
+        pod.setdefault("metadata", {})["name"] = self.server
+        return pod
+
+    def describe(self) -> str:
+        """One line for the spawn progress page."""
+        p = self.placement
+        if p is None:
+            return "CPU-only server: kube-scheduler picks the node"
+        gpus = ", ".join(
+            f"GPU {g.index}" + ("" if p.whole else f" ({g.memory_mib / GIB_IN_MIB:g} GiB)")
+            for g in p.gpus
+        )
+        return f"placed on {p.node}: {gpus} (best of {self.candidates} candidates)"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    """Where a server's start stands: ``running``, ``allocated``, ``pending``, ``stale``,
+    ``missing`` (no claim), with a reason a person can read."""
+
+    phase: str
+    reason: str = ""
+
+
+@dataclass
+class StartResult:
+    pin: Pin
+    pod: PodInfo | None
+    repins: int = 0
+    placement_seconds: list[float] = field(default_factory=list)
+
+
+def single_node_state(state: ClusterState, node: str) -> ClusterState | None:
+    """A one-node copy of ``state`` with the same free room (to re-pin without moving the pod)."""
+    n = state.node_index.get(node)
+    if n is None:
+        return None
+    one = ClusterState([state.nodes[n]])
+    slots = [s for s in range(state.width) if state.gpu_exists[n, s]]
+    used = Assignment(
+        node,
+        tuple(int(state.gpu_index[n, s]) for s in slots),
+        tuple(int(state.gpu_cap[n, s] - state.gpu_free[n, s]) for s in slots),
+        int(state.cpu_cap[n] - state.cpu_free[n]),
+        int(state.mem_cap[n] - state.mem_free[n]),
+    )
+    one.commit(used)
+    return one
+
+
+class Placer(LoggingConfigurable):
+    """The placement flow on a cluster with our DRA driver (see the module docstring)."""
+
+    policy = Unicode(
+        DEFAULT_POLICY, help="Placement policy of the core (aispike, fgd, bestfit, ...)."
+    ).tag(config=True)
+    topology_weight = Float(
+        1.0, help="Weight of topology affinity (multi-GPU servers inside one NVLink domain)."
+    ).tag(config=True)
+    locality_weight = Float(
+        0.5, help="Weight of locality affinity (nodes already caching the image and datasets)."
+    ).tag(config=True)
+    max_repins = Integer(
+        3,
+        help="""How often one server's pin may be re-made after going stale (someone else took
+        the room before kube-scheduler allocated it).  Counted on the claim, so restarts do
+        not reset it; past it the start fails with the last reason.""",
+    ).tag(config=True)
+    unschedulable_seconds = Float(
+        8.0,
+        help="""A pod whose pinned claim is not allocated and that stays unschedulable this long
+        after its pin was made is re-pinned, even if our view sees no conflict (a fact we
+        cannot see, e.g. a taint, or rounding).""",
+    ).tag(config=True)
+    orphan_seconds = Float(
+        300.0,
+        help="""An unallocated claim of ours that no pod uses and that is this old (seen by this
+        process) is deleted by reconcile(): its spawner died before creating the pod.""",
+    ).tag(config=True)
+    claim_labels = Dict(
+        {}, help="Extra labels for every ResourceClaim the placer creates."
+    ).tag(config=True)
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        *,
+        admit_hook: AdmitHook | None = None,
+        workload: Workload | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.inventory = inventory
+        self.api = inventory.api
+        self.admit_hook = admit_hook
+        affinity = Affinity(topology=self.topology_weight, locality=self.locality_weight)
+        self.engine = PlacementEngine(self.policy, workload, affinity=affinity)
+        # A separate engine for one-node re-pins: scorers cache a model per state object.
+        self._local_engine = PlacementEngine(self.policy, workload, affinity=affinity)
+        self._pinned_at: dict[str, float] = {}
+        self._pinned_lock = threading.Lock()
+        self.decision_seconds: list[float] = []
+        """Time of each core decision (placement latency inside the service), for benchmarks."""
+        self.repins = 0
+        self.pins = 0
+
+    # -- decisions -----------------------------------------------------------------------------
+    def preview(self, request: SliceRequest) -> Decision:
+        """What placing ``request`` now would do, with no side effect (the form's fit preview)."""
+        with self.inventory.lock:
+            state = self.inventory.state()
+            if state is None:
+                return Decision(None, ("no schedulable node in the cluster",), 0)
+            return self.engine.place(state, _for_scheduler(request))
+
+    def _decide(
+        self, namespace: str, claim: str, request: SliceRequest, attempt: int,
+        prefer_node: str = "",
+    ) -> tuple[Placement, int]:
+        started = time.perf_counter()
+        request = _for_scheduler(request)
+        key = f"{namespace}/{claim}"
+        with self.inventory.lock:
+            state = self.inventory.state()
+            if state is None:
+                raise PlacementRefused(("no schedulable node in the cluster",))
+            decision: Decision | None = None
+            if prefer_node:
+                local = single_node_state(state, prefer_node)
+                if local is not None:
+                    d = self._local_engine.place(local, request, owner=key)
+                    decision = d if d.placed else None
+            if decision is None:
+                decision = self.engine.place(state, request, owner=key)
+            if decision.assignment is None:
+                raise PlacementRefused(decision.reasons)
+            placement = self._placement(state, decision.assignment, request, attempt)
+            self.inventory.hold(namespace, claim, placement.assignment(key))
+        self.decision_seconds.append(time.perf_counter() - started)
+        with self._pinned_lock:
+            self._pinned_at[key] = time.monotonic()
+        return placement, decision.candidates
+
+    @staticmethod
+    def _placement(
+        state: ClusterState, a: Assignment, request: SliceRequest, attempt: int
+    ) -> Placement:
+        node = state.nodes[state.node_index[a.node]]
+        by_index = {g.index: g for g in node.gpus}
+        gpus = tuple(
+            PinnedGpu(by_index[i].uuid, i, mib, by_index[i].nvlink_domain)
+            for i, mib in zip(a.gpu_indices, a.gpu_memory_mib, strict=True)
+        )
+        return Placement(a.node, gpus, request.whole_gpus, a.cpu_milli, a.memory_mib, attempt)
+
+    # -- the flow ------------------------------------------------------------------------------
+    def pin(
+        self, namespace: str, server: str, request: SliceRequest,
+        owner: Mapping[str, Any] | None = None,
+    ) -> Pin:
+        """Admit, place and create the server's pinned claim; raise :class:`PlacementRefused`.
+
+        Idempotent for a server whose claim already exists with the same request (a retried
+        spawn); a server never gets a second claim.
+        """
+        if self.admit_hook is not None:
+            refused = tuple(self.admit_hook(namespace, server, request))
+            if refused:
+                raise PlacementRefused(refused)
+        if request.gpu_count == 0:
+            return Pin(namespace, server, "", None, request)
+        name = claim_name(server)
+        existing = self.inventory.claim(namespace, name)
+        if existing is not None and not existing.deleting:
+            if existing.ours and existing.placement and existing.request == request:
+                return Pin(namespace, server, name, existing.placement, request)
+            raise PlacementRefused(
+                (f"server {server} already has GPU claim {name} for a different request; "
+                 "stop the server first",)
+            )
+        placement, candidates = self._decide(namespace, name, request, attempt=1)
+        self._create_claim(namespace, server, placement, request, owner)
+        self.pins += 1
+        return Pin(namespace, server, name, placement, request, candidates)
+
+    def _create_claim(
+        self, namespace: str, server: str, placement: Placement, request: SliceRequest,
+        owner: Mapping[str, Any] | None, wait_gone: float = 30,
+    ) -> None:
+        name = claim_name(server)
+        body = pinned_claim(server, placement, request, labels=self.claim_labels, owner=owner)
+        deadline = time.monotonic() + wait_gone
+        while True:
+            try:
+                self.api.create("resourceclaims", body, namespace)
+                return
+            except ApiException as e:
+                if e.status == 409 and time.monotonic() < deadline:
+                    # The claim we deleted to re-pin is still going away; the name frees soon.
+                    time.sleep(0.2)
+                    continue
+                self.inventory.drop(namespace, name)
+                if e.status == 409:
+                    raise PlacementRefused(
+                        (f"server {server} already has GPU claim {name}",)
+                    ) from e
+                raise
+
+    def adopt(self, pin: Pin, pod_name: str, pod_uid: str) -> None:
+        """Make the server's claim owned by its pod: deleting the server deletes the claim."""
+        if not pin.claim:
+            return
+        patch = {"metadata": {"ownerReferences": [owner_reference(pod_name, pod_uid)]}}
+        self.api.merge_patch("resourceclaims", pin.claim, patch, pin.namespace)
+
+    def release(self, namespace: str, server: str) -> None:
+        """Free the server's slice now (its claim is also garbage-collected with the pod)."""
+        name = claim_name(server)
+        try:
+            self.api.delete("resourceclaims", name, namespace)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        self.inventory.drop(namespace, name)
+
+    def status(self, namespace: str, server: str) -> ServerStatus:
+        """Where the server stands, and whether its pin is stale (and why)."""
+        name = claim_name(server)
+        inv = self.inventory
+        pod = inv.pod(namespace, server)
+        if pod is not None and pod.running:
+            return ServerStatus("running")
+        claim = inv.claim(namespace, name)
+        if claim is None:
+            if pod is not None and not pod.claim_names:
+                return ServerStatus("pending", pod.unschedulable)
+            return ServerStatus("missing", f"claim {name} does not exist")
+        if claim.is_allocated:
+            return ServerStatus("allocated")
+        stale = inv.stale_reason(namespace, name)
+        if stale:
+            return ServerStatus("stale", stale)
+        if pod is not None and pod.unschedulable:
+            key = f"{namespace}/{name}"
+            with self._pinned_lock:
+                since = self._pinned_at.setdefault(key, time.monotonic())
+            if time.monotonic() - since >= self.unschedulable_seconds:
+                return ServerStatus("stale", f"kube-scheduler: {pod.unschedulable}")
+            return ServerStatus("pending", pod.unschedulable)
+        return ServerStatus("pending")
+
+    def repin(
+        self, namespace: str, server: str, reason: str = "", request: SliceRequest | None = None
+    ) -> Pin | None:
+        """Replace a stale pin with a fresh decision; ``None`` when the claim changed meanwhile.
+
+        Raises :class:`PlacementFailed` past :attr:`max_repins`, :class:`PlacementRefused` when
+        nothing fits any more.
+        """
+        name = claim_name(server)
+        claim = self.inventory.claim(namespace, name)
+        if claim is not None and (claim.is_allocated or claim.deleting):
+            return None
+        attempt = 1
+        if claim is not None and claim.placement is not None:
+            attempt = claim.placement.attempt + 1
+        request = request or (claim.request if claim is not None else None)
+        if request is None:
+            raise PlacementFailed(f"claim {namespace}/{name} has no request to re-pin from")
+        if attempt > 1 + self.max_repins:
+            raise PlacementFailed(
+                f"gave up on server {server} after {self.max_repins} re-pins: {reason}"
+            )
+        if claim is not None:
+            try:
+                self.api.delete("resourceclaims", name, namespace, uid=claim.uid,
+                                resource_version=claim.resource_version)
+            except ApiException as e:
+                if e.status == 409:
+                    return None  # allocated (or changed) since we looked: nothing to do
+                if e.status != 404:
+                    raise
+            self.inventory.drop(namespace, name, claim.uid)
+        pod = self.inventory.pod(namespace, server)
+        pod_node = ""
+        pod_json: dict[str, Any] | None = None
+        if pod is not None and not pod.node:
+            try:
+                pod_json = self.api.get("pods", server, namespace)
+                pod_node = pinned_node_of_pod(pod_json)
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+                pod = None
+        placement, candidates = self._decide(namespace, name, request, attempt, pod_node)
+        owner = owner_reference(pod.name, pod.uid) if pod is not None else None
+        moved = pod_json is not None and bool(pod_node) and placement.node != pod_node
+        self._create_claim(namespace, server, placement, request, None if moved else owner)
+        self.repins += 1
+        log.info("re-pinned %s/%s (attempt %d) on %s: %s", namespace, server, attempt,
+                 placement.node, reason)
+        pin = Pin(namespace, server, name, placement, request, candidates)
+        if moved and pod_json is not None:
+            self._recreate_pod(pin, pod_json)
+        return pin
+
+    def _recreate_pod(self, pin: Pin, pod_json: Mapping[str, Any], timeout: float = 60) -> None:
+        """Re-create a pending (never bound) pod so its node affinity names the new node."""
+        meta = pod_json.get("metadata") or {}
+        manifest: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                k: meta[k] for k in ("name", "labels", "annotations") if k in meta
+            },
+            "spec": {k: v for k, v in (pod_json.get("spec") or {}).items() if k != "nodeName"},
+        }
+        if "ownerReferences" in meta:
+            manifest["metadata"]["ownerReferences"] = meta["ownerReferences"]
+        # Drop the old node pin before applying the new one (apply narrows existing terms).
+        spec: dict[str, Any] = manifest["spec"]
+        affinity = spec.get("affinity") or {}
+        (affinity.get("nodeAffinity") or {}).pop(
+            "requiredDuringSchedulingIgnoredDuringExecution", None
+        )
+        body = pin.pod(manifest)
+        try:
+            self.api.delete("pods", pin.server, pin.namespace, uid=str(meta.get("uid", "")),
+                            grace_seconds=0)
+        except ApiException as e:
+            if e.status not in (404, 409):
+                raise
+            if e.status == 409:
+                return  # a different pod by now: whoever made it owns it
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                created = self.api.create("pods", body, pin.namespace)
+                break
+            except ApiException as e:
+                if e.status != 409 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        self.adopt(pin, pin.server, str(created["metadata"]["uid"]))
+
+    def start_server(
+        self,
+        namespace: str,
+        server: str,
+        request: SliceRequest,
+        pod: Mapping[str, Any],
+        *,
+        timeout: float = 300,
+        progress: Progress | None = None,
+        container: str = "",
+    ) -> StartResult:
+        """The whole flow for one server: pin, create the pod, wait until Running, re-pin.
+
+        Raises :class:`PlacementRefused` (nothing fits, before any pod exists),
+        :class:`PlacementFailed` (re-pins exhausted; pod and claim are removed) or
+        ``TimeoutError``.
+        """
+        say = progress or (lambda _msg: None)
+        pin = self.pin(namespace, server, request)
+        say(pin.describe())
+        created = self.api.create("pods", pin.pod(pod, container), namespace)
+        self.adopt(pin, server, str(created["metadata"]["uid"]))
+        result = StartResult(pin, None)
+        deadline = time.monotonic() + timeout
+        keys = (f"{namespace}/{server}", f"{namespace}/{pin.claim}")
+        last_reason = ""
+        while time.monotonic() < deadline and not self.inventory.stopped:
+            st = self.inventory.wait_for(
+                lambda: (lambda s: s if s.phase in ("running", "stale", "missing") else None)(
+                    self.status(namespace, server)
+                ),
+                keys,
+                timeout=min(2.0, max(0.0, deadline - time.monotonic())),
+            )
+            if st is None:
+                continue
+            if st.phase == "running":
+                result.pod = self.inventory.pod(namespace, server)
+                return result
+            if st.phase == "missing" and not pin.claim:
+                continue
+            last_reason = st.reason
+            say(f"the pin went stale ({st.reason}); placing again")
+            try:
+                new = self.repin(namespace, server, st.reason, request)
+            except (PlacementFailed, PlacementRefused):
+                self._abandon(namespace, server)
+                raise
+            if new is not None:
+                result.pin = new
+                result.repins += 1
+                say(new.describe())
+        raise TimeoutError(
+            f"server {server} not Running after {timeout:g} s"
+            + (f" (last: {last_reason})" if last_reason else "")
+        )
+
+    def _abandon(self, namespace: str, server: str) -> None:
+        for kind, name in (("pods", server), ("resourceclaims", claim_name(server))):
+            try:
+                self.api.delete(kind, name, namespace)
+            except ApiException as e:
+                if e.status != 404:
+                    log.warning("could not delete %s %s/%s: %s", kind, namespace, name,
+                                error_text(e))
+        self.inventory.drop(namespace, claim_name(server))
+
+    # -- after a restart -----------------------------------------------------------------------
+    def reconcile(self) -> dict[str, int]:
+        """Re-pin stale pins and delete orphaned claims; what a (restarted) service runs.
+
+        Returns counts of what it did (``repinned``, ``orphans``, ``failed``).
+        """
+        done = {"repinned": 0, "orphans": 0, "failed": 0}
+        users: dict[str, PodInfo] = {}
+        for p in self.inventory.pods():
+            for c in p.claim_names:
+                users[f"{p.namespace}/{c}"] = p
+        now = time.monotonic()
+        for claim in self.inventory.claims():
+            if not claim.ours or claim.is_allocated or claim.deleting:
+                continue
+            pod = users.get(claim.key)
+            if pod is None:
+                with self._pinned_lock:
+                    seen = self._pinned_at.setdefault(claim.key, now)
+                if not claim.owner_pod and now - seen >= self.orphan_seconds:
+                    self._delete_claim(claim)
+                    done["orphans"] += 1
+                continue
+            st = self.status(claim.namespace, pod.name)
+            if st.phase != "stale":
+                continue
+            try:
+                if self.repin(claim.namespace, pod.name, st.reason) is not None:
+                    done["repinned"] += 1
+            except (PlacementFailed, PlacementRefused) as e:
+                log.warning("server %s/%s cannot be placed: %s", claim.namespace, pod.name, e)
+                done["failed"] += 1
+        return done
+
+    def _delete_claim(self, claim: ClaimInfo) -> None:
+        try:
+            self.api.delete("resourceclaims", claim.name, claim.namespace, uid=claim.uid,
+                            resource_version=claim.resource_version)
+        except ApiException as e:
+            if e.status not in (404, 409):
+                raise
+            return
+        self.inventory.drop(claim.namespace, claim.name, claim.uid)
+
+
+def _for_scheduler(request: SliceRequest) -> SliceRequest:
+    """``request`` with a memory slice rounded up to whole GiB, as the device's policy will."""
+    if request.gpu_memory_mib and request.gpu_memory_mib % GIB_IN_MIB:
+        from dataclasses import replace
+
+        return replace(request, gpu_memory_mib=claimed_mib(request.gpu_memory_mib))
+    return request
