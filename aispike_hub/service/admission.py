@@ -1,0 +1,536 @@
+"""Admission, the queue and preemption: the order of operations around the quota core.
+
+One :class:`AdmissionController` per service.  Every method runs under the service's single
+lock (see :mod:`aispike_hub.service.app`) inside one database transaction, so "check the quota,
+then reserve" is atomic: twenty concurrent starts by one user cannot together pass a limit.
+
+Life of a request:
+
+1. ``admit``: the quota core refuses it (the user's own quota, or never admissible as asked),
+   or it joins the queue and the queue is processed at once, so a request that fits is admitted
+   in the same call.
+2. The queue is processed in tier order, then arrival (``process``): each queued request is
+   re-checked against the quota and placed by the placement core on the cluster as the service
+   sees it (nodes from the inventory, minus what admitted requests hold).  A request that does
+   not fit and whose tier may preempt gets victims chosen (lower tiers, borrowed first, least
+   work lost); they are warned, and after ``preemption_grace`` the service stops them through
+   the hub (``due_preemptions``).  A queued request gives up after ``queue_timeout``.
+3. ``release``: the server stopped; its reservation is gone and the queue is processed again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from aispike_hub.model import Assignment, Node, SliceRequest
+from aispike_hub.placement.engine import PlacementEngine
+from aispike_hub.placement.state import ClusterState
+from aispike_hub.quota import (
+    Amounts,
+    ClusterView,
+    Policy,
+    Server,
+    User,
+    Verdict,
+    admit,
+    policy_from_dict,
+    policy_to_dict,
+    preemption_order,
+    preemption_reason,
+    resolve_limits,
+    restrict_request,
+)
+from aispike_hub.service.store import ReservationRow, Store, utcnow
+
+log = logging.getLogger("aispike.service.admission")
+
+
+class RequestError(ValueError):
+    """A request document that cannot be used; ``field`` names the offending field."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+_REQUEST_INTS = ("gpu_count", "gpu_memory_mib", "gpu_share_milli", "cpu_milli", "memory_mib")
+
+
+def request_from_dict(doc: object) -> SliceRequest:
+    """A :class:`SliceRequest` from JSON sent by the spawner or the form (untrusted)."""
+    if not isinstance(doc, Mapping):
+        raise RequestError("request", f"expected a mapping, got {type(doc).__name__}")
+    allowed = {*_REQUEST_INTS, "allowed_models", "image", "datasets"}
+    for key in doc:
+        if key not in allowed:
+            raise RequestError(f"request.{key}", f"unknown field; use one of {sorted(allowed)}")
+    ints: dict[str, int] = {}
+    for key in _REQUEST_INTS:
+        value = doc.get(key, 1 if key == "gpu_count" else 0)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**40:
+            raise RequestError(f"request.{key}", f"expected a whole number >= 0, got {value!r}")
+        ints[key] = value
+    if ints["gpu_count"] > 64:
+        raise RequestError("request.gpu_count", "at most 64 GPUs in one server")
+    models = doc.get("allowed_models", [])
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise RequestError("request.allowed_models", "expected a list of model names")
+    image = doc.get("image", "")
+    if not isinstance(image, str) or len(image) > 512:
+        raise RequestError("request.image", "expected an image name")
+    datasets = doc.get("datasets", [])
+    if not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets):
+        raise RequestError("request.datasets", "expected a list of dataset names")
+    try:
+        return SliceRequest(allowed_models=frozenset(models), image=image,
+                            datasets=tuple(datasets), **ints)
+    except ValueError as e:
+        raise RequestError("request", str(e)) from None
+
+
+def request_to_dict(request: SliceRequest) -> dict[str, Any]:
+    out: dict[str, Any] = {k: getattr(request, k) for k in _REQUEST_INTS}
+    out["allowed_models"] = sorted(request.allowed_models)
+    out["image"] = request.image
+    out["datasets"] = list(request.datasets)
+    return out
+
+
+def assignment_to_dict(a: Assignment) -> dict[str, Any]:
+    return {"node": a.node, "gpu_indices": list(a.gpu_indices),
+            "gpu_memory_mib": list(a.gpu_memory_mib), "cpu_milli": a.cpu_milli,
+            "memory_mib": a.memory_mib, "owner": a.owner}
+
+
+def assignment_from_dict(d: Mapping[str, Any]) -> Assignment:
+    return Assignment(node=d["node"], gpu_indices=tuple(d["gpu_indices"]),
+                      gpu_memory_mib=tuple(d["gpu_memory_mib"]), cpu_milli=d["cpu_milli"],
+                      memory_mib=d["memory_mib"], owner=d.get("owner", ""))
+
+
+class Inventory(Protocol):
+    """Where the service learns the cluster (the Kubernetes inventory, a node spec, ...)."""
+
+    def nodes(self) -> Sequence[Node]:
+        """Every node that can host notebook servers."""
+        ...
+
+    def foreign_assignments(self) -> Sequence[Assignment]:
+        """Capacity held by things this service did not admit (other workloads)."""
+        ...
+
+
+@dataclass
+class StaticInventory:
+    """A fixed list of nodes (a node spec file, the single-machine demo, tests)."""
+
+    node_list: Sequence[Node]
+    held: Sequence[Assignment] = ()
+
+    def nodes(self) -> Sequence[Node]:
+        return self.node_list
+
+    def foreign_assignments(self) -> Sequence[Assignment]:
+        return self.held
+
+
+@dataclass
+class Ticket:
+    """Where a server's admission stands: what the spawner and the form are told."""
+
+    user: str
+    server: str
+    state: str
+    """admitted | queued | refused | expired | unknown"""
+    reasons: list[str] = field(default_factory=list)
+    position: int = 0
+    queue_length: int = 0
+    tier: str = ""
+    priority_class: str = ""
+    borrowed: bool = False
+    assignment: dict[str, Any] | None = None
+    charge: dict[str, int] = field(default_factory=dict)
+    preempting: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def key_of(user: str, server: str) -> str:
+    return f"{user}/{server}"
+
+
+def server_of(row: ReservationRow) -> Server:
+    return Server(row.user, row.server, Amounts(**row.charge), row.tier, row.priority,
+                  row.borrowed, frozenset(row.groups), row.seq)
+
+
+def choose_victims(
+    state: ClusterState, engine: PlacementEngine, request: SliceRequest,
+    candidates: Sequence[tuple[Server, Assignment]],
+) -> list[Server] | None:
+    """The fewest candidates, taken in order, whose stopping lets ``request`` fit; None if none.
+
+    Takes candidates in the quota core's order until the placement core places the request,
+    then gives back any that were not needed (newest taken last is tried first).  The fit test
+    is the placement engine's, so this can never disagree with placement.
+    """
+    taken: list[tuple[Server, Assignment]] = []
+    for server, assignment in candidates:
+        state.release(assignment)
+        taken.append((server, assignment))
+        if engine.place(state, request).placed:
+            break
+    else:
+        for _s, a in taken:
+            state.commit(a)
+        return None
+    for item in reversed(taken[:-1]):
+        state.commit(item[1])
+        if engine.place(state, request).placed:
+            taken.remove(item)
+        else:
+            state.release(item[1])
+    for _s, a in taken:
+        state.commit(a)
+    return [s for s, _a in taken]
+
+
+class AdmissionController:
+    """Admission, queue and preemption over a :class:`Store` (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        inventory: Inventory,
+        policy: Policy,
+        *,
+        engine: PlacementEngine | None = None,
+        queue_timeout: float = 600.0,
+        preemption_grace: float = 30.0,
+        strict_fifo: bool = False,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.inventory = inventory
+        self.policy = policy
+        self.engine = engine or PlacementEngine("aispike")
+        self.queue_timeout = queue_timeout
+        self.preemption_grace = preemption_grace
+        self.strict_fifo = strict_fifo
+        self.clock = clock
+
+    # -- policy --------------------------------------------------------------------------------
+    @classmethod
+    def load_policy(cls, store: Store, config_doc: Mapping[str, Any]) -> Policy:
+        """The stored policy; on first start, the config's policy is stored (and audited)."""
+        stored = store.policy_doc()
+        if stored is not None:
+            return policy_from_dict(stored[0])
+        policy = policy_from_dict(config_doc)
+        with store.session() as s:
+            store.save_policy(s, policy_to_dict(policy), "config")
+            store.audit(s, "config", "policy.seed", "policy", {"after": policy_to_dict(policy)})
+        return policy
+
+    def set_policy(self, doc: Mapping[str, Any], actor: str, target: str = "policy") -> int:
+        """Validate and store a whole new policy; :class:`PolicyError` names a bad field."""
+        policy = policy_from_dict(doc)
+        before = policy_to_dict(self.policy)
+        after = policy_to_dict(policy)
+        with self.store.session() as s:
+            version = self.store.save_policy(s, after, actor)
+            self.store.audit(s, actor, "policy.update", target,
+                             {"before": _diff(before, after), "after": _diff(after, before),
+                              "version": version})
+            self.policy = policy
+            self._process(s)
+        return version
+
+    # -- cluster ------------------------------------------------------------------------------
+    def _state(self, admitted: Sequence[ReservationRow]) -> ClusterState:
+        state = ClusterState(list(self.inventory.nodes()))
+        for a in self.inventory.foreign_assignments():
+            _commit_quietly(state, a)
+        for row in admitted:
+            if row.assignment:
+                _commit_quietly(state, assignment_from_dict(row.assignment))
+        return state
+
+    def _gpu_mib(self, request: SliceRequest, assignment: Assignment | None) -> int:
+        nodes = {n.name: n for n in self.inventory.nodes()}
+        if assignment is not None and assignment.gpu_indices:
+            node = nodes[assignment.node]
+            return max(g.memory_mib for g in node.gpus if g.index in assignment.gpu_indices)
+        sizes = [g.memory_mib for n in nodes.values() for g in n.gpus
+                 if request.allows_model(g.model)]
+        return max(sizes, default=0)
+
+    def _view(self, state: ClusterState, request: SliceRequest, owner: str
+              ) -> tuple[ClusterView, Assignment | None]:
+        decision = self.engine.place(state, request, owner)
+        return (ClusterView(decision.placed, decision.reasons,
+                            self._gpu_mib(request, decision.assignment)), decision.assignment)
+
+    # -- requests -----------------------------------------------------------------------------
+    def admit(self, user: User, server: str, request: SliceRequest, actor: str) -> Ticket:
+        """Admit, queue or refuse; idempotent for a (user, server) already known."""
+        with self.store.session() as s:
+            row = s.get(ReservationRow, (user.name, server))
+            if row is not None and row.state in ("admitted", "queued"):
+                return self._ticket(s, row)
+            if row is not None:
+                s.delete(row)
+                s.flush()
+            admitted = self.store.reservations(s, "admitted")
+            state = self._state(admitted)
+            limits = resolve_limits(self.policy, user.name, user.groups)
+            placed_request = restrict_request(request, limits)
+            view, _ = self._view(state, placed_request, key_of(user.name, server))
+            result = admit(user, request, [server_of(r) for r in admitted], view, self.policy,
+                           server_name=server)
+            if result.verdict is Verdict.REFUSE:
+                self.store.audit(s, actor, "admission.refuse", key_of(user.name, server),
+                                 {"reasons": list(result.reasons),
+                                  "request": request_to_dict(request)})
+                return Ticket(user.name, server, "refused", list(result.reasons),
+                              tier=result.tier.name)
+            now = self.clock()
+            row = ReservationRow(
+                user=user.name, server=server, state="queued", seq=self.store.next_seq(s),
+                groups=sorted(user.groups), request=request_to_dict(request),
+                charge=result.charge.as_dict(), tier=result.tier.name,
+                priority=result.tier.priority, borrowed=result.borrowed, assignment=None,
+                reasons=list(result.reasons), preempting=[], created_at=now,
+                deadline=now + dt.timedelta(seconds=self.queue_timeout),
+            )
+            s.add(row)
+            s.flush()
+            self._process(s)
+            ticket = self._ticket(s, row)
+            self.store.audit(s, actor, f"admission.{ticket.state}", key_of(user.name, server),
+                             {"reasons": ticket.reasons, "tier": ticket.tier,
+                              "borrowed": ticket.borrowed, "request": request_to_dict(request),
+                              "assignment": ticket.assignment})
+            return ticket
+
+    def status(self, user: str, server: str) -> Ticket:
+        with self.store.session() as s:
+            row = s.get(ReservationRow, (user, server))
+            if row is None:
+                return Ticket(user, server, "unknown")
+            return self._ticket(s, row)
+
+    def release(self, user: str, server: str, actor: str, why: str = "stopped") -> bool:
+        """Forget a server's reservation (it stopped, or gave up); True if there was one."""
+        with self.store.session() as s:
+            row = s.get(ReservationRow, (user, server))
+            if row is None:
+                return False
+            was = row.state
+            s.delete(row)
+            s.flush()
+            self.store.audit(s, actor, "admission.release", key_of(user, server),
+                             {"was": was, "why": why})
+            self._process(s)
+            return True
+
+    def queue(self) -> list[Ticket]:
+        with self.store.session() as s:
+            return [self._ticket(s, r) for r in self._queue_order(s)]
+
+    def admitted(self) -> list[Ticket]:
+        with self.store.session() as s:
+            return [self._ticket(s, r) for r in self.store.reservations(s, "admitted")]
+
+    def process(self) -> None:
+        """Re-check the queue (capacity may have freed, a deadline passed)."""
+        with self.store.session() as s:
+            self._process(s)
+
+    def due_preemptions(self) -> list[tuple[str, str, str]]:
+        """Victims whose grace is over: (user, server, reason) to stop through the hub now."""
+        now = self.clock()
+        out = []
+        with self.store.session() as s:
+            queued = {key_of(r.user, r.server): r for r in self.store.reservations(s, "queued")}
+            wanted: dict[str, ReservationRow] = {}
+            for q in queued.values():
+                for victim in q.preempting:
+                    wanted.setdefault(victim, q)
+            for row in self.store.reservations(s, "admitted"):
+                k = key_of(row.user, row.server)
+                if k in wanted and row.deadline is not None and row.deadline <= now:
+                    requester = wanted[k]
+                    out.append((row.user, row.server, preemption_reason(
+                        server_of(row), User(requester.user),
+                        self.policy.tier(requester.tier)
+                        if requester.tier in {t.name for t in self.policy.tiers}
+                        else self.policy.tier(self.policy.default_tier))))
+        return out
+
+    def preempted(self, user: str, server: str, reason: str, actor: str) -> None:
+        """Record that a victim was stopped: tell its user, audit, free its reservation."""
+        with self.store.session() as s:
+            self.store.notify(s, user, server, "preempted", reason)
+            self.store.audit(s, actor, "preemption.stop", key_of(user, server),
+                             {"reason": reason})
+        self.release(user, server, actor, why="preempted")
+
+    def fit(self, user: User, request: SliceRequest) -> dict[str, Any]:
+        """The form's preview: would it be admitted now, and where would it go."""
+        with self.store.session() as s:
+            admitted = self.store.reservations(s, "admitted")
+            state = self._state(admitted)
+            limits = resolve_limits(self.policy, user.name, user.groups)
+            decision = self.engine.place(state, restrict_request(request, limits))
+            view = ClusterView(decision.placed, decision.reasons,
+                               self._gpu_mib(request, decision.assignment))
+            result = admit(user, request, [server_of(r) for r in admitted], view, self.policy,
+                           server_name="\0preview")
+            return {
+                "verdict": result.verdict.value,
+                "reasons": list(result.reasons),
+                "fits_now": decision.placed,
+                "candidates": decision.candidates,
+                "placement_reasons": list(decision.reasons),
+                "tier": result.tier.name,
+                "borrowed": result.borrowed,
+                "charge": result.charge.as_dict(),
+                "usage": Amounts.total(server_of(r).charge for r in admitted
+                                       if r.user == user.name).as_dict(),
+                "limits": {r: limits.quota[r] for r in limits.quota},
+            }
+
+    # -- the queue ----------------------------------------------------------------------------
+    def _queue_order(self, s: Session) -> list[ReservationRow]:
+        rows = self.store.reservations(s, "queued")
+        return sorted(rows, key=lambda r: (-r.priority, r.seq))
+
+    def _ticket(self, s: Session, row: ReservationRow) -> Ticket:
+        position, length = 0, 0
+        if row.state == "queued":
+            order = self._queue_order(s)
+            length = len(order)
+            position = 1 + next((i for i, r in enumerate(order)
+                                 if (r.user, r.server) == (row.user, row.server)), 0)
+        tiers = {t.name: t for t in self.policy.tiers}
+        tier = tiers.get(row.tier)
+        return Ticket(
+            row.user, row.server, row.state, list(row.reasons), position, length, row.tier,
+            tier.kube_priority_class if tier else "", row.borrowed, row.assignment,
+            dict(row.charge), list(row.preempting),
+        )
+
+    def _process(self, s: Session) -> None:
+        """Admit what can be admitted, in tier then arrival order; plan preemptions."""
+        now = self.clock()
+        admitted = self.store.reservations(s, "admitted")
+        state = self._state(admitted)
+        usage = [server_of(r) for r in admitted]
+        victims_taken: set[str] = {v for r in self.store.reservations(s, "queued")
+                                   for v in r.preempting}
+        for row in self._queue_order(s):
+            user = User(row.user, frozenset(row.groups))
+            key = key_of(row.user, row.server)
+            if row.deadline is not None and row.deadline <= now:
+                self._give_up(s, row, f"gave up after {self.queue_timeout:g} s in the queue: "
+                              + "; ".join(row.reasons))
+                continue
+            request = request_from_dict(row.request)
+            limits = resolve_limits(self.policy, user.name, user.groups)
+            placed_request = restrict_request(request, limits)
+            view, assignment = self._view(state, placed_request, key)
+            result = admit(user, request, usage, view, self.policy, server_name=row.server)
+            row.tier, row.priority = result.tier.name, result.tier.priority
+            row.borrowed = result.borrowed
+            row.charge = result.charge.as_dict()
+            if result.verdict is Verdict.REFUSE:
+                self._give_up(s, row, "; ".join(result.reasons), state="refused")
+                continue
+            if result.verdict is Verdict.ADMIT and assignment is not None:
+                state.commit(assignment)
+                row.state, row.assignment, row.admitted_at = "admitted", \
+                    assignment_to_dict(assignment), now
+                row.reasons = list(result.reasons)
+                row.seq = self.store.next_seq(s)
+                row.deadline = None
+                for v in row.preempting:
+                    victims_taken.discard(v)
+                row.preempting = []
+                usage.append(server_of(row))
+                continue
+            row.reasons = list(result.reasons)
+            if result.may_preempt and not row.preempting:
+                self._plan_preemption(s, row, user, result.tier, placed_request, state, admitted,
+                                      victims_taken)
+            if self.strict_fifo:
+                break
+
+    def _plan_preemption(self, s: Session, row: ReservationRow, user: User, tier: Any,
+                         request: SliceRequest, state: ClusterState,
+                         admitted: Sequence[ReservationRow], taken: set[str]) -> None:
+        by_key = {key_of(r.user, r.server): r for r in admitted}
+        order = preemption_order(user, tier, row.borrowed,
+                                 [server_of(r) for r in admitted
+                                  if key_of(r.user, r.server) not in taken and r.assignment])
+        candidates = [(sv, assignment_from_dict(by_key[key_of(sv.user, sv.name)].assignment
+                                                or {})) for sv in order]
+        victims = choose_victims(state, self.engine, request, candidates)
+        if not victims:
+            return
+        now = self.clock()
+        row.preempting = [key_of(v.user, v.name) for v in victims]
+        names = ", ".join(f"{v.user}'s '{v.name or 'default'}'" for v in victims)
+        row.reasons = [*row.reasons,
+                       f"stopping {len(victims)} lower-priority server(s) to make room "
+                       f"({names}); grace {self.preemption_grace:g} s"]
+        for v in victims:
+            taken.add(key_of(v.user, v.name))
+            victim_row = by_key[key_of(v.user, v.name)]
+            victim_row.deadline = now + dt.timedelta(seconds=self.preemption_grace)
+            self.store.notify(
+                s, v.user, v.name, "preemption-warning",
+                f"Your server '{v.name or 'default'}' will be stopped in "
+                f"{self.preemption_grace:g} s: a tier '{tier.name}' server needs its room "
+                f"and the cluster is full. Save your work.")
+            self.store.audit(s, "aispike", "preemption.plan", key_of(v.user, v.name),
+                             {"for": key_of(row.user, row.server), "tier": tier.name,
+                              "victim_tier": v.tier, "borrowed": v.borrowed})
+
+    def _give_up(self, s: Session, row: ReservationRow, why: str, state: str = "expired") -> None:
+        row.state = state
+        row.reasons = [why]
+        row.preempting = []
+        self.store.notify(s, row.user, row.server, state, why)
+        self.store.audit(s, "aispike", f"admission.{state}", key_of(row.user, row.server),
+                         {"reason": why})
+
+
+def _commit_quietly(state: ClusterState, assignment: Assignment) -> None:
+    try:
+        state.commit(assignment)
+    except ValueError as e:  # a node left the inventory: its servers are being rebuilt
+        log.warning("ignoring stale assignment %s: %s", assignment, e)
+
+
+def _diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """The top-level (and one level down) parts of ``a`` that differ from ``b``."""
+    out: dict[str, Any] = {}
+    for k, v in a.items():
+        if b.get(k) == v:
+            continue
+        if isinstance(v, Mapping) and isinstance(b.get(k), Mapping):
+            sub = {kk: vv for kk, vv in v.items() if b[k].get(kk) != vv}
+            removed = [kk for kk in b[k] if kk not in v]
+            out[k] = {**sub, **({"(removed)": removed} if removed else {})}
+        else:
+            out[k] = v
+    return out
