@@ -461,7 +461,9 @@ def claim_usage(claim: ClaimInfo, devices: DeviceIndex, bound_pod: bool) -> Usag
                             f" on {p.node}")
     if problems:
         return Usage((), False, tuple(problems))
-    return Usage((p.assignment(claim.key),), False)
+    pinned = p.assignment(claim.key)
+    return Usage((Assignment(pinned.node, pinned.gpu_indices, pinned.gpu_memory_mib, cpu, mem,
+                             claim.key),), False)
 
 
 def pod_usage(pod: PodInfo) -> Usage:
