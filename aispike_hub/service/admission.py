@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from aispike_hub.model import Assignment, Node, SliceRequest
 from aispike_hub.placement.engine import PlacementEngine
+from aispike_hub.placement.preemption import RunningServer, preemption_candidates
 from aispike_hub.placement.state import ClusterState
 from aispike_hub.quota import (
     Amounts,
@@ -170,37 +171,6 @@ def key_of(user: str, server: str) -> str:
 def server_of(row: ReservationRow) -> Server:
     return Server(row.user, row.server, Amounts(**row.charge), row.tier, row.priority,
                   row.borrowed, frozenset(row.groups), row.seq)
-
-
-def choose_victims(
-    state: ClusterState, engine: PlacementEngine, request: SliceRequest,
-    candidates: Sequence[tuple[Server, Assignment]],
-) -> list[Server] | None:
-    """The fewest candidates, taken in order, whose stopping lets ``request`` fit; None if none.
-
-    Takes candidates in the quota core's order until the placement core places the request,
-    then gives back any that were not needed (newest taken last is tried first).  The fit test
-    is the placement engine's, so this can never disagree with placement.
-    """
-    taken: list[tuple[Server, Assignment]] = []
-    for server, assignment in candidates:
-        state.release(assignment)
-        taken.append((server, assignment))
-        if engine.place(state, request).placed:
-            break
-    else:
-        for _s, a in taken:
-            state.commit(a)
-        return None
-    for item in reversed(taken[:-1]):
-        state.commit(item[1])
-        if engine.place(state, request).placed:
-            taken.remove(item)
-        else:
-            state.release(item[1])
-    for _s, a in taken:
-        state.commit(a)
-    return [s for s, _a in taken]
 
 
 class AdmissionController:
@@ -478,15 +448,28 @@ class AdmissionController:
                          request: SliceRequest, state: ClusterState,
                          admitted: Sequence[ReservationRow], taken: set[str]) -> None:
         by_key = {key_of(r.user, r.server): r for r in admitted}
-        order = preemption_order(user, tier, row.borrowed,
-                                 [server_of(r) for r in admitted
-                                  if key_of(r.user, r.server) not in taken and r.assignment])
-        candidates = [(sv, assignment_from_dict(by_key[key_of(sv.user, sv.name)].assignment
-                                                or {})) for sv in order]
-        victims = choose_victims(state, self.engine, request, candidates)
-        if not victims:
-            return
         now = self.clock()
+        # Who may be preempted is the quota rule (tiers, borrowing, never your own server);
+        # which of them must stop for the request to fit is the placement core's.
+        allowed = preemption_order(user, tier, row.borrowed,
+                                   [server_of(r) for r in admitted
+                                    if key_of(r.user, r.server) not in taken and r.assignment])
+        running = [
+            RunningServer(
+                key_of(sv.user, sv.name),
+                assignment_from_dict(by_key[key_of(sv.user, sv.name)].assignment or {}),
+                sv.priority,
+                work_lost=_seconds_between(by_key[key_of(sv.user, sv.name)].admitted_at, now),
+                borrowed=sv.borrowed,
+            )
+            for sv in allowed
+        ]
+        options = preemption_candidates(state, request, running, tier.priority,
+                                        may_preempt=lambda _server, _tier: True, limit=1)
+        if not options:
+            return
+        chosen = set(options[0].victims)
+        victims = [sv for sv in allowed if key_of(sv.user, sv.name) in chosen]
         row.preempting = [key_of(v.user, v.name) for v in victims]
         names = ", ".join(f"{v.user}'s '{v.name or 'default'}'" for v in victims)
         row.reasons = [*row.reasons,
@@ -512,6 +495,10 @@ class AdmissionController:
         self.store.notify(s, row.user, row.server, state, why)
         self.store.audit(s, "aispike", f"admission.{state}", key_of(row.user, row.server),
                          {"reason": why})
+
+
+def _seconds_between(start: dt.datetime | None, end: dt.datetime) -> float:
+    return max((end - start).total_seconds(), 0.0) if start is not None else 0.0
 
 
 def _commit_quietly(state: ClusterState, assignment: Assignment) -> None:

@@ -1,0 +1,115 @@
+"""The admission controller: queue order, queued starts, preemption with grace, giving up."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from service_fixtures import GIB, a100_nodes
+
+from aispike_hub.model import SliceRequest
+from aispike_hub.quota import User, policy_from_dict
+from aispike_hub.service.admission import (
+    AdmissionController,
+    RequestError,
+    StaticInventory,
+    request_from_dict,
+)
+from aispike_hub.service.store import Store
+
+POLICY = {"users": {"boss": {"tier": "high"}, "intern": {"tier": "low"}}}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = dt.datetime(2026, 1, 1)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def controller(clock: Clock, gib: int = 80, **kw: float) -> AdmissionController:
+    return AdmissionController(Store("sqlite://"), StaticInventory(a100_nodes(1, 1, gib)),
+                               policy_from_dict(POLICY), clock=clock, **kw)
+
+
+def gib(n: int) -> SliceRequest:
+    return SliceRequest(gpu_memory_mib=n * GIB)
+
+
+def test_queue_orders_by_tier_then_arrival_and_starts_when_room_frees() -> None:
+    clock = Clock()
+    svc = controller(clock)
+    assert svc.admit(User("ann"), "a", gib(80), "hub").state == "admitted"
+    first = svc.admit(User("bob"), "b", gib(40), "hub")
+    second = svc.admit(User("intern"), "c", gib(40), "hub")
+    third = svc.admit(User("cid"), "d", gib(40), "hub")
+    assert (first.state, first.position) == ("queued", 1)
+    assert first.reasons[0].startswith("the cluster has no room")
+    assert svc.status("intern", "c").position == 3  # low tier waits behind later normal ones
+    assert svc.status("cid", "d").position == 2
+    assert second.queue_length == 2 and third.queue_length == 3
+    svc.release("ann", "a", "hub")
+    assert svc.status("bob", "b").state == "admitted"
+    assert svc.status("cid", "d").state == "admitted"
+    assert svc.status("intern", "c").position == 1
+
+
+def test_high_tier_preempts_after_grace_and_victim_is_told() -> None:
+    clock = Clock()
+    svc = controller(clock, preemption_grace=30)
+    svc.admit(User("intern"), "train", gib(60), "hub")
+    ticket = svc.admit(User("boss"), "urgent", gib(40), "hub")
+    assert ticket.state == "queued" and ticket.preempting == ["intern/train"]
+    assert "stopping 1 lower-priority server" in ticket.reasons[-1]
+    (warning,) = svc.store.notices("intern")
+    assert warning["kind"] == "preemption-warning" and "30 s" in warning["message"]
+    assert svc.due_preemptions() == []
+    clock.now += dt.timedelta(seconds=31)
+    ((user, server, reason),) = svc.due_preemptions()
+    assert (user, server) == ("intern", "train")
+    assert "tier 'high' server of boss" in reason
+    svc.preempted(user, server, reason, "aispike")
+    assert svc.status("boss", "urgent").state == "admitted"
+    assert svc.store.notices("intern")[0]["kind"] == "preempted"
+    assert "preemption.stop" in [e.action for e in svc.store.audit_log()]
+
+
+def test_same_tier_does_not_preempt_and_request_gives_up() -> None:
+    clock = Clock()
+    svc = controller(clock, queue_timeout=60)
+    svc.admit(User("ann"), "a", gib(60), "hub")
+    ticket = svc.admit(User("bob"), "b", gib(40), "hub")
+    assert ticket.state == "queued" and ticket.preempting == []
+    clock.now += dt.timedelta(seconds=61)
+    svc.process()
+    gone = svc.status("bob", "b")
+    assert gone.state == "expired" and "gave up after 60 s" in gone.reasons[0]
+    # Asking again starts a new wait.
+    assert svc.admit(User("bob"), "b", gib(10), "hub").state == "admitted"
+
+
+def test_fit_preview_uses_the_placement_core() -> None:
+    svc = controller(Clock())
+    svc.admit(User("ann"), "a", gib(60), "hub")
+    preview = svc.fit(User("bob"), gib(40))
+    assert preview["verdict"] == "queue" and not preview["fits_now"]
+    assert preview["placement_reasons"]
+    ok = svc.fit(User("bob"), gib(20))
+    assert ok["verdict"] == "admit" and ok["candidates"] == 1
+
+
+def test_request_documents_are_checked_field_by_field() -> None:
+    for doc, field_name in [
+        ({"gpu_count": -1}, "request.gpu_count"),
+        ({"gpu_memory_mib": "8Gi"}, "request.gpu_memory_mib"),
+        ({"gpu_count": 2, "gpu_memory_mib": 1024}, "request"),
+        ({"bogus": 1}, "request.bogus"),
+        ({"allowed_models": "A100"}, "request.allowed_models"),
+        ([], "request"),
+    ]:
+        try:
+            request_from_dict(doc)
+        except RequestError as e:
+            assert e.field == field_name, (doc, e)
+        else:
+            raise AssertionError(f"accepted {doc}")
