@@ -83,9 +83,9 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def quality(traces: dict[str, str], nodes_csv: str, seeds: list[int],
-            pool: multiprocessing.pool.Pool,
-            whole: bool = False) -> dict[tuple[str, str], dict[str, float]]:
-    jobs = [(nodes_csv, path, p, s, whole) for path in traces.values() for p in POLICY_NAMES
+            pool: multiprocessing.pool.Pool, whole: bool = False,
+            policies: tuple[str, ...] = POLICY_NAMES) -> dict[tuple[str, str], dict[str, float]]:
+    jobs = [(nodes_csv, path, p, s, whole) for path in traces.values() for p in policies
             for s in seeds]
     out: dict[tuple[str, str], dict[str, list[float]]] = {}
     for done, (policy, path, _seed, alloc, served, times) in enumerate(
@@ -132,11 +132,12 @@ def section_quality(traces: dict[str, str], nodes_csv: str, seeds: list[int],
 
 def section_slicing(traces: dict[str, str], nodes_csv: str, seeds: list[int],
                     pool: multiprocessing.pool.Pool) -> None:
-    sliced = quality(traces, nodes_csv, seeds, pool)
-    whole = quality(traces, nodes_csv, seeds, pool, whole=True)
+    policies = ("bestfit", "fgd", "aispike")
+    sliced = quality(traces, nodes_csv, seeds, pool, policies=policies)
+    whole = quality(traces, nodes_csv, seeds, pool, whole=True, policies=policies)
     rows = []
     for name, path in traces.items():
-        for policy in ("bestfit", "fgd", "aispike"):
+        for policy in policies:
             s, w = sliced[(path, policy)]["served"], whole[(path, policy)]["served"]
             rows.append([name, policy, f"{s:.2f}", f"{w:.2f}", f"{(s / w - 1) * 100:+.1f}%"])
     print("\n## GPU demand served at saturation (130% arrived), % of capacity\n")

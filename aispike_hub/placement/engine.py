@@ -75,7 +75,8 @@ def _build_policy(name: str, workload: Workload | None, affinity: Affinity) -> P
         return workload if workload is not None else default_notebook_workload()
 
     builders: dict[str, Callable[[], Policy]] = {
-        "random": lambda: Policy(name, ((RandomScorer(), 1.0),), (gpu_bestfit,)),
+        # A random node, then the emptiest GPU on it (measured closest to the published Random).
+        "random": lambda: Policy(name, ((RandomScorer(), 1.0),), (GpuWorstFitScorer(),)),
         "spread": lambda: Policy(name, ((SpreadScorer(), 1.0),), (GpuWorstFitScorer(),)),
         "bestfit": lambda: Policy(name, ((BestFitScorer(faithful=True), 1.0),), (gpu_bestfit,)),
         "dotprod": lambda: Policy(name, ((DotProductScorer(faithful=True), 1.0),)),

@@ -255,3 +255,4 @@ class FragmentationModel:
         after = self._frag(node, st.cpu_free[node] - cpu_milli, total, usable, count,
                            st.mem_free[node] - memory_mib if self.use_memory else None)
         return after - self.frag[node]
+

@@ -274,3 +274,4 @@ class LocalityScorer:
             per_node = (sizes > 0) @ weight / total if total else np.zeros(len(st.nodes))
             ctx.cache[key] = per_node
         return per_node[ctx.options.node]
+
