@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("aispike_hub.agent.main", "node agent: GPUs, topology, per-notebook use, publishing"),
+    "service": ("aispike_hub.service.app", "AISpike service: quotas, admission queue, preemption"),
     "simulate": ("aispike_hub.sim.main", "replay a GPU cluster trace through the placement core"),
 }
 """Subcommand -> (module with ``main(argv)``, one line of help)."""

@@ -1,0 +1,245 @@
+"""``aispike-hub service``: the AISpike service, a hub-managed JupyterHub service.
+
+The hub starts it (``c.JupyterHub.services``) with its token and URLs in the environment
+(``JUPYTERHUB_API_TOKEN``, ``JUPYTERHUB_API_URL``, ``JUPYTERHUB_SERVICE_URL``,
+``JUPYTERHUB_SERVICE_PREFIX``, ...).  It owns the quota policy (seeded from config, edited at
+run time, kept in the store), admits and queues spawns, and stops preempted servers through the
+hub's REST API.  Every setting is a trait: ``aispike-hub service --help-all`` lists them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlparse
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler
+from tornado import httpclient, web
+from traitlets import Bool, Dict, Float, Unicode, default
+from traitlets.config import Application
+
+from aispike_hub.model import Node
+from aispike_hub.placement.engine import POLICY_NAMES, PlacementEngine
+from aispike_hub.service.admission import AdmissionController, Inventory, StaticInventory
+from aispike_hub.service.api import ServiceContext, handlers
+from aispike_hub.service.store import Store
+
+
+def nodes_from_file(path: str) -> list[Node]:
+    """Nodes of a node spec file (the format of tests/fixtures/cluster/gpu-nodes.yaml)."""
+    import yaml  # type: ignore[import-untyped]
+
+    from aispike_hub.kube.nodespec import nodes_from_spec
+
+    return [s.node for s in nodes_from_spec(yaml.safe_load(Path(path).read_text()))]
+
+
+class AISpikeService(Application):
+    """The AISpike service: quota policy, admission, queue, preemption, fit preview."""
+
+    name = "aispike-hub service"
+    description = __doc__ or ""
+
+    config_file = Unicode(
+        "aispike_service_config.py",
+        help="Python config file to load (traitlets), if it exists.",
+    ).tag(config=True)
+
+    db_url = Unicode(
+        "sqlite:///aispike_service.sqlite",
+        help="""SQLAlchemy URL of the store (policy, reservations, notices, audit log).
+        sqlite for one hub; PostgreSQL in production, e.g.
+        postgresql+psycopg://aispike:PASSWORD@db:5432/aispike.""",
+    ).tag(config=True)
+
+    policy = Dict(
+        help="""Quota and priority policy that seeds an empty store (see docs/quotas.md):
+        {"defaults": {...}, "groups": {name: {"member": {...}, "quota": {...},
+        "borrowing": {...}}}, "users": {name: {...}}, "tiers": [...], "default_tier": ...,
+        "group_combine": "most_generous"}. Once stored, the store is the truth (admins edit it
+        through the REST API); set reset_policy to load this again.""",
+    ).tag(config=True)
+
+    reset_policy = Bool(
+        False,
+        help="Replace the stored policy with the configured one at start (audited).",
+    ).tag(config=True)
+
+    nodes_file = Unicode(
+        "",
+        help="""Node spec file (YAML) describing the cluster, for hubs without the Kubernetes
+        inventory (one machine, tests). Format: docs/test-stack.md, 'Node spec'.""",
+    ).tag(config=True)
+
+    placement_policy = Unicode(
+        "aispike",
+        help=f"Placement policy for admission and the fit preview; one of {POLICY_NAMES}.",
+    ).tag(config=True)
+
+    queue_timeout = Float(
+        600.0,
+        help="Seconds a spawn may wait in the queue before it gives up (the user is told).",
+    ).tag(config=True)
+
+    preemption_grace = Float(
+        30.0,
+        help="""Seconds between warning a preempted server's user and stopping the server
+        through the hub.""",
+    ).tag(config=True)
+
+    strict_fifo = Bool(
+        False,
+        help="""Queue strictly in order: when the first request does not fit, nothing behind it
+        starts. Default: a later request that fits may start (best effort, like Kueue's
+        BestEffortFIFO); tier order always holds.""",
+    ).tag(config=True)
+
+    tick_interval = Float(
+        2.0,
+        help="Seconds between queue re-checks (deadlines, grace periods, freed capacity).",
+    ).tag(config=True)
+
+    bind_url = Unicode(help="URL to listen on; default $JUPYTERHUB_SERVICE_URL.").tag(config=True)
+
+    @default("bind_url")
+    def _bind_url(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101/")
+
+    service_prefix = Unicode(
+        help="URL prefix of the service; default $JUPYTERHUB_SERVICE_PREFIX."
+    ).tag(config=True)
+
+    @default("service_prefix")
+    def _service_prefix(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/aispike/")
+
+    service_name = Unicode(help="This service's name in the hub; default "
+                           "$JUPYTERHUB_SERVICE_NAME.").tag(config=True)
+
+    @default("service_name")
+    def _service_name(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_NAME", "aispike")
+
+    hub_api_url = Unicode(help="The hub's REST API; default $JUPYTERHUB_API_URL.").tag(
+        config=True)
+
+    @default("hub_api_url")
+    def _hub_api_url(self) -> str:
+        return os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api")
+
+    api_token = Unicode(
+        help="""Token for the hub's API (stopping preempted servers needs admin:servers);
+        default $JUPYTERHUB_API_TOKEN."""
+    ).tag(config=True)
+
+    @default("api_token")
+    def _api_token(self) -> str:
+        return os.environ.get("JUPYTERHUB_API_TOKEN", "")
+
+    aliases = {  # noqa: RUF012 (traitlets reads this class attribute)
+        "db-url": "AISpikeService.db_url",
+        "nodes-file": "AISpikeService.nodes_file",
+        "config": "AISpikeService.config_file",
+    }
+
+    controller: AdmissionController
+    ctx: ServiceContext
+
+    def make_inventory(self) -> Inventory:
+        if self.nodes_file:
+            return StaticInventory(nodes_from_file(self.nodes_file))
+        raise SystemExit("aispike-hub service: set AISpikeService.nodes_file (the Kubernetes "
+                         "inventory is wired in by the placement integration)")
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        self.parse_command_line(argv)
+        if self.config_file and Path(self.config_file).exists():
+            self.load_config_file(self.config_file)
+            self.parse_command_line(argv)  # the command line wins over the file
+        store = Store(self.db_url)
+        policy = AdmissionController.load_policy(store, self.policy)
+        if self.reset_policy and self.policy:
+            controller = AdmissionController(store, self.make_inventory(), policy)
+            controller.set_policy(self.policy, "config", "policy (reset_policy)")
+            policy = controller.policy
+        self.controller = AdmissionController(
+            store, self.make_inventory(), policy,
+            engine=PlacementEngine(self.placement_policy),
+            queue_timeout=self.queue_timeout, preemption_grace=self.preemption_grace,
+            strict_fifo=self.strict_fifo,
+        )
+
+    def make_app(self) -> web.Application:
+        self.ctx = ServiceContext(self.controller, self.service_name)
+        prefix = self.service_prefix
+        routes: list[Any] = [(rf"{prefix.rstrip('/')}/oauth_callback", HubOAuthCallbackHandler)]
+        routes += handlers(prefix, self.ctx)
+        return web.Application(routes, cookie_secret=os.urandom(32), xsrf_cookies=False)
+
+    async def stop_server(self, user: str, server: str) -> bool:
+        """Stop a server through the hub's API; True once the hub accepted it."""
+        path = (f"/users/{quote(user)}/servers/{quote(server)}" if server
+                else f"/users/{quote(user)}/server")
+        client = httpclient.AsyncHTTPClient()
+        try:
+            await client.fetch(
+                self.hub_api_url.rstrip("/") + path, method="DELETE",
+                headers={"Authorization": f"token {self.api_token}"},
+                body=json.dumps({"remove": False}) if server else None,
+                allow_nonstandard_methods=True, request_timeout=60)
+        except httpclient.HTTPClientError as e:
+            if e.code == 404 or e.code == 400:  # already gone
+                return True
+            self.log.warning("stopping %s/%s for preemption failed: %s", user, server, e)
+            return False
+        return True
+
+    async def tick(self) -> None:
+        """Re-check the queue; stop servers whose preemption grace is over."""
+        async with self.ctx.lock:
+            self.controller.process()
+            due = self.controller.due_preemptions()
+        for user, server, reason in due:
+            self.log.info("preempting %s/%s: %s", user, server, reason)
+            if await self.stop_server(user, server):
+                async with self.ctx.lock:
+                    self.controller.preempted(user, server, reason, "aispike")
+
+    async def run(self) -> None:
+        app = self.make_app()
+        url = urlparse(self.bind_url)
+        app.listen(url.port or 80, url.hostname or "127.0.0.1", xheaders=True)
+        self.log.info("AISpike service on %s (prefix %s, store %s)", self.bind_url,
+                      self.service_prefix, self.db_url.split("@")[-1])
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception:
+                self.log.exception("queue tick failed")
+            self.ctx.wakeup.clear()
+            waiters = [asyncio.ensure_future(stop.wait()),
+                       asyncio.ensure_future(self.ctx.wakeup.wait())]
+            await asyncio.wait(waiters, timeout=self.tick_interval,
+                               return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+        self.controller.store.close()
+
+    def start(self) -> None:
+        asyncio.run(self.run())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``aispike-hub service``."""
+    app = AISpikeService()
+    app.initialize(list(argv) if argv is not None else None)
+    app.start()
