@@ -710,6 +710,11 @@ class Inventory(LoggingConfigurable):
         info = self._claims.get(key)
         if info is None:
             return
+        if self._topology_dirty or self._state is None:
+            # The device index is about to be rebuilt; the rebuild recomputes every claim.
+            self._set_usage(f"claim:{key}", None)
+            self._entries[f"claim:{key}"] = _Entry(Usage((), info.is_allocated))
+            return
         usage = claim_usage(info, self._devices, bool(self._bound_refs.get(key)))
         for p in usage.problems:
             self._warn_once(f"claim-usage/{key}/{info.resource_version}/{p}", p)
@@ -901,6 +906,8 @@ class Inventory(LoggingConfigurable):
         for key in list(self._claims):
             claim = self._claims[key]
             usage = claim_usage(claim, self._devices, bool(self._bound_refs.get(key)))
+            for p in usage.problems:
+                self._warn_once(f"claim-usage/{key}/{claim.resource_version}/{p}", p)
             self._entries[f"claim:{key}"] = _Entry(usage)
             if not usage.assignments:
                 del self._entries[f"claim:{key}"]

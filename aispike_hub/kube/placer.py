@@ -363,14 +363,8 @@ class Placer(LoggingConfigurable):
                 f"gave up on server {server} after {self.max_repins} re-pins: {reason}"
             )
         if claim is not None:
-            try:
-                self.api.delete("resourceclaims", name, namespace, uid=claim.uid,
-                                resource_version=claim.resource_version)
-            except ApiException as e:
-                if e.status == 409:
-                    return None  # allocated (or changed) since we looked: nothing to do
-                if e.status != 404:
-                    raise
+            if not self._delete_unallocated(namespace, name, claim.uid, claim.resource_version):
+                return None  # allocated since we looked: nothing to re-pin
             self.inventory.drop(namespace, name, claim.uid)
         pod = self.inventory.pod(namespace, server)
         pod_node = ""
@@ -394,6 +388,33 @@ class Placer(LoggingConfigurable):
         if moved and pod_json is not None:
             self._recreate_pod(pin, pod_json)
         return pin
+
+    def _delete_unallocated(self, namespace: str, name: str, uid: str, rv: str) -> bool:
+        """Delete the claim only while it is unallocated; False if it got allocated meanwhile.
+
+        The resourceVersion precondition makes this safe against the scheduler allocating it at
+        the same moment; a 409 from an unrelated change (say, our owner patch) is re-read.
+        """
+        for _ in range(5):
+            try:
+                self.api.delete("resourceclaims", name, namespace, uid=uid, resource_version=rv)
+                return True
+            except ApiException as e:
+                if e.status == 404:
+                    return True
+                if e.status != 409:
+                    raise
+            try:
+                fresh = self.api.get("resourceclaims", name, namespace)
+            except ApiException as e:
+                if e.status == 404:
+                    return True
+                raise
+            meta = fresh.get("metadata") or {}
+            if (fresh.get("status") or {}).get("allocation") or meta.get("uid") != uid:
+                return False
+            rv = str(meta.get("resourceVersion", ""))
+        return False
 
     def _recreate_pod(self, pin: Pin, pod_json: Mapping[str, Any], timeout: float = 60) -> None:
         """Re-create a pending (never bound) pod so its node affinity names the new node."""

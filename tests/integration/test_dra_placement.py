@@ -1,0 +1,327 @@
+"""Placement on Kubernetes through DRA, on the real control plane (kube-apiserver, kube-scheduler
+with consumable capacity, kube-controller-manager, kwok nodes whose GPUs are ResourceSlices).
+
+Each test creates its own nodes with a GPU model name unique to the test, and asks only for that
+model, so tests never compete for the session's GPUs.  The burst is scaled for CI by
+``AISPIKE_BURST_SERVERS`` / ``AISPIKE_BURST_NODES`` / ``AISPIKE_BURST_COMPETITORS``
+(defaults 40 / 4 / 8); ``benchmarks/kube_placement.py`` runs the full 500 / 50.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes.client.rest import ApiException
+
+from aispike_hub.kube.api import KubeJson
+from aispike_hub.kube.claims import claim_name, owner_reference, pinned_claim
+from aispike_hub.kube.inventory import Inventory
+from aispike_hub.kube.placer import PlacementRefused, Placer
+from aispike_hub.kube.slices import resource_slice, resource_slice_name
+from aispike_hub.model import GIB_IN_MIB, Gpu, Node, SliceRequest
+
+from . import dra_burst
+from .conftest import GpuNodes, TestCluster, wait_until
+
+GIB = GIB_IN_MIB
+
+
+@pytest.fixture
+def placer(cluster: TestCluster) -> Iterator[Placer]:
+    inventory = Inventory(cluster.api).start()
+    yield Placer(inventory, unschedulable_seconds=5)
+    inventory.stop()
+
+
+def seen(placer: Placer, nodes: list[Node]) -> list[Node]:
+    """Wait until the placer's inventory (a watch, so a little behind) has ``nodes``' GPUs."""
+
+    def check() -> bool:
+        with placer.inventory.lock:
+            state = placer.inventory.state()
+            if state is None:
+                return False
+            return all(
+                n.name in state.node_index
+                and int(state.gpu_count[state.node_index[n.name]]) == len(n.gpus)
+                for n in nodes
+            )
+
+    wait_until(check, 30, "the inventory to see the test's nodes")
+    return nodes
+
+
+def model(tag: str) -> str:
+    return f"TEST-{tag}-{secrets.token_hex(3)}"
+
+
+def gpu_spec(name: str, m: str, memory: str, count: int, **topo: Any) -> dict[str, Any]:
+    return {"name": name, "cpu": "32", "memory": "256Gi",
+            "gpus": [{"model": m, "memory": memory, "count": count, **topo}]}
+
+
+def pod(request: SliceRequest, selector: dict[str, str]) -> dict[str, Any]:
+    return dra_burst.pod_manifest(request, selector)
+
+
+def allocation(api: KubeJson, namespace: str, server: str) -> list[dict[str, Any]]:
+    claim = api.get("resourceclaims", claim_name(server), namespace)
+    return list(claim["status"]["allocation"]["devices"]["results"])
+
+
+def test_pods_land_on_the_pinned_gpu_and_consumed_capacity_matches(
+    cluster: TestCluster, namespace: str, gpu_nodes: GpuNodes, placer: Placer
+) -> None:
+    a100, h100, t4 = model("a100"), model("h100"), model("t4")
+    nodes = seen(placer, gpu_nodes({"nodes": [
+        {**gpu_spec("a", a100, "80Gi", 2, nvlinkDomain="nvl0"),
+         "gpus": [{"model": a100, "memory": "80Gi", "count": 2, "nvlinkDomain": "nvl0"},
+                  {"model": a100, "memory": "80Gi", "count": 2, "nvlinkDomain": "nvl1"}]},
+        gpu_spec("h", h100, "81559Mi", 2, nvlinkDomain="nvl0"),
+        gpu_spec("t", t4, "16Gi", 2, pcieSwitch="sw0"),
+    ]}))
+    api = placer.api
+    cases = [(a100, 24), (a100, 40), (a100, 20), (h100, 79), (h100, 8), (t4, 12), (t4, 6)]
+    for i, (m, gib) in enumerate(cases):
+        req = SliceRequest(gpu_memory_mib=gib * GIB, allowed_models=frozenset({m}),
+                           cpu_milli=500, memory_mib=GIB)
+        messages: list[str] = []
+        result = placer.start_server(namespace, f"nb-{i}", req, pod(req, gpu_nodes.selector),
+                                     timeout=90, progress=messages.append)
+        p = result.pin.placement
+        assert p is not None and messages[0].startswith(f"placed on {p.node}: GPU")
+        (res,) = allocation(api, namespace, f"nb-{i}")
+        assert (res["pool"], res["device"]) == (p.node, f"gpu-{p.gpus[0].index}")
+        assert res["consumedCapacity"] == {"memory": f"{gib}Gi"}
+        assert result.pod is not None and result.pod.node == p.node
+        node = next(n for n in nodes if n.name == p.node)
+        assert node.gpus[p.gpus[0].index].model == m
+    # Packing: the 20 GiB slice joined the 40 GiB one rather than opening another GPU.
+    by_server = {f"nb-{i}": allocation(api, namespace, f"nb-{i}")[0]["device"] for i in range(3)}
+    assert len(set(by_server.values())) <= 2
+
+
+def test_a_two_gpu_claim_gets_gpus_of_one_nvlink_domain(
+    cluster: TestCluster, namespace: str, gpu_nodes: GpuNodes, placer: Placer
+) -> None:
+    m = model("nvl")
+    (node,) = seen(placer, gpu_nodes({"nodes": [{"name": "nv", "cpu": "32", "memory": "256Gi",
+                                                 "gpus": [
+        {"model": m, "memory": "80Gi", "count": 2, "nvlinkDomain": "nvl0", "pcieSwitch": "sw0"},
+        {"model": m, "memory": "80Gi", "count": 2, "nvlinkDomain": "nvl1", "pcieSwitch": "sw0"},
+    ]}]}))
+    small = SliceRequest(gpu_memory_mib=8 * GIB, allowed_models=frozenset({m}))
+    placer.start_server(namespace, "small", small, pod(small, gpu_nodes.selector), timeout=90)
+    pair = SliceRequest(gpu_count=2, allowed_models=frozenset({m}), cpu_milli=1000)
+    result = placer.start_server(namespace, "pair", pair, pod(pair, gpu_nodes.selector),
+                                 timeout=90)
+    devices = sorted(r["device"] for r in allocation(placer.api, namespace, "pair"))
+    domains = {node.gpus[int(d.removeprefix("gpu-"))].nvlink_domain for d in devices}
+    assert len(devices) == 2 and len(domains) == 1, devices
+    claim = placer.api.get("resourceclaims", claim_name("pair"), namespace)
+    assert claim["spec"]["devices"]["constraints"] == [
+        {"requests": ["gpu"], "matchAttribute": "gpu.aispike.io/nvlinkDomain"}
+    ]
+    assert result.pin.placement is not None and result.pin.placement.whole
+
+
+def test_a_request_that_fits_nowhere_is_refused_with_reasons_before_any_pod(
+    cluster: TestCluster, namespace: str, gpu_nodes: GpuNodes, placer: Placer
+) -> None:
+    m = model("full")
+    seen(placer, gpu_nodes({"nodes": [{**gpu_spec("f", m, "40Gi", 1), "cpu": "2"}]}))
+    cases = {
+        "too-big": (SliceRequest(gpu_memory_mib=48 * GIB, allowed_models=frozenset({m})),
+                    f"no {m} has 48 GiB free (largest free: 40 GiB)"),
+        "no-model": (SliceRequest(gpu_memory_mib=GIB, allowed_models=frozenset({"B300-nope"})),
+                     "no node has a GPU of model B300-nope"),
+        "no-cpu": (SliceRequest(gpu_memory_mib=GIB, allowed_models=frozenset({m}),
+                                cpu_milli=900_000), "CPUs free"),
+    }
+    for server, (req, reason) in cases.items():
+        with pytest.raises(PlacementRefused) as refused:
+            placer.start_server(namespace, server, req, pod(req, gpu_nodes.selector))
+        assert any(reason in r for r in refused.value.reasons), refused.value.reasons
+    assert cluster.core.list_namespaced_pod(namespace).items == []
+    assert placer.api.list("resourceclaims", namespace=namespace)[0] == []
+
+
+def test_deleting_a_server_frees_its_slice(
+    cluster: TestCluster, namespace: str, gpu_nodes: GpuNodes, placer: Placer
+) -> None:
+    m = model("gc")
+    seen(placer, gpu_nodes({"nodes": [gpu_spec("g", m, "80Gi", 1)]}))
+    big = SliceRequest(gpu_memory_mib=60 * GIB, allowed_models=frozenset({m}))
+    placer.start_server(namespace, "first", big, pod(big, gpu_nodes.selector), timeout=90)
+    claim = placer.api.get("resourceclaims", claim_name("first"), namespace)
+    assert claim["metadata"]["ownerReferences"][0]["name"] == "first"
+    with pytest.raises(PlacementRefused):
+        placer.pin(namespace, "second", big)
+    cluster.core.delete_namespaced_pod("first", namespace, grace_period_seconds=0)
+
+    def claim_gone() -> bool:
+        try:
+            placer.api.get("resourceclaims", claim_name("first"), namespace)
+        except ApiException as e:
+            return e.status == 404
+        return False
+
+    wait_until(claim_gone, 90, "the garbage collector to delete the server's claim")
+    wait_until(lambda: placer.preview(big).placed, 30, "the inventory to see the room free")
+    result = placer.start_server(namespace, "second", big, pod(big, gpu_nodes.selector),
+                                 timeout=90)
+    assert result.pod is not None
+
+
+def test_a_stale_pin_is_repinned_and_never_two_claims(
+    cluster: TestCluster, namespace: str, gpu_nodes: GpuNodes, placer: Placer
+) -> None:
+    m = model("stale")
+    (node,) = seen(placer, gpu_nodes({"nodes": [gpu_spec("s", m, "80Gi", 2)]}))
+    req = SliceRequest(gpu_memory_mib=70 * GIB, allowed_models=frozenset({m}))
+    pin = placer.pin(namespace, "nb", req)
+    assert pin.placement is not None
+    pinned = pin.placement.gpus[0]
+    # Someone else's claim takes the room on that GPU before our pod exists.
+    other = pinned_claim("intruder", pin.placement, SliceRequest(gpu_memory_mib=20 * GIB))
+    other["metadata"]["labels"] = {"app": "other"}
+    other["metadata"]["annotations"] = {}
+    other["spec"]["devices"]["requests"][0]["exactly"]["capacity"]["requests"]["memory"] = "20Gi"
+    placer.api.create("resourceclaims", other, namespace)
+    intruder = pod(SliceRequest(gpu_count=0), gpu_nodes.selector)
+    intruder["metadata"]["name"] = "intruder"
+    intruder["spec"]["resourceClaims"] = [{"name": "gpu", "resourceClaimName": "intruder-gpu"}]
+    intruder["spec"]["containers"][0]["resources"]["claims"] = [{"name": "gpu"}]
+    placer.api.create("pods", intruder, namespace)
+    wait_until(lambda: placer.status(namespace, "nb").phase == "stale", 60, "our pin stale")
+    with pytest.raises(PlacementRefused):
+        placer.pin(namespace, "nb", SliceRequest(gpu_memory_mib=GIB, allowed_models={m}))
+
+    created = placer.api.create("pods", pin.pod(pod(req, gpu_nodes.selector)), namespace)
+    placer.adopt(pin, "nb", created["metadata"]["uid"])
+    new = placer.repin(namespace, "nb", "test")
+    assert new is not None and new.placement is not None
+    assert new.placement.gpus[0].uuid != pinned.uuid and new.placement.attempt == 2
+    wait_until(lambda: placer.status(namespace, "nb").phase == "running", 90, "nb Running")
+    (res,) = allocation(placer.api, namespace, "nb")
+    assert res["device"] == f"gpu-{new.placement.gpus[0].index}"
+    assert res["pool"] == node.name
+    assert dra_burst.claims_per_server(placer.api, namespace) == {"nb": 1}
+
+
+def test_corrupt_foreign_and_vanishing_devices_are_skipped(
+    cluster: TestCluster, namespace: str, gpu_nodes: GpuNodes, placer: Placer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    m = model("bad")
+    good, victim = seen(placer, gpu_nodes({"nodes": [gpu_spec("ok", m, "80Gi", 1),
+                                                     gpu_spec("vanish", m, "80Gi", 2)]}))
+    api = placer.api
+    caplog.set_level(logging.WARNING, logger="aispike_hub.kube.inventory")
+    # A node whose slice lost the uuid of one device, and one that reuses another GPU's uuid.
+    bad_gpus = (Gpu(0, m, 80 * GIB, uuid="GPU-missing"),
+                Gpu(1, m, 80 * GIB, uuid=good.gpus[0].uuid))
+    (bad,) = gpu_nodes({"nodes": [{"name": "bad", "cpu": "32", "memory": "256Gi"}]})
+    corrupt = resource_slice(bad.name, bad_gpus)
+    del corrupt["spec"]["devices"][0]["attributes"]["uuid"]
+    api.create("resourceslices", corrupt)
+    # A slice and a claim of another driver.
+    foreign = resource_slice(bad.name, (Gpu(0, m, 80 * GIB, uuid="GPU-foreign"),))
+    foreign["metadata"]["name"] = f"{bad.name}-other"
+    foreign["spec"]["driver"] = "gpu.example.com"
+    api.create("resourceslices", foreign)
+    other_claim = dra_burst.competitor_claim("foreign-claim", 8)
+    other_claim["spec"]["devices"]["requests"][0]["exactly"]["deviceClassName"] = "nope.example"
+    api.create("resourceclaims", other_claim, namespace)
+    try:
+        wait_until(lambda: "no uuid attribute" in caplog.text, 30, "warning about the slice")
+        wait_until(lambda: "published more than once" in caplog.text
+                   or placer.inventory.state() is not None, 30, "duplicate warning")
+        placer.inventory.state()
+        assert "published more than once" in caplog.text
+        assert "driver 'gpu.example.com'" in caplog.text
+        # Nothing is pinned to the uuid-less device, the ambiguous uuid or the foreign one.
+        pins = []
+        for i in range(3):
+            req = SliceRequest(gpu_memory_mib=50 * GIB, allowed_models=frozenset({m}))
+            try:
+                pins.append(placer.pin(namespace, f"p{i}", req))
+            except PlacementRefused:
+                break
+        uuids = {p.placement.gpus[0].uuid for p in pins if p.placement}
+        assert uuids <= {g.uuid for g in victim.gpus}, uuids
+        assert len(pins) == 2
+        # A device vanishes under a pin: the pin is stale, re-pinning avoids the missing GPU.
+        target = next(p for p in pins if p.placement)
+        assert target.placement is not None
+        lost = target.placement.gpus[0]
+        keep = tuple(g for g in victim.gpus if g.uuid != lost.uuid)
+        slice_now = api.get("resourceslices", resource_slice_name(victim.name))
+        replacement = resource_slice(victim.name, keep, generation=2)
+        replacement["metadata"]["resourceVersion"] = slice_now["metadata"]["resourceVersion"]
+        api.request("PUT", f"/apis/resource.k8s.io/v1/resourceslices/{victim.name}"
+                    f"-gpu.aispike.io", body=replacement)
+        wait_until(lambda: "no longer published" in placer.inventory.stale_reason(
+            namespace, target.claim), 30, "pin on the vanished GPU reported stale")
+        placer.release(namespace, next(p for p in pins if p is not target).server)
+        new = placer.repin(namespace, target.server, "device vanished")
+        assert new is not None and new.placement is not None
+        assert new.placement.gpus[0].uuid == keep[0].uuid
+    finally:
+        for name in (resource_slice_name(bad.name), f"{bad.name}-other"):
+            with contextlib.suppress(ApiException):
+                api.delete("resourceslices", name)
+
+
+def test_owner_reference_shape_is_accepted(
+    cluster: TestCluster, namespace: str, gpu_nodes: GpuNodes, placer: Placer
+) -> None:
+    m = model("own")
+    seen(placer, gpu_nodes({"nodes": [gpu_spec("o", m, "80Gi", 1)]}))
+    req = SliceRequest(gpu_memory_mib=4 * GIB, allowed_models=frozenset({m}))
+    p = placer.pin(namespace, "own", req)
+    created = placer.api.create("pods", p.pod(pod(req, gpu_nodes.selector)), namespace)
+    placer.adopt(p, "own", created["metadata"]["uid"])
+    claim = placer.api.get("resourceclaims", p.claim, namespace)
+    assert claim["metadata"]["ownerReferences"] == [
+        owner_reference("own", created["metadata"]["uid"])
+    ]
+
+
+def test_burst_with_competitors_and_a_restart(
+    cluster: TestCluster, namespace: str, gpu_nodes: GpuNodes
+) -> None:
+    servers = int(os.environ.get("AISPIKE_BURST_SERVERS", "40"))
+    n_nodes = int(os.environ.get("AISPIKE_BURST_NODES", "4"))
+    competitors = int(os.environ.get("AISPIKE_BURST_COMPETITORS", "8"))
+    m = model("burst")
+    gpu_nodes(dra_burst.burst_nodes_spec(n_nodes, m))
+    started = time.monotonic()
+    try:
+        report = dra_burst.run_burst(cluster.api, namespace, gpu_nodes.selector, m,
+                                     servers=servers, nodes=n_nodes, competitors=competitors,
+                                     timeout=240)
+        service = dra_burst.last_service()
+        api = service.placer.api
+        print(f"\n[burst] {servers} servers, {n_nodes} nodes, {competitors} competitors in "
+              f"{time.monotonic() - started:.1f} s: {dict(report.outcome)}, "
+              f"pins {report.pins}, re-pins {report.repins}, handed over {report.handed_over}")
+        assert dra_burst.overcommitted_devices(api) == {}
+        assert max(dra_burst.claims_per_server(api, namespace).values()) == 1
+        placed = [n for n in report.requests if n not in report.refused]
+        assert report.running_after == len(placed), report.outcome
+        assert dra_burst.pinned_where_allocated(api, namespace, placed) == []
+        assert report.competitors_running == competitors
+        assert report.handed_over > 0
+        # Every refusal was right: it still does not fit in the final cluster.
+        for name, req in report.refused.items():
+            assert not service.placer.preview(req).placed, name
+    finally:
+        dra_burst.stop_services()
