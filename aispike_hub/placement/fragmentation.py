@@ -16,6 +16,12 @@ GPUs with at least ``D`` free, ``C`` the number of such GPUs, ``W_j(c)`` the pro
 of that class needing at most ``c`` CPU.  Keeping ``S`` and ``C`` per node makes the change from
 one more slice an O(classes) update, which is what lets the simulator score every node for every
 pod in well under a millisecond.
+
+The *capacity* measure (``measure="capacity"``, used by the ``aispike`` policy beside FGD's)
+counts instead how much of the free GPU memory each task type could really consume: whole slices
+per GPU (``floor(free / demand)``, so two 470-thousandth slices leave 60 that no such slice uses)
+and no more slices than the node's free CPU allows.  FGD counts a node as wholly usable by a type
+as soon as one task of it fits, which misses both.
 """
 
 from __future__ import annotations
@@ -115,7 +121,6 @@ class FragmentationModel:
             raise ValueError(f"unknown fragmentation measure {measure!r}")
         self.state = state
         self.measure = measure
-        self.use_memory = False
         classes: dict[GpuClass, list[tuple[int, float]]] = {}
         for req, p in workload.types:
             if req.gpu_count == 0:
@@ -132,12 +137,16 @@ class FragmentationModel:
                 weight[j, 1 + cpus.index(cpu):] += p
         self.weight_t: FloatArray = np.ascontiguousarray(weight.T)  # [u, j]
         self.k: IntArray = np.array([c.gpu_count for c in self.classes], dtype=np.int64)
-        types = [(self.classes.index(gpu_class_of(r)), r.cpu_milli, p, r.memory_mib)
-                 for r, p in workload.types if r.gpu_count]
-        self.type_mem: FloatArray = np.array([max(t[3], 1) for t in types], dtype=np.float64)
-        self.type_class: IntArray = np.array([t[0] for t in types], dtype=np.int64)
-        self.type_cpu: FloatArray = np.array([max(t[1], 1) for t in types], dtype=np.float64)
-        self.type_p: FloatArray = np.array([t[2] for t in types], dtype=np.float64)
+        # The capacity measure needs each type's GPU class and CPU; RAM is left out (measured:
+        # capping by RAM as well did not place better on the trace), so merge types on those.
+        merged: dict[tuple[int, int], float] = {}
+        for r, p in workload.types:
+            if r.gpu_count:
+                key = (self.classes.index(gpu_class_of(r)), r.cpu_milli)
+                merged[key] = merged.get(key, 0.0) + p
+        self.type_class: IntArray = np.array([k[0] for k in merged], dtype=np.int64)
+        self.type_cpu: FloatArray = np.array([max(k[1], 1) for k in merged], dtype=np.float64)
+        self.type_p: FloatArray = np.array(list(merged.values()), dtype=np.float64)
         n = len(state.nodes)
         cap = state.node_gpu_cap
         demand = np.zeros((n, n_cls), dtype=np.int64)
@@ -187,20 +196,17 @@ class FragmentationModel:
         self.count[rows] = ge.sum(axis=1)
         self.free_total[rows] = (free * exists).sum(axis=1) * self.inv_cap[rows]
         self.frag[rows] = self._frag(
-            rows, st.cpu_free[rows], self.free_total[rows], self.usable[rows], self.count[rows],
-            st.mem_free[rows] if self.use_memory else None,
+            rows, st.cpu_free[rows], self.free_total[rows], self.usable[rows], self.count[rows]
         )
 
     def _frag(self, rows: IntArray, cpu_free: IntArray, total: FloatArray,
-              usable: IntArray, count: IntArray, mem_free: IntArray | None = None) -> FloatArray:
+              usable: IntArray, count: IntArray) -> FloatArray:
         if self.measure == "capacity":
             tc = self.type_class
             pods = usable[:, tc]  # slices of each type the GPUs could still take
             k = self.k[tc]
             pods = np.where(k > 1, count[:, tc] // np.maximum(k, 1), pods)
             by_cpu = np.floor(cpu_free[:, None] / self.type_cpu)
-            if mem_free is not None:
-                by_cpu = np.minimum(by_cpu, np.floor(mem_free[:, None] / self.type_mem))
             n = np.minimum(pods, by_cpu) * self.allow[rows][:, tc]
             amount = n * self.demand[rows][:, tc] * k
             return total - (amount * self.type_p).sum(axis=1) * self.inv_cap[rows]  # type: ignore[no-any-return]
@@ -216,7 +222,7 @@ class FragmentationModel:
 
     # -- pricing ---------------------------------------------------------------------------
     def delta(self, node: IntArray, slot: IntArray, demand: IntArray, gpu_count: int,
-              cpu_milli: int, memory_mib: int = 0) -> FloatArray:
+              cpu_milli: int) -> FloatArray:
         """Change of node fragmentation (in GPUs) if each option were taken.
 
         ``slot >= 0``: a slice of ``demand`` MiB on that GPU; ``slot == -1``: ``gpu_count``
@@ -252,7 +258,6 @@ class FragmentationModel:
                     usable[whole] -= gpu_count * capw * takes
                 count[whole] -= gpu_count * takes
                 total[whole] -= gpu_count
-        after = self._frag(node, st.cpu_free[node] - cpu_milli, total, usable, count,
-                           st.mem_free[node] - memory_mib if self.use_memory else None)
+        after = self._frag(node, st.cpu_free[node] - cpu_milli, total, usable, count)
         return after - self.frag[node]
 

@@ -223,7 +223,7 @@ class FragmentationScorer:
         opts = ctx.options
         model = self.model_for(ctx.state)
         delta = model.delta(opts.node, opts.slot, opts.demand, opts.gpu_count,
-                            ctx.request.cpu_milli, ctx.request.memory_mib)
+                            ctx.request.cpu_milli)
         ctx.cache["fgd-delta"] = delta
         if self.faithful:
             return np.floor(MAX_NODE_SCORE / (1.0 + np.exp(delta)))
