@@ -32,7 +32,7 @@ from aispike_hub.service.store import Store
 
 def nodes_from_file(path: str) -> list[Node]:
     """Nodes of a node spec file (the format of tests/fixtures/cluster/gpu-nodes.yaml)."""
-    import yaml  # type: ignore[import-untyped]
+    import yaml  # type: ignore[import-untyped, unused-ignore]
 
     from aispike_hub.kube.nodespec import nodes_from_spec
 
