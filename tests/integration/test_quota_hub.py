@@ -208,3 +208,24 @@ def test_a_queued_spawn_starts_when_another_server_stops(stack: Stack) -> None:
     except AssertionError:
         raise AssertionError(f"hub log:\n{_log_tail(stack)}") from None
     stack.stop(second, "next")
+
+
+def test_policy_api_refuses_hostile_input_and_non_admins(stack: Stack) -> None:
+    user = new_username()
+    assert stack.hub.api("POST", f"/users/{user}").status_code == 201
+    bad = stack.service("PUT", f"policy/users/{user}", json={"quota": {"gpu_memory": "-1Gi"}})
+    assert bad.status_code == 400 and bad.json()["field"] == f"users.{user}.quota.gpu_memory"
+    bad = stack.service("PUT", f"policy/users/{user}", json={"tier": "platinum"})
+    assert bad.status_code == 400 and bad.json()["field"] == f"users.{user}.tier"
+    bad = stack.service("PUT", "policy", data=b"{not json")
+    assert bad.status_code == 400
+    token = stack.user_token(user)
+    assert stack.service("PUT", f"policy/users/{user}", token=token,
+                         json={"quota": {"gpus": 99}}).status_code == 403
+    assert stack.service("GET", "audit", token=token).status_code == 403
+    assert stack.service("POST", "admissions", token=token, json={}).status_code == 403
+    # A user may preview a fit for themselves.
+    fit = stack.service("POST", "fit", token=token, json={"request": {"gpu_memory_mib": 8192}})
+    assert fit.status_code == 200 and fit.json()["verdict"] == "admit", fit.text
+    assert stack.service("GET", "policy", token="not-a-token").status_code in (
+        401, 403)
