@@ -22,7 +22,7 @@ FULL_GPU_MILLI = 1000
 """A GPU share of 1000 milli is the whole GPU."""
 
 
-def _frozen_mapping(value: Mapping[str, int] | Mapping[str, str] | None) -> Mapping:  # type: ignore[type-arg]
+def _frozen_mapping(value: Mapping[str, int] | Mapping[str, str] | None) -> Mapping:  # type: ignore[type-arg]  # noqa: E501
     return MappingProxyType(dict(value or {}))
 
 
@@ -73,7 +73,9 @@ class Node:
         if not self.name:
             raise ValueError("Node.name must not be empty")
         if self.cpu_milli < 0:
-            raise ValueError(f"Node.cpu_milli must be >= 0, got {self.cpu_milli} (node {self.name})")
+            raise ValueError(
+                f"Node.cpu_milli must be >= 0, got {self.cpu_milli} (node {self.name})"
+            )
         if self.memory_mib < 0:
             raise ValueError(
                 f"Node.memory_mib must be >= 0, got {self.memory_mib} (node {self.name})"
@@ -124,7 +126,8 @@ class SliceRequest:
             raise ValueError(f"memory_mib must be >= 0, got {self.memory_mib}")
         if self.gpu_count > 1 and self.gpu_memory_mib:
             raise ValueError(
-                "gpu_memory_mib applies to one GPU; a request for more than one GPU takes whole GPUs"
+                "gpu_memory_mib applies to one GPU; "
+                "a request for more than one GPU takes whole GPUs"
             )
         if self.gpu_count > 1 and self.gpu_share_milli not in (0, FULL_GPU_MILLI):
             raise ValueError(
