@@ -58,6 +58,10 @@ log = logging.getLogger(__name__)
 
 KINDS = ("resourceslices", "nodes", "resourceclaims", "pods")
 
+CLAIM_FINALIZER = "resource.kubernetes.io/delete-protection"
+"""Finalizer kube-scheduler adds to a claim before it writes the allocation (and keeps while
+the claim is allocated): a claim carrying it must not be deleted to re-pin."""
+
 
 # --- parsed objects ----------------------------------------------------------------------------
 
@@ -117,6 +121,8 @@ class ClaimInfo:
     owner_pod: str = ""
     reserved_for: tuple[str, ...] = ()
     deleting: bool = False
+    allocating: bool = False
+    """kube-scheduler put its delete-protection finalizer on and is writing the allocation."""
     problem: str = ""
     """Why our annotations could not be read (the claim then counts only through allocation)."""
 
@@ -325,6 +331,7 @@ def parse_claim(obj: Mapping[str, Any]) -> ClaimInfo:
         owner_pod=str(owner),
         reserved_for=reserved,
         deleting=bool(meta.get("deletionTimestamp")),
+        allocating=not allocation and CLAIM_FINALIZER in (meta.get("finalizers") or []),
     )
     if not is_ours(obj):
         return info
@@ -336,6 +343,11 @@ def parse_claim(obj: Mapping[str, Any]) -> ClaimInfo:
     except ValueError as e:
         return _replace(info, ours=True, server=server, problem=str(e))
     return _replace(info, ours=True, server=server, placement=placement, request=request)
+
+
+def _desc(text: str) -> tuple[int, ...]:
+    """Sort key that orders strings (RFC 3339 times) newest first."""
+    return tuple(-ord(c) for c in text)
 
 
 def _replace(info: ClaimInfo, **changes: Any) -> ClaimInfo:
@@ -829,8 +841,12 @@ class Inventory(LoggingConfigurable):
             if not on_node:
                 continue
             overlap = any(set(c.gpu_indices) & wanted for c in on_node)
-            candidates.append((not overlap, ukey, entry))
-        for _, ukey, entry in sorted(candidates, key=lambda c: (c[0], c[1])):
+            claim = self._claims.get(ukey.partition(":")[2])
+            # The newest pin is the least likely to be in the scheduler's hands already.
+            created = claim.created if claim is not None and ukey.startswith("claim:") else "~"
+            candidates.append((not overlap, created, ukey, entry))
+        candidates.sort(key=lambda c: (c[0], _desc(c[1]), c[2]))
+        for _, _, ukey, entry in candidates:
             for c in entry.committed:
                 self._state.release(c)
             entry.committed = []
@@ -958,10 +974,12 @@ class Inventory(LoggingConfigurable):
         with self.lock:
             self.state()
             key = f"{namespace}/{claim}"
+            info = self._claims.get(key)
+            if info is not None and (info.allocating or info.is_allocated):
+                return ""  # the scheduler is allocating it: whatever we think, it won
             entry = self._entries.get(f"claim:{key}") or self._entries.get(f"hold:{key}")
             if entry is not None:
                 return entry.stale
-            info = self._claims.get(key)
             if info is not None and info.ours and not info.is_allocated:
                 usage = claim_usage(info, self._devices, False)
                 return "; ".join(usage.problems)

@@ -48,7 +48,13 @@ from aispike_hub.kube.claims import (
     pinned_claim,
     pinned_node_of_pod,
 )
-from aispike_hub.kube.inventory import ClaimInfo, Inventory, PodInfo
+from aispike_hub.kube.inventory import (
+    CLAIM_FINALIZER,
+    ClaimInfo,
+    Inventory,
+    PodInfo,
+    parse_claim,
+)
 from aispike_hub.model import GIB_IN_MIB, Assignment, SliceRequest
 from aispike_hub.placement.engine import DEFAULT_POLICY, Affinity, Decision, PlacementEngine
 from aispike_hub.placement.fragmentation import Workload
@@ -190,6 +196,7 @@ class Placer(LoggingConfigurable):
         self._local_engine = PlacementEngine(self.policy, workload, affinity=affinity)
         self._pinned_at: dict[str, float] = {}
         self._pinned_lock = threading.Lock()
+        self._server_locks: dict[str, threading.Lock] = {}
         self.decision_seconds: list[float] = []
         """Time of each core decision (placement latency inside the service), for benchmarks."""
         self.repins = 0
@@ -270,32 +277,62 @@ class Placer(LoggingConfigurable):
                  "stop the server first",)
             )
         placement, candidates = self._decide(namespace, name, request, attempt=1)
-        self._create_claim(namespace, server, placement, request, owner)
+        if not self._create_claim(namespace, server, placement, request, owner):
+            theirs = self._claim_from_api(namespace, name)
+            if theirs is not None and theirs.placement is not None and theirs.request == request:
+                return Pin(namespace, server, name, theirs.placement, request)
+            raise PlacementRefused(
+                (f"server {server} already has GPU claim {name} for a different request; "
+                 "stop the server first",)
+            )
         self.pins += 1
         return Pin(namespace, server, name, placement, request, candidates)
 
+    def _claim_from_api(self, namespace: str, name: str) -> ClaimInfo | None:
+        try:
+            return parse_claim(self.api.get("resourceclaims", name, namespace))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
     def _create_claim(
         self, namespace: str, server: str, placement: Placement, request: SliceRequest,
-        owner: Mapping[str, Any] | None, wait_gone: float = 30,
-    ) -> None:
+        owner: Mapping[str, Any] | None, wait_gone: float = 0,
+    ) -> bool:
+        """Create the claim; False when another actor already made this server's claim.
+
+        A 409 while the previous claim is still being deleted (a re-pin) is retried for up to
+        ``wait_gone`` seconds; a live claim of that name means someone else (another replica,
+        the reconciler) pinned the server first: theirs stands.
+        """
         name = claim_name(server)
         body = pinned_claim(server, placement, request, labels=self.claim_labels, owner=owner)
         deadline = time.monotonic() + wait_gone
         while True:
             try:
                 self.api.create("resourceclaims", body, namespace)
-                return
+                return True
             except ApiException as e:
-                if e.status == 409 and time.monotonic() < deadline:
-                    # The claim we deleted to re-pin is still going away; the name frees soon.
-                    time.sleep(0.2)
-                    continue
-                self.inventory.drop(namespace, name)
-                if e.status == 409:
-                    raise PlacementRefused(
-                        (f"server {server} already has GPU claim {name}",)
-                    ) from e
+                if e.status != 409:
+                    self.inventory.drop(namespace, name)
+                    raise
+            try:
+                existing = self.api.get("resourceclaims", name, namespace)
+            except ApiException as e:
+                if e.status == 404:
+                    continue  # gone just now: create again
                 raise
+            deleting = bool((existing.get("metadata") or {}).get("deletionTimestamp"))
+            if deleting and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            self.inventory.drop(namespace, name)
+            if deleting:
+                raise PlacementRefused(
+                    (f"the previous claim {name} of server {server} is still being deleted",)
+                )
+            return False
 
     def adopt(self, pin: Pin, pod_name: str, pod_uid: str) -> None:
         """Make the server's claim owned by its pod: deleting the server deletes the claim."""
@@ -348,9 +385,26 @@ class Placer(LoggingConfigurable):
         Raises :class:`PlacementFailed` past :attr:`max_repins`, :class:`PlacementRefused` when
         nothing fits any more.
         """
+        with self._server_lock(namespace, server):
+            return self._repin(namespace, server, reason, request)
+
+    def _server_lock(self, namespace: str, server: str) -> threading.Lock:
+        with self._pinned_lock:
+            return self._server_locks.setdefault(f"{namespace}/{server}", threading.Lock())
+
+    def _repin(
+        self, namespace: str, server: str, reason: str, request: SliceRequest | None
+    ) -> Pin | None:
         name = claim_name(server)
         claim = self.inventory.claim(namespace, name)
         if claim is not None and (claim.is_allocated or claim.deleting):
+            return None
+        pod_now = self.inventory.pod(namespace, server)
+        # A claim with the scheduler's finalizer but no allocation is normally being allocated
+        # right now; if its pod is unschedulable all the same, the attempt failed and left it.
+        stuck = bool(claim is not None and claim.allocating and pod_now is not None
+                     and pod_now.unschedulable)
+        if claim is not None and claim.allocating and not stuck:
             return None
         attempt = 1
         if claim is not None and claim.placement is not None:
@@ -363,7 +417,8 @@ class Placer(LoggingConfigurable):
                 f"gave up on server {server} after {self.max_repins} re-pins: {reason}"
             )
         if claim is not None:
-            if not self._delete_unallocated(namespace, name, claim.uid, claim.resource_version):
+            if not self._delete_unallocated(namespace, name, claim.uid, claim.resource_version,
+                                            finalizer_ok=stuck):
                 return None  # allocated since we looked: nothing to re-pin
             self.inventory.drop(namespace, name, claim.uid)
         pod = self.inventory.pod(namespace, server)
@@ -380,7 +435,9 @@ class Placer(LoggingConfigurable):
         placement, candidates = self._decide(namespace, name, request, attempt, pod_node)
         owner = owner_reference(pod.name, pod.uid) if pod is not None else None
         moved = pod_json is not None and bool(pod_node) and placement.node != pod_node
-        self._create_claim(namespace, server, placement, request, None if moved else owner)
+        if not self._create_claim(namespace, server, placement, request,
+                                  None if moved else owner, wait_gone=10):
+            return None  # another actor re-pinned it first
         self.repins += 1
         log.info("re-pinned %s/%s (attempt %d) on %s: %s", namespace, server, attempt,
                  placement.node, reason)
@@ -389,7 +446,9 @@ class Placer(LoggingConfigurable):
             self._recreate_pod(pin, pod_json)
         return pin
 
-    def _delete_unallocated(self, namespace: str, name: str, uid: str, rv: str) -> bool:
+    def _delete_unallocated(
+        self, namespace: str, name: str, uid: str, rv: str, finalizer_ok: bool = False
+    ) -> bool:
         """Delete the claim only while it is unallocated; False if it got allocated meanwhile.
 
         The resourceVersion precondition makes this safe against the scheduler allocating it at
@@ -411,8 +470,12 @@ class Placer(LoggingConfigurable):
                     return True
                 raise
             meta = fresh.get("metadata") or {}
-            if (fresh.get("status") or {}).get("allocation") or meta.get("uid") != uid:
-                return False
+            if (
+                (fresh.get("status") or {}).get("allocation")
+                or meta.get("uid") != uid
+                or (not finalizer_ok and CLAIM_FINALIZER in (meta.get("finalizers") or []))
+            ):
+                return False  # allocated, being allocated, or someone else's by now
             rv = str(meta.get("resourceVersion", ""))
         return False
 
@@ -475,7 +538,13 @@ class Placer(LoggingConfigurable):
         say = progress or (lambda _msg: None)
         pin = self.pin(namespace, server, request)
         say(pin.describe())
-        created = self.api.create("pods", pin.pod(pod, container), namespace)
+        try:
+            created = self.api.create("pods", pin.pod(pod, container), namespace)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            # A retried spawn (or a restarted service) finds the pod it already made.
+            created = self.api.get("pods", server, namespace)
         self.adopt(pin, server, str(created["metadata"]["uid"]))
         result = StartResult(pin, None)
         deadline = time.monotonic() + timeout
@@ -496,7 +565,7 @@ class Placer(LoggingConfigurable):
                 return result
             if st.phase == "missing" and not pin.claim:
                 continue
-            last_reason = st.reason
+            last_reason = f"{st.phase}: {st.reason}"
             say(f"the pin went stale ({st.reason}); placing again")
             try:
                 new = self.repin(namespace, server, st.reason, request)
@@ -507,9 +576,13 @@ class Placer(LoggingConfigurable):
                 result.pin = new
                 result.repins += 1
                 say(new.describe())
+        final = self.status(namespace, server)
+        claim = self.inventory.claim(namespace, pin.claim) if pin.claim else None
         raise TimeoutError(
-            f"server {server} not Running after {timeout:g} s"
-            + (f" (last: {last_reason})" if last_reason else "")
+            f"server {server} not Running after {timeout:g} s: {final.phase} {final.reason}"
+            + (f"; claim allocated={claim.is_allocated} allocating={claim.allocating} "
+               f"deleting={claim.deleting}" if claim else "; no claim")
+            + (f" (last re-pin: {last_reason})" if last_reason else "")
         )
 
     def _abandon(self, namespace: str, server: str) -> None:

@@ -10,6 +10,7 @@ burst, the facts are checked from the API server itself, not from our view.
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
 import time
@@ -19,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from aispike_hub.kube.api import KubeJson
@@ -84,6 +86,7 @@ class BurstReport:
     wall_seconds: float = 0.0
     outcome: Counter[str] = field(default_factory=Counter)
     refused: dict[str, SliceRequest] = field(default_factory=dict)
+    reasons: dict[str, tuple[str, ...]] = field(default_factory=dict)
     requests: dict[str, SliceRequest] = field(default_factory=dict)
     pins: int = 0
     repins: int = 0
@@ -102,7 +105,10 @@ class Service:
     """Our placement service in-process: inventory + placer + a reconcile loop."""
 
     def __init__(self, api_client: Any, **placer_config: Any) -> None:
-        self.inventory = Inventory(api_client, resync_seconds=120).start()
+        # Its own client and connection pool, as a separate process would have.
+        config = copy.copy(api_client.configuration)
+        config.connection_pool_maxsize = 64
+        self.inventory = Inventory(ApiClient(config), resync_seconds=120).start()
         self.placer = Placer(self.inventory, **placer_config)
         self._stop = threading.Event()
         self._loop = threading.Thread(target=self._reconcile_loop, daemon=True)
@@ -183,7 +189,9 @@ def run_burst(
     log: Callable[[str], None] = print,
 ) -> BurstReport:
     """Start ``servers`` at once (``workers`` in flight), competitors alongside, restart midway."""
-    api = KubeJson(api_client)
+    base = copy.copy(api_client.configuration)
+    base.connection_pool_maxsize = 64
+    api = KubeJson(ApiClient(base))
     report = BurstReport(servers, nodes, competitors)
     requests = burst_requests(servers, model, seed)
     report.requests = requests
@@ -195,7 +203,7 @@ def run_burst(
     comp = threading.Thread(
         target=run_competitors,
         args=(api, namespace, competitors, selector, stop_competitors,
-              max(0.01, 2.0 / max(1, competitors))),
+              0.02),
         daemon=True,
     )
     started = time.monotonic()
@@ -203,49 +211,46 @@ def run_burst(
 
     def start(svc: Service, name: str) -> None:
         req = requests[name]
+        if svc.inventory.stopped:
+            return  # the crashed service never got to it; the restarted one will
         try:
             svc.placer.start_server(namespace, name, req, pod_manifest(req, selector),
                                     timeout=timeout)
             outcome = "running"
-        except PlacementRefused:
+        except PlacementRefused as e:
             outcome = "refused"
             with lock:
                 report.refused[name] = req
+                report.reasons[name] = e.reasons
         except PlacementFailed:
             outcome = "failed"
-        except TimeoutError:
+        except TimeoutError as e:
             outcome = "handed-over" if svc.inventory.stopped else "timeout"
+            log(f"[burst] {name}: {e}")
         except ApiException as e:
             outcome = "handed-over" if svc.inventory.stopped else f"api-{e.status}"
         with lock:
             report.outcome[outcome] += 1
 
+    if restart:
+        # Service A is a separate process, killed (SIGKILL) mid-burst: pins made, pods pending,
+        # flows in flight.  Service B starts from the API alone and finishes the job.
+        service.stop()
+        crashed = _run_crashing_service(namespace, selector, model, seed, servers, names[:half],
+                                        workers, kill_after=max(1, half // 4), log=log)
+        report.pins += crashed
+        service = Service(api_client)
+        pending = [n for n in names[:half] if not _running(service, namespace, n)]
+        report.handed_over = sum(
+            1 for n in pending if service.inventory.claim(namespace, claim_name(n))
+        )
+        log(f"[burst] {report.handed_over} servers were pinned but not Running at the crash")
+        todo = pending + names[half:]
+    else:
+        todo = names
     with ThreadPoolExecutor(workers) as pool:
-        first = [pool.submit(start, service, n) for n in names[:half]]
-        if restart:
-            # Crash mid-burst: some servers placed, some pinned without a pod, some in flight.
-            deadline = time.monotonic() + timeout
-            while sum(f.done() for f in first) < half // 3 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            log(f"[burst] restarting the service after {sum(f.done() for f in first)}/{half}")
-            report.first_placer_pins = service.placer.pins
-            report.decision_seconds += service.placer.decision_seconds
-            report.pins += service.placer.pins
-            report.repins += service.placer.repins
-            service.stop()
-            for f in first:
-                f.result()
-            service = Service(api_client)
-            # Servers the crash interrupted: their spawner retries (pin() is idempotent).
-            pending = [n for n in names[:half]
-                       if n not in report.refused and not _running(service, namespace, n)]
-            report.handed_over = len(pending)
-            rest = [pool.submit(start, service, n) for n in pending + names[half:]]
-        else:
-            rest = first
-        for f in rest:
+        for f in [pool.submit(start, service, n) for n in todo]:
             f.result()
-    stop_competitors.set()
     comp.join()
     report.wall_seconds = time.monotonic() - started
     report.decision_seconds += service.placer.decision_seconds
@@ -255,7 +260,11 @@ def run_burst(
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         placed = [n for n in names if n not in report.refused]
-        if all(_running(service, namespace, n) for n in placed):
+        others = [p for p in service.inventory.pods()
+                  if p.namespace == namespace and p.name.startswith("other-")]
+        if all(_running(service, namespace, n) for n in placed) and all(
+            p.running or p.unschedulable for p in others
+        ):
             break
         time.sleep(0.5)
     report.running_after = sum(_running(service, namespace, n) for n in names)
@@ -263,7 +272,6 @@ def run_burst(
         1 for p in service.inventory.pods()
         if p.namespace == namespace and p.name.startswith("other-") and p.running
     )
-    report.outcome = Counter({k: v for k, v in report.outcome.items() if k != "handed-over"})
     report_service = service
     report_service.placer.reconcile()
     _SERVICES.append(report_service)
@@ -286,6 +294,68 @@ def stop_services() -> None:
 def _running(service: Service, namespace: str, name: str) -> bool:
     pod = service.inventory.pod(namespace, name)
     return pod is not None and pod.running
+
+
+def _run_crashing_service(
+    namespace: str, selector: dict[str, str], model: str, seed: int, servers: int,
+    names: list[str], workers: int, kill_after: int, log: Callable[[str], None],
+) -> int:
+    """Run ``names`` through a service in a child process; SIGKILL it once ``kill_after`` of
+    them are pinned.  Returns how many claims it had created by then."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, __file__, namespace, json.dumps(selector), model, str(seed),
+           str(servers), str(workers), *names]
+    child = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL)
+    from kubernetes import config as kube_config
+
+    api = KubeJson(kube_config.new_client_from_config())
+    wanted = set(names)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and child.poll() is None:
+            pinned = api.list("resourceclaims", namespace=namespace, query={
+                "labelSelector": "app.kubernetes.io/managed-by=aispike-hub"})[0]
+            if sum(1 for c in pinned if c["metadata"]["name"][:-4] in wanted) >= kill_after:
+                break
+            time.sleep(0.02)
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGKILL)
+        child.wait()
+    claims = api.list("resourceclaims", namespace=namespace,
+                      query={"labelSelector": "app.kubernetes.io/managed-by=aispike-hub"})[0]
+    log(f"[burst] killed service A (pid {child.pid}) with {len(claims)} claims made")
+    return len(claims)
+
+
+def _child_main(argv: list[str]) -> None:
+    """Service A of :func:`run_burst`, in its own process (killed by the parent)."""
+    import json
+
+    from kubernetes import config as kube_config
+
+    namespace, selector_json, model, seed, servers, workers, *names = argv
+    selector = json.loads(selector_json)
+    requests = burst_requests(int(servers), model, int(seed))
+    cfg = kube_config.new_client_from_config().configuration
+    cfg.connection_pool_maxsize = 64
+    service = Service(ApiClient(cfg))
+
+    def start(name: str) -> None:
+        req = requests[name]
+        try:
+            service.placer.start_server(namespace, name, req, pod_manifest(req, selector),
+                                        timeout=300)
+        except Exception as e:
+            print(f"{name}: {e}", flush=True)
+
+    with ThreadPoolExecutor(int(workers)) as pool:
+        list(pool.map(start, names))
 
 
 def overcommitted_devices(api: KubeJson) -> dict[tuple[str, str], tuple[int, int]]:
@@ -343,3 +413,9 @@ def pinned_where_allocated(api: KubeJson, namespace: str, names: list[str]) -> l
         if got != want:
             wrong.append(f"{name}: pinned {want}, allocated {got}")
     return wrong
+
+
+if __name__ == "__main__":
+    import sys
+
+    _child_main(sys.argv[1:])
