@@ -222,6 +222,17 @@ def _export_env(kubeconfig: Path, bin_dir: Path, proxy_bin: Path) -> None:
     # `eval "$(scripts/test-cluster env)"`.
     os.environ["KUBECONFIG"] = str(kubeconfig)
     os.environ["PATH"] = os.pathsep.join([str(bin_dir), str(proxy_bin), os.environ["PATH"]])
+    # Both Python clients read KUBECONFIG once, at import (before this fixture ran): point their
+    # defaults at this cluster too, so code that loads "the" kubeconfig in-process finds it.
+    import kubernetes.config.kube_config as sync_kube_config
+
+    sync_kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(kubeconfig)
+    config.load_kube_config(config_file=str(kubeconfig))
+    try:
+        import kubernetes_asyncio.config.kube_config as async_kube_config
+    except ImportError:
+        return
+    async_kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(kubeconfig)
 
 
 # --- namespace and nodes -----------------------------------------------------------------------
