@@ -27,6 +27,7 @@ from aispike_hub.model import Node
 from aispike_hub.placement.engine import POLICY_NAMES, PlacementEngine
 from aispike_hub.service.admission import AdmissionController, Inventory, StaticInventory
 from aispike_hub.service.api import ServiceContext, handlers
+from aispike_hub.service.idle import IdleMonitor, idle_handlers
 from aispike_hub.service.store import Store
 
 
@@ -147,8 +148,11 @@ class AISpikeService(Application):
         "config": "AISpikeService.config_file",
     }
 
+    classes = [IdleMonitor]  # noqa: RUF012 (traitlets reads this class attribute)
+
     controller: AdmissionController
     ctx: ServiceContext
+    idle: IdleMonitor
 
     def make_inventory(self) -> Inventory:
         if self.nodes_file:
@@ -173,12 +177,14 @@ class AISpikeService(Application):
             queue_timeout=self.queue_timeout, preemption_grace=self.preemption_grace,
             strict_fifo=self.strict_fifo,
         )
+        self.idle = IdleMonitor(store, self.hub_api_url, self.api_token, parent=self)
 
     def make_app(self) -> web.Application:
         self.ctx = ServiceContext(self.controller, self.service_name)
         prefix = self.service_prefix
         routes: list[Any] = [(rf"{prefix.rstrip('/')}/oauth_callback", HubOAuthCallbackHandler)]
         routes += handlers(prefix, self.ctx)
+        routes += idle_handlers(prefix, self.ctx, self.idle)
         return web.Application(routes, cookie_secret=os.urandom(32), xsrf_cookies=False)
 
     async def stop_server(self, user: str, server: str) -> bool:
@@ -220,6 +226,7 @@ class AISpikeService(Application):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        idle = asyncio.ensure_future(self.idle.run(stop)) if self.idle.enabled else None
         while not stop.is_set():
             try:
                 await self.tick()
@@ -232,6 +239,8 @@ class AISpikeService(Application):
                                return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
+        if idle is not None:
+            await idle
         self.controller.store.close()
 
     def start(self) -> None:
