@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +80,7 @@ def snapshot(directory: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def dirs(tmp_path: Path) -> dict[str, Path]:
+def dirs(tmp_path: Path) -> Iterator[dict[str, Path]]:
     # Unix socket paths are limited to 107 bytes: keep the kubelet dirs short.
     base = Path("/tmp") / f"dra-{secrets.token_hex(4)}"
     out = {
@@ -88,8 +90,6 @@ def dirs(tmp_path: Path) -> dict[str, Path]:
         "state": tmp_path / "state",
     }
     yield out
-    import shutil
-
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -162,8 +162,7 @@ def test_kubelet_registers_the_plugin_and_prepares_allocated_claims_across_a_res
             (mount,) = cdi_device["containerEdits"]["mounts"]
             assert mount["containerPath"] == "/usr/local/etc/ipython/ipython_kernel_config.py"
             assert Path(mount["hostPath"]).read_text().startswith('"""Kernel hook')
-            claim_uid_env = env  # for the readable assertion below
-            assert claim_uid_env["AISPIKE_FRAMEWORK_LIMITS"] == "torch,tensorflow"
+            assert env["AISPIKE_FRAMEWORK_LIMITS"] == "torch,tensorflow"
         env_of = {
             c["metadata"]["name"]: dict(e.split("=", 1) for e in json.loads(
                 (dirs["cdi"] / f"aispike.io-gpu_{c['metadata']['uid']}.json").read_text()
@@ -201,7 +200,8 @@ def test_kubelet_registers_the_plugin_and_prepares_allocated_claims_across_a_res
         kubelet = KubeletHarness(dirs["registry"])
         kubelet.register()
         assert snapshot(dirs["cdi"]) == before
-        assert set(read_prepared(dirs["state"])) == {c["metadata"]["uid"] for c in (small, medium, big)}
+        uids = {c["metadata"]["uid"] for c in (small, medium, big)}
+        assert set(read_prepared(dirs["state"])) == uids
         after = kubelet.prepare(ref(small), ref(medium), ref(big))
         assert {u: device_dicts(r) for u, r in after.items()} == {
             u: device_dicts(r) for u, r in results.items()
