@@ -21,9 +21,8 @@ from aispike_hub.placement.scorers import (
     BestFitScorer,
     DotProductScorer,
     FragmentationScorer,
-    GpuBestFitScorer,
+    GpuFitScorer,
     GpuPackingScorer,
-    GpuWorstFitScorer,
     LocalityScorer,
     RandomScorer,
     Scorer,
@@ -69,15 +68,15 @@ class Affinity:
 
 
 def _build_policy(name: str, workload: Workload | None, affinity: Affinity) -> Policy:
-    gpu_bestfit = GpuBestFitScorer()
+    gpu_bestfit = GpuFitScorer(best=True)
 
     def need_workload() -> Workload:
         return workload if workload is not None else default_notebook_workload()
 
     builders: dict[str, Callable[[], Policy]] = {
         # A random node, then the emptiest GPU on it (measured closest to the published Random).
-        "random": lambda: Policy(name, ((RandomScorer(), 1.0),), (GpuWorstFitScorer(),)),
-        "spread": lambda: Policy(name, ((SpreadScorer(), 1.0),), (GpuWorstFitScorer(),)),
+        "random": lambda: Policy(name, ((RandomScorer(), 1.0),), (GpuFitScorer(best=False),)),
+        "spread": lambda: Policy(name, ((SpreadScorer(), 1.0),), (GpuFitScorer(best=False),)),
         "bestfit": lambda: Policy(name, ((BestFitScorer(faithful=True), 1.0),), (gpu_bestfit,)),
         "dotprod": lambda: Policy(name, ((DotProductScorer(faithful=True), 1.0),)),
         "packing": lambda: Policy(name, ((GpuPackingScorer(), 1.0),), (gpu_bestfit,)),

@@ -174,29 +174,21 @@ class GpuPackingScorer:
         return np.where(node_idle, tier3, tier2)
 
 
-class GpuBestFitScorer:
-    """Within a node, the GPU that leaves the least free memory (tie-breaker for slices)."""
+class GpuFitScorer:
+    """Within a node, the GPU that leaves the least free memory (``best``: packs slices, the
+    tie-breaker of most policies) or the most (``worst``: spreads slices over GPUs)."""
 
-    name = "gpu-bestfit"
+    def __init__(self, best: bool = True) -> None:
+        self.sign = -1.0 if best else 1.0
+        self.name = "gpu-bestfit" if best else "gpu-worstfit"
 
     def score(self, ctx: ScoringContext) -> FloatArray:
         opts = ctx.options
         if not opts.slice:
             return np.zeros(len(opts))
         left = ctx.state.gpu_free[opts.node, opts.slot] - opts.demand
-        return -left.astype(np.float64)
-
-
-class GpuWorstFitScorer:
-    """Within a node, the GPU with the most free memory (spreads slices over GPUs)."""
-
-    name = "gpu-worstfit"
-
-    def score(self, ctx: ScoringContext) -> FloatArray:
-        opts = ctx.options
-        if not opts.slice:
-            return np.zeros(len(opts))
-        return ctx.state.gpu_free[opts.node, opts.slot].astype(np.float64)
+        out: FloatArray = self.sign * left.astype(np.float64)
+        return out
 
 
 class FragmentationScorer:
