@@ -1,0 +1,1 @@
+"""The hub side: options form model (form.py), AISpikeSpawner (kube.py), admission interface."""

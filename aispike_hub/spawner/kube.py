@@ -1,0 +1,654 @@
+"""``AISpikeSpawner``: KubeSpawner with GPU slices, admission, placement and reasons.
+
+One start, in order (every step says what it does on the spawn page):
+
+1. the options (form, REST ``user_options`` or ``opt-`` query) are parsed by
+   :mod:`aispike_hub.spawner.form`: a bad value is an HTTP 400 naming the field, before anything
+   else happens (``apply_user_options``; with JupyterHub < 5.3, at the start of ``start``);
+2. admission (:mod:`aispike_hub.spawner.admission`: the AISpike service, or in-process): refused
+   is a ``SpawnException`` with the quota core's reasons, before any pod exists; queued is
+   progress messages until admitted;
+3. the pod is built from the admin's image and dataset entries: resources for the backend
+   (``aispike``: the server's pinned ResourceClaim from :class:`aispike_hub.kube.placer.Placer`;
+   ``hami``/``gpushare``/``mig``/``nvidia``: extended resources, :mod:`aispike_hub.kube.resources`),
+   the tier's PriorityClass, annotations, env, dataset volumes, the GPU model as required node
+   affinity and nodes caching the image and datasets as preferred affinity (non-native);
+4. KubeSpawner creates the pod; meanwhile a watcher re-pins a stale pin (native) and aborts the
+   start with the scheduler's reason once the pod stays unschedulable for
+   ``unschedulable_timeout`` seconds, instead of waiting out ``start_timeout``; a 403 from a
+   ResourceQuota becomes a ``SpawnException`` too.
+
+Stopping deletes the pod (its claim is garbage-collected with it, and released at once) and
+gives the admission back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any, ClassVar, cast
+
+from jupyterhub.spawner import SpawnException
+from kubespawner import KubeSpawner
+from tornado import httpclient
+from traitlets import Bool, Dict, Enum, Float, Integer, List, Type, Unicode, default
+
+from aispike_hub.kube.claims import REQUEST_ANNOTATION, request_to_json
+from aispike_hub.kube.inventory import parse_pod
+from aispike_hub.kube.resources import (
+    BACKENDS,
+    DEFAULT_MIG_PROFILES,
+    BackendError,
+    GpuResources,
+    dataset_volumes,
+    gpu_resources,
+    locality_preference,
+    model_affinity,
+    notebook_env,
+)
+from aispike_hub.kube.slices import GPU_MODEL_LABEL
+from aispike_hub.model import GIB_IN_MIB, Node, SliceRequest
+from aispike_hub.service.client import AdmissionClient, AdmissionError, progress_message
+from aispike_hub.spawner.admission import Admission
+from aispike_hub.spawner.form import (
+    FormError,
+    FormSettings,
+    Options,
+    check_server_name,
+    parse_options,
+    render_form,
+    settings_from_config,
+    to_request,
+)
+from aispike_hub.spawner.nodes import GFD_MODEL_LABEL, NodeWatcher
+
+OPTIONS_ANNOTATION = "aispike.io/options"
+BACKEND_ANNOTATION = "aispike.io/backend"
+TIER_ANNOTATION = "aispike.io/tier"
+NOTE_ANNOTATION = "aispike.io/note"
+
+_RESTORED = ("image", "cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee",
+             "extra_resource_limits", "volumes", "volume_mounts", "node_affinity_required",
+             "node_affinity_preferred", "priority_class_name", "extra_annotations",
+             "extra_labels", "environment")
+"""Traits a start sets from the options; each start begins again from the configured values."""
+
+
+async def _apply_user_options(spawner: AISpikeSpawner, user_options: dict[str, Any]) -> None:
+    await spawner.apply_options(user_options)
+
+
+async def _options_from_form(form_data: dict[str, Any], spawner: AISpikeSpawner
+                             ) -> dict[str, Any]:
+    return await spawner.options_from_form_data(form_data)
+
+
+async def _render(spawner: AISpikeSpawner) -> str:
+    return await spawner.render_options_form()
+
+
+def _sync_api_client() -> Any:
+    """A client of the ``kubernetes`` package (in cluster, else $KUBECONFIG) for the placer."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return client.ApiClient()
+    except config.ConfigException:
+        return config.new_client_from_config()  # type: ignore[no-untyped-call]
+
+
+class _Raw:
+    """A response-like holder so kubernetes_asyncio can deserialize a manifest we edited."""
+
+    def __init__(self, doc: Any) -> None:
+        self.data = json.dumps(doc)
+
+
+class AISpikeSpawner(KubeSpawner):  # type: ignore[misc]
+    """KubeSpawner that starts notebook servers on GPU slices (see the module docstring)."""
+
+    backend = Enum(
+        list(BACKENDS), "aispike",
+        help="""How a GPU slice becomes pod resources. aispike: our DRA driver, a pinned
+        ResourceClaim per server (Kubernetes >= 1.34); hami: nvidia.com/gpu + nvidia.com/gpumem
+        (MiB); gpushare: aliyun.com/gpu-mem; mig: the smallest nvidia.com/mig-<profile> that
+        holds the slice; nvidia: whole nvidia.com/gpu (a slice takes a whole GPU).""",
+    ).tag(config=True)
+
+    images = List(
+        Dict(), default_value=[],
+        help="""Images users may pick: [{"name": "pytorch", "image": "quay.io/...:tag",
+        "description": "PyTorch 2 + CUDA 12"}, ...]; the first is the default. Empty: one
+        entry "default" with KubeSpawner.image. Users pick by name; only these images run.""",
+    ).tag(config=True)
+
+    datasets = Dict(
+        default_value={},
+        help="""Datasets users may mount: {"imagenet": {"description": "ImageNet-1k",
+        "mount_path": "/datasets/imagenet", "volume": {"persistentVolumeClaim":
+        {"claimName": "imagenet", "readOnly": true}}, "read_only": true}}. The volume is any
+        Kubernetes volume source; nodes caching a dataset (annotation aispike.io/datasets)
+        are preferred.""",
+    ).tag(config=True)
+
+    max_gpus = Integer(8, help="Most GPUs one server may ask for (more than one: whole GPUs).").tag(
+        config=True)
+    max_gpu_gib = Integer(
+        None, allow_none=True,
+        help="Largest GPU-memory slice in GiB (default: the largest GPU of the cluster).",
+    ).tag(config=True)
+    default_gpu_gib = Integer(8, help="GPU memory (GiB) the form proposes.").tag(config=True)
+    allow_cpu_only = Bool(True, help="Offer servers without a GPU.").tag(config=True)
+    cpu_min = Float(0.5, help="Fewest CPUs a user may ask for.").tag(config=True)
+    cpu_max = Float(16.0, help="Most CPUs a user may ask for.").tag(config=True)
+    cpu_default = Float(2.0, help="CPUs the form proposes.").tag(config=True)
+    memory_gib_min = Integer(1, help="Least RAM (GiB) a user may ask for.").tag(config=True)
+    memory_gib_max = Integer(128, help="Most RAM (GiB) a user may ask for.").tag(config=True)
+    memory_gib_default = Integer(8, help="RAM (GiB) the form proposes.").tag(config=True)
+
+    admission_class = Type(
+        AdmissionClient, klass=object,
+        help="""Who admits a start (quota, queue): aispike_hub.service.client.AdmissionClient
+        (the AISpike service; configure c.AdmissionClient.url and .api_token) or
+        aispike_hub.spawner.admission.InProcessAdmission (inside the hub; configure
+        c.InProcessAdmission.policy). Both answer the same calls.""",
+    ).tag(config=True)
+
+    fit_preview_service = Unicode(
+        "aispike",
+        help="""Name of the hub service whose api/fit the form's script calls as the user
+        (with a short-lived token limited to that service). Empty: no live preview.""",
+    ).tag(config=True)
+    fit_token_seconds = Integer(
+        1800, help="Lifetime of the token the form's script uses for the fit preview.",
+    ).tag(config=True)
+
+    unschedulable_timeout = Float(
+        30.0,
+        help="""Seconds a pod may stay unschedulable (FailedScheduling) before the start is
+        aborted with the scheduler's reason, instead of waiting out start_timeout. Raise it
+        on clusters with a node autoscaler.""",
+    ).tag(config=True)
+
+    mig_profiles = List(
+        Unicode(), default_value=list(DEFAULT_MIG_PROFILES),
+        help="MIG profiles the mig backend may request, e.g. ['1g.10gb', '3g.40gb'].",
+    ).tag(config=True)
+    gpushare_unit = Enum(
+        ["GiB", "MiB"], "GiB",
+        help="Unit of aliyun.com/gpu-mem in the gpushare device plugin (its --memory-unit).",
+    ).tag(config=True)
+    gpu_model_labels = List(
+        Unicode(), default_value=[GPU_MODEL_LABEL, GFD_MODEL_LABEL],
+        help="""Node labels naming the GPU model (first found wins), for non-native backends;
+        the first one is also used to keep a pod on the chosen model.""",
+    ).tag(config=True)
+    gpu_memory_gib = Dict(
+        default_value={},
+        help="""GPU memory per model (GiB), for non-native nodes without the
+        nvidia.com/gpu.memory label: {"NVIDIA-A100-SXM4-80GB": 80}.""",
+    ).tag(config=True)
+    locality_weight = Integer(
+        50, help="""Weight (1-100) of the preferred node affinity for nodes caching the image
+        and datasets (non-native backends; the native placement scores locality itself).""",
+    ).tag(config=True)
+
+    _shared: ClassVar[dict[str, Any]] = {}
+    """Per hub process: the node watcher, or the inventory and placer (native backend)."""
+    _shared_lock: ClassVar[asyncio.Lock | None] = None
+
+    _options: Options | None = None
+    _pin: Any = None
+    _starting = False
+    _base: dict[str, Any] | None = None
+
+    @default("options_form")
+    def _default_options_form(self) -> Callable[[AISpikeSpawner], Any]:
+        return _render
+
+    @default("options_from_form")
+    def _default_options_from_form(self) -> Callable[..., Any]:
+        return _options_from_form
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self) -> Callable[..., Any]:
+        return _apply_user_options
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._messages: list[str] = []
+
+    # -- the cluster ---------------------------------------------------------------------------
+    @classmethod
+    def _lock(cls) -> asyncio.Lock:
+        if AISpikeSpawner._shared_lock is None:
+            AISpikeSpawner._shared_lock = asyncio.Lock()
+        return AISpikeSpawner._shared_lock
+
+    async def placer(self) -> Any:
+        """The hub's one :class:`Placer` (native backend), its inventory started on first use."""
+        shared = AISpikeSpawner._shared
+        if "placer" not in shared:
+            async with self._lock():
+                if "placer" not in shared:
+                    from aispike_hub.kube.inventory import Inventory
+                    from aispike_hub.kube.placer import Placer
+
+                    api = await asyncio.to_thread(_sync_api_client)
+                    inventory = Inventory(api, config=self.config)
+                    await asyncio.to_thread(inventory.start)
+                    shared["placer"] = Placer(inventory, config=self.config)
+        return shared["placer"]
+
+    async def node_watcher(self) -> NodeWatcher:
+        shared = AISpikeSpawner._shared
+        if "nodes" not in shared:
+            async with self._lock():
+                if "nodes" not in shared:
+                    from kubespawner.clients import shared_client
+
+                    watcher = NodeWatcher(shared_client("CoreV1Api")).start()
+                    shared["nodes"] = watcher
+        watcher = cast(NodeWatcher, shared["nodes"])
+        await asyncio.wait_for(asyncio.shield(watcher.first_load), 60)
+        return watcher
+
+    async def cluster_nodes(self) -> list[Node]:
+        """Schedulable nodes with their GPUs, as the backend sees them."""
+        if self.backend == "aispike":
+            placer = await self.placer()
+            with placer.inventory.lock:
+                state = placer.inventory.state()
+                return list(state.nodes) if state is not None else []
+        watcher = await self.node_watcher()
+        return watcher.nodes(self.gpu_memory_gib, self.gpu_model_labels)
+
+    def _nodes_now(self) -> Sequence[Node]:
+        """The cluster view without waiting (for in-process admission)."""
+        placer = AISpikeSpawner._shared.get("placer")
+        if self.backend == "aispike" and placer is not None:
+            with placer.inventory.lock:
+                state = placer.inventory.state()
+                return list(state.nodes) if state is not None else []
+        watcher = AISpikeSpawner._shared.get("nodes")
+        return watcher.nodes(self.gpu_memory_gib, self.gpu_model_labels) if watcher else []
+
+    @property
+    def admission(self) -> Admission:
+        cls: Any = self.admission_class
+        if issubclass(cls, AdmissionClient):
+            return cast(Admission, cls(parent=self))
+        return cast(Admission, cls(parent=self, nodes=self._nodes_now))
+
+    # -- options -------------------------------------------------------------------------------
+    async def form_settings(self) -> FormSettings:
+        sizes: dict[str, int] = {}
+        for node in await self.cluster_nodes():
+            for gpu in node.gpus:
+                sizes[gpu.model] = max(sizes.get(gpu.model, 0), gpu.memory_mib)
+        images = self.images or [{"name": "default", "image": self._configured_image()}]
+        return settings_from_config(
+            images, self.datasets, sizes,
+            max_gpu_gib=self.max_gpu_gib, max_gpus=self.max_gpus,
+            default_gpu_gib=self.default_gpu_gib, allow_cpu_only=self.allow_cpu_only,
+            cpu_min=Decimal(str(self.cpu_min)), cpu_max=Decimal(str(self.cpu_max)),
+            cpu_default=Decimal(str(self.cpu_default)), memory_gib_min=self.memory_gib_min,
+            memory_gib_max=self.memory_gib_max, memory_gib_default=self.memory_gib_default,
+        )
+
+    def _configured_image(self) -> str:
+        base = self._base or {}
+        image: Any = base.get("image") or self.image
+        return str(image)
+
+    async def parse(self, user_options: Any) -> tuple[Options, FormSettings]:
+        """Validated options (raises :class:`FormError`)."""
+        settings = await self.form_settings()
+        check_server_name(self.name or "")
+        return parse_options(user_options, settings), settings
+
+    async def options_from_form_data(self, form_data: dict[str, Any]) -> dict[str, Any]:
+        """The submitted form as ``user_options`` (a FormError re-shows the form with it)."""
+        options, _ = await self.parse(form_data)
+        return options.as_user_options()
+
+    async def apply_options(self, user_options: Any) -> None:
+        """Validate ``user_options`` however they came (form, REST, query): 400 if bad."""
+        try:
+            self._options, _ = await self.parse(user_options)
+        except FormError as e:
+            raise SpawnException(f"Invalid server options: {e}", reason="options",
+                                 status_code=400) from None
+
+    def _fit_access(self) -> tuple[str, str]:
+        """URL and token for the form's live preview ('' when there is none)."""
+        if not self.fit_preview_service or not issubclass(self.admission_class,
+                                                          AdmissionClient):
+            return "", ""
+        root = self.hub.base_url.rstrip("/").removesuffix("hub")
+        url = f"{root.rstrip('/')}/services/{self.fit_preview_service}/api/fit"
+        scopes = [f"access:services!service={self.fit_preview_service}"]
+        try:
+            token = self.user.new_api_token(
+                note="aispike options form: fit preview", expires_in=self.fit_token_seconds,
+                scopes=[*scopes, f"read:users:groups!user={self.user.name}"])
+        except Exception:
+            try:
+                token = self.user.new_api_token(
+                    note="aispike options form: fit preview",
+                    expires_in=self.fit_token_seconds, scopes=scopes)
+            except Exception as e:
+                self.log.warning("no fit preview for %s: %s", self.user.name, e)
+                return "", ""
+        return url, token
+
+    async def render_options_form(self) -> str:
+        settings = await self.form_settings()
+        try:
+            chosen = parse_options(self.user_options or {}, settings)
+        except FormError:
+            chosen = settings.defaults()
+        quota_gib = None
+        note = ""
+        try:
+            fit = await self.admission.fit(self.user.name, [g.name for g in self.user.groups],
+                                           to_request(chosen, settings))
+            quota = (fit.get("limits") or {}).get("gpu_memory_mib")
+            if isinstance(quota, int):
+                quota_gib = quota // GIB_IN_MIB
+                settings = replace(settings, max_gpu_gib=min(settings.max_gpu_gib, quota_gib))
+                if chosen.gpu_gib > settings.max_gpu_gib:
+                    chosen = replace(chosen, gpu_gib=max(settings.max_gpu_gib, 1))
+        except Exception as e:  # the form still works; the start is checked anyway
+            self.log.warning("fit preview for %s's form failed: %s", self.user.name, e)
+            note = "Quota information is unavailable right now."
+        url, token = self._fit_access()
+        return render_form(settings, chosen=chosen, fit_url=url, fit_token=token,
+                           server_name=self.name or "", note=note, quota_gib=quota_gib)
+
+    # -- start ---------------------------------------------------------------------------------
+    def _say(self, message: str) -> None:
+        self.log.info("%s: %s", self._log_name, message)
+        self._messages.append(message)
+
+    def start(self) -> asyncio.Future[Any]:
+        self._messages = []
+        self._start_future = asyncio.ensure_future(self._start_admitted())
+        return self._start_future
+
+    async def _start_admitted(self) -> Any:
+        self._starting = True
+        self._pin = None
+        admitted = False
+        try:
+            if self._options is None:  # JupyterHub < 5.3 has no apply_user_options
+                await self.apply_options(self.user_options)
+            options, settings = self._options, await self.form_settings()
+            assert options is not None
+            request = to_request(options, settings)
+            try:
+                resources = gpu_resources(self.backend, request, mig_profiles=self.mig_profiles,
+                                          gpushare_unit=self.gpushare_unit)
+            except BackendError as e:
+                raise SpawnException(f"Cannot start {options.describe()}: {e}",
+                                     reason="options", status_code=400) from None
+            ticket = await self._admit(options, request)
+            admitted = True
+            try:
+                await self._prepare_pod(options, settings, request, resources, ticket)
+                if self.backend == "aispike" and request.gpu_count:
+                    await self._pin_gpu(options, request)
+                return await self._create_and_wait(options, request)
+            except BaseException:
+                await self._abandon()
+                raise
+        except BaseException:
+            if admitted:
+                await self._release_admission()
+            raise
+        finally:
+            self._starting = False
+            self._options = None
+
+    async def _admit(self, options: Options, request: SliceRequest) -> dict[str, Any]:
+        client = self.admission
+        self._say(f"Asking for {options.describe()}")
+        groups = [g.name for g in self.user.groups]
+        try:
+            ticket = first = await client.admit(self.user.name, self.name or "", groups, request)
+            async for ticket in client.follow(first):
+                if ticket["state"] == "queued":
+                    self._say(progress_message(ticket))
+        except AdmissionError as e:
+            raise SpawnException(f"Admission failed: {e.message}", reason="admission",
+                                 status_code=400 if e.status < 500 else 503) from None
+        except (OSError, httpclient.HTTPClientError) as e:
+            raise SpawnException(
+                "The AISpike service that admits servers is not answering; try again in a "
+                "minute or ask an admin", reason="admission", status_code=503,
+                log_message=f"admission unreachable: {e}") from None
+        if ticket["state"] != "admitted":
+            reasons = "; ".join(ticket.get("reasons") or []) or ticket["state"]
+            refused = ticket["state"] == "refused"
+            raise SpawnException(f"Cannot start {options.describe()}: {reasons}",
+                                 reason="quota" if refused else "queue",
+                                 status_code=403 if refused else 503)
+        self._say(progress_message(ticket))
+        return ticket
+
+    def _remember_base(self) -> dict[str, Any]:
+        if self._base is None:
+            self._base = {name: getattr(self, name) for name in _RESTORED}
+        for name, value in self._base.items():
+            setattr(self, name, value)
+        return self._base
+
+    async def _prepare_pod(self, options: Options, settings: FormSettings,
+                           request: SliceRequest, resources: GpuResources,
+                           ticket: dict[str, Any]) -> None:
+        base = self._remember_base()
+        self.image = request.image or base["image"]
+        cpus = options.cpu_milli / 1000
+        self.cpu_guarantee = self.cpu_limit = cpus
+        self.mem_guarantee = self.mem_limit = options.memory_gib * (1 << 30)
+        self.extra_resource_limits = {**base["extra_resource_limits"], **resources.limits}
+        if resources.note:
+            self._say(resources.note)
+        chosen = [settings.dataset(name) for name in options.datasets]
+        volumes, mounts = dataset_volumes(
+            (d.name, d.mount_path, d.volume, d.read_only) for d in chosen)
+        self.volumes = [*self._sorted_dict_values(base["volumes"]), *volumes]
+        self.volume_mounts = [*self._sorted_dict_values(base["volume_mounts"]), *mounts]
+        if self.backend != "aispike" and request.gpu_count:
+            term = model_affinity(request.allowed_models, self.gpu_model_labels[0])
+            if term:
+                self.node_affinity_required = [
+                    *self._sorted_dict_values(base["node_affinity_required"]), term]
+            nodes = await self.cluster_nodes()
+            preferred = locality_preference(nodes, request.image, request.datasets,
+                                            self.locality_weight)
+            if preferred:
+                self.node_affinity_preferred = [
+                    *self._sorted_dict_values(base["node_affinity_preferred"]), preferred]
+        if ticket.get("priority_class"):
+            self.priority_class_name = ticket["priority_class"]
+        self.extra_annotations = {
+            **base["extra_annotations"],
+            REQUEST_ANNOTATION: request_to_json(request),
+            OPTIONS_ANNOTATION: json.dumps(options.as_user_options(), sort_keys=True),
+            BACKEND_ANNOTATION: self.backend,
+            **({TIER_ANNOTATION: ticket["tier"]} if ticket.get("tier") else {}),
+            **({NOTE_ANNOTATION: resources.note} if resources.note else {}),
+        }
+        self.extra_labels = {**base["extra_labels"], BACKEND_ANNOTATION: self.backend}
+        self.environment = {
+            **base["environment"],
+            **notebook_env(request, resources.granted_mib, self.backend,
+                           {d.name: d.mount_path for d in chosen}),
+        }
+
+    async def _pin_gpu(self, options: Options, request: SliceRequest) -> None:
+        from aispike_hub.kube.placer import PlacementRefused
+
+        placer = await self.placer()
+        try:
+            self._pin = await asyncio.to_thread(placer.pin, self.namespace, self.pod_name,
+                                                request)
+        except PlacementRefused as e:
+            raise SpawnException(
+                f"Cannot start {options.describe()}: {'; '.join(e.reasons)}",
+                reason="capacity", status_code=503) from None
+        self._say(self._pin.describe())
+
+    async def get_pod_manifest(self) -> Any:
+        pod = await super().get_pod_manifest()
+        if self._pin is None:
+            return pod
+        from kubernetes_asyncio.client import ApiClient
+
+        api = ApiClient()
+        try:
+            pinned = self._pin.pod(api.sanitize_for_serialization(pod))
+            return api.deserialize(cast(Any, _Raw(pinned)), "V1Pod")
+        finally:
+            await api.close()
+
+    async def _create_and_wait(self, options: Options, request: SliceRequest) -> Any:
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        started = asyncio.ensure_future(KubeSpawner._start(self))
+        watching = asyncio.ensure_future(self._watch_scheduling(options, request))
+        try:
+            await asyncio.wait({started, watching}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not watching.done():
+                watching.cancel()
+        if started.done():
+            try:
+                return started.result()
+            except ApiException as e:
+                if e.status == 403:
+                    raise SpawnException(
+                        f"Kubernetes refused {options.describe()}: {_api_message(e)}",
+                        reason="quota", status_code=403) from None
+                raise
+        started.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await started
+        watching.result()  # raises why it stopped
+        raise SpawnException("the scheduling watch ended", reason="unschedulable")
+
+    async def _watch_scheduling(self, options: Options, request: SliceRequest) -> None:
+        """Adopt and re-pin the claim (native); abort a pod that stays unschedulable."""
+        from aispike_hub.kube.placer import PlacementFailed, PlacementRefused
+
+        key = f"{self.namespace}/{self.pod_name}"
+        since: float | None = None
+        told = ""
+        adopted_uid = ""
+        while True:
+            await asyncio.sleep(0.5)
+            reflector = self.pod_reflector
+            pod = reflector.pods.get(key) if reflector is not None else None
+            if pod is None:
+                continue
+            uid = str((pod.get("metadata") or {}).get("uid", ""))
+            if self._pin is not None:
+                placer = await self.placer()
+                if uid and uid != adopted_uid:
+                    await asyncio.to_thread(placer.adopt, self._pin, self.pod_name, uid)
+                    adopted_uid = uid
+                status = await asyncio.to_thread(placer.status, self.namespace, self.pod_name)
+                if status.phase == "stale":
+                    self._say(f"The chosen GPU is taken ({status.reason}); placing again")
+                    try:
+                        new = await asyncio.to_thread(placer.repin, self.namespace,
+                                                      self.pod_name, status.reason, request)
+                    except (PlacementFailed, PlacementRefused) as e:
+                        raise SpawnException(f"Cannot start {options.describe()}: {e}",
+                                             reason="unschedulable", status_code=503) from None
+                    if new is not None:
+                        self._pin = new
+                        self._say(new.describe())
+                        since = None
+                        continue
+            why = parse_pod(pod).unschedulable
+            if not why:
+                since = None
+                continue
+            now = time.monotonic()
+            if since is None:
+                since = now
+            if why != told:
+                told = why
+                self._say(f"Waiting for a node: {why}")
+            if now - since >= self.unschedulable_timeout:
+                raise SpawnException(
+                    f"Kubernetes cannot place {options.describe()}: {why}. Ask for less, "
+                    "or try again later.", reason="unschedulable", status_code=503)
+
+    async def _abandon(self) -> None:
+        """Undo a failed start: the pod (if any), the claim, whatever the placer holds."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(KubeSpawner.stop(self, now=True), 60)
+        await self._release_claim()
+
+    async def _release_claim(self) -> None:
+        placer = AISpikeSpawner._shared.get("placer")
+        if self.backend == "aispike" and placer is not None:
+            try:
+                await asyncio.to_thread(placer.release, self.namespace, self.pod_name)
+            except Exception as e:
+                self.log.warning("releasing the GPU claim of %s failed: %s", self._log_name, e)
+        self._pin = None
+
+    async def _release_admission(self) -> None:
+        try:
+            await self.admission.release(self.user.name, self.name or "")
+        except Exception as e:
+            self.log.warning("releasing the admission of %s failed: %s", self._log_name, e)
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now=now)
+        if self._starting:
+            return  # KubeSpawner's own retry (a 409) or our abort: the start cleans up
+        await self._release_claim()
+        await self._release_admission()
+
+    # -- progress ------------------------------------------------------------------------------
+    async def progress(self) -> Any:
+        """Our steps (admission, queue, placement, waiting reasons) and the pod's events."""
+        if self.events_enabled:
+            await self._start_watching_events()
+        sent = events_sent = 0
+        progress = 0.0
+        while True:
+            future = self._start_future
+            finished = future is not None and future.done()
+            for message in self._messages[sent:]:
+                progress = min(progress + 10, 40)
+                yield {"progress": int(progress), "message": message}
+            sent = len(self._messages)
+            events = self.events if self.events_enabled else []
+            for event in events[events_sent:]:
+                progress += (90 - progress) / 3
+                yield {"progress": int(progress), "raw_event": event,
+                       "message": f"{event['lastTimestamp'] or event['eventTime']} "
+                                  f"[{event['type']}] {event['message']}"}
+            events_sent = len(events)
+            if finished:
+                break
+            await asyncio.sleep(0.5)
+
+
+def _api_message(e: Any) -> str:
+    try:
+        return str(json.loads(e.body).get("message", e.reason))
+    except (TypeError, ValueError):
+        return str(e.reason)
