@@ -202,7 +202,8 @@ class ServerEntry:
 
     def as_dict(self, now: float) -> dict[str, Any]:
         a, d = self.assessment, self.decision
-        stop_due = a.reclaimable and not self.rule.exempt and d.action == "stop"
+        stop_due = (a.reclaimable and not self.rule.exempt and d.action == "stop"
+                    and self.rule.mode != "dry-run")
         return {
             "user": self.user, "server": self.server, "groups": list(self.groups),
             "node": self.node, "verdict": a.verdict, "evidence": list(a.evidence),

@@ -1,0 +1,1 @@
+"""jupyter-server side of AISpike Hub (runs inside the notebook server)."""
