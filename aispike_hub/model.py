@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 GIB_IN_MIB = 1024
 """One GiB in MiB: the step of a GPU-memory slice in the options form."""
@@ -22,7 +23,7 @@ FULL_GPU_MILLI = 1000
 """A GPU share of 1000 milli is the whole GPU."""
 
 
-def _frozen_mapping(value: Mapping[str, int] | Mapping[str, str] | None) -> Mapping:  # type: ignore[type-arg]  # noqa: E501
+def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
 
 
@@ -48,7 +49,9 @@ class Gpu:
         if self.index < 0:
             raise ValueError(f"Gpu.index must be >= 0, got {self.index}")
         if self.memory_mib <= 0:
-            raise ValueError(f"Gpu.memory_mib must be > 0, got {self.memory_mib} (GPU {self.index})")
+            raise ValueError(
+                f"Gpu.memory_mib must be > 0, got {self.memory_mib} (GPU {self.index})"
+            )
         if not self.model:
             raise ValueError(f"Gpu.model must not be empty (GPU {self.index})")
 
