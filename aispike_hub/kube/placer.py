@@ -164,10 +164,12 @@ class Placer(LoggingConfigurable):
         not reset it; past it the start fails with the last reason.""",
     ).tag(config=True)
     unschedulable_seconds = Float(
-        8.0,
+        30.0,
         help="""A pod whose pinned claim is not allocated and that stays unschedulable this long
         after its pin was made is re-pinned, even if our view sees no conflict (a fact we
-        cannot see, e.g. a taint, or rounding).""",
+        cannot see, e.g. a taint, or rounding).  Keep it above kube-scheduler's pod backoff
+        (10 s by default): the pod's Unschedulable condition stays from the previous attempt
+        until the scheduler retries, and judging a fresh pin by it would waste a re-pin.""",
     ).tag(config=True)
     orphan_seconds = Float(
         300.0,
@@ -622,7 +624,7 @@ class Placer(LoggingConfigurable):
             if st.phase != "stale":
                 continue
             try:
-                if self.repin(claim.namespace, pod.name, st.reason) is not None:
+                if self.repin(claim.namespace, pod.name, st.reason, claim.request) is not None:
                     done["repinned"] += 1
             except (PlacementFailed, PlacementRefused) as e:
                 log.warning("server %s/%s cannot be placed: %s", claim.namespace, pod.name, e)
