@@ -24,6 +24,8 @@ from traitlets import Bool, Float, Integer, Unicode, default
 from traitlets.config import Application
 
 from aispike_hub.agent import datasets as cache
+from aispike_hub.agent.dra import KubeletPlugin, KubernetesClaimSource
+from aispike_hub.agent.enforce import Enforcer
 from aispike_hub.agent.metrics import Snapshot, UsageCollector, notebook_usage, usage_document
 from aispike_hub.agent.nvml import MachineReading, read_machine
 from aispike_hub.agent.procs import PodInfo, owner_of, pod_info_from_manifest, read_process_tree
@@ -139,7 +141,12 @@ class AgentApp(Application):
         published, and exit (discovery check on a new machine).""",
     ).tag(config=True)
 
+    classes: ClassVar[list[Any]] = [KubeletPlugin, Enforcer]  # type: ignore[misc]
+
     aliases: ClassVar[dict[str, Any]] = {  # type: ignore[misc]
+        "enforce": "Enforcer.policy",
+        "cdi-dir": "KubeletPlugin.cdi_dir",
+        "dra-state-dir": "KubeletPlugin.state_dir",
         "node-name": "AgentApp.node_name",
         "nvml-fixture": "AgentApp.nvml_fixture",
         "proc-root": "AgentApp.proc_root",
@@ -155,6 +162,10 @@ class AgentApp(Application):
     flags: ClassVar[dict[str, Any]] = {  # type: ignore[misc]
         "once": ({"AgentApp": {"once": True}}, "One tick, print what was found, exit."),
         "publish": ({"AgentApp": {"publish": True}}, "Publish to Kubernetes."),
+        "dra-plugin": (
+            {"KubeletPlugin": {"enabled": True}},
+            "Serve the kubelet DRA plugin (prepare claims: CDI specs with the GPU and its slice).",
+        ),
     }
 
     config_file = Unicode(
@@ -176,6 +187,8 @@ class AgentApp(Application):
         self._core_api: Any = None
         self._api_client: Any = None
         self._nvml: Any = None
+        self.dra = KubeletPlugin(parent=self)
+        self.enforcer = Enforcer(parent=self)
         if self.nvml_fixture:
             from aispike_hub.agent.recorded import RecordedNvml
 
@@ -235,6 +248,12 @@ class AgentApp(Application):
             self.node_name, now, reading, processes, self._pods_on_node(), datasets
         )
         self.collector.update(snapshot)
+        preparer = getattr(self.dra, "preparer", None)
+        limits = preparer.limits_by_pod() if preparer is not None else {}
+        try:
+            self.enforcer.tick(snapshot.notebooks, processes, limits, now)
+        except Exception:  # enforcement must not stop the metrics
+            self.log.exception("slice enforcement failed")
         if self._kube is not None:
             desired = desired_state(self.node_name, reading.core_gpus, datasets)
             try:
@@ -283,6 +302,10 @@ class AgentApp(Application):
     def start(self) -> None:
         if self.publish:
             self._connect()
+        if self.dra.enabled and not self.once:
+            if self._api_client is None:
+                self._connect()
+            self.dra.start(self.node_name, KubernetesClaimSource(self._api_client))
         if self.once:
             snapshot = self.tick()
             desired = desired_state(self.node_name, snapshot.reading.core_gpus, None)

@@ -223,3 +223,23 @@ def test_service_notices_post_json_with_the_token() -> None:
         ServiceNotices("http://127.0.0.1:1/", "tok", timeout=1).post("a", "", "k", "m")  # logged
     finally:
         server.shutdown()
+
+
+def test_the_agent_command_enforces_each_tick(proc_root: Path) -> None:
+    """``aispike-hub agent --enforce=warn``: the tick reads NVML and /proc, the enforcer warns."""
+    from aispike_hub.agent.dra import KubeletPlugin
+    from aispike_hub.agent.main import AgentApp
+
+    local_notebook(proc_root, 2048)
+    app = AgentApp()
+    app.initialize([f"--nvml-fixture={Path(__file__).parents[2] / 'fixtures/nvml/h200-1gpu.json'}",
+                    f"--proc-root={proc_root}", "--enforce=warn", "--Enforcer.grace_seconds=5",
+                    "--metrics-port=0"])
+    rec = Recorder()
+    app.enforcer.sink = rec
+    app.tick()
+    assert [n[2] for n in rec.notices] == ["gpu-memory"]
+    assert app.enforcer.policy == "warn" and app.enforcer.grace_seconds == 5
+    assert KubeletPlugin in app.classes and not app.dra.enabled
+    for name, trait in KubeletPlugin.class_traits(config=True).items():
+        assert len(trait.help.strip()) > 20, name

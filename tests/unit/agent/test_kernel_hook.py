@@ -6,7 +6,7 @@ TensorFlow are too large for CI, so these tests import small stand-in ``torch`` 
 semantics (``torch.cuda._lazy_call`` queues until CUDA initialises; without CUDA it never runs).
 Each case runs in a subprocess, so the import hook sees a first import as in a new kernel.  The
 real PyTorch check (allocation past the slice refused on an H200, and the no-CUDA path with the
-real wheel) ran on the device: tests/fixtures/isolation/h200-torch-fraction.txt.
+real wheel) ran on the device: tests/fixtures/isolation/h200-torch-jax.txt.
 """
 
 from __future__ import annotations
