@@ -15,6 +15,7 @@ see docs/quotas.md):
 | ``api/admissions/<user>/<server>`` | DELETE | the spawner, an admin |
 | ``api/fit`` | POST | any hub user (for themselves), the spawner |
 | ``api/notices`` | GET, DELETE | any hub user (their own) |
+| ``api/notices`` | POST | ``custom:aispike:notify`` (node agents: slice enforcement), admin |
 
 Errors are JSON ``{"error": message, "field": name}``; ``field`` names the offending field of a
 policy or request document, so a form or script can point at it.
@@ -43,6 +44,7 @@ from aispike_hub.service.admission import AdmissionController, RequestError, req
 
 ADMIN_SCOPE = "custom:aispike:admin"
 ADMIT_SCOPE = "custom:aispike:admit"
+NOTIFY_SCOPE = "custom:aispike:notify"
 MAX_BODY = 1 << 20
 
 
@@ -68,7 +70,8 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
     @property
     def hub_scopes(self) -> set[str]:
         # Let anyone the hub identifies through; each method checks what it needs.
-        return {f"access:services!service={self.ctx.service_name}", ADMIN_SCOPE, ADMIT_SCOPE}
+        return {f"access:services!service={self.ctx.service_name}", ADMIN_SCOPE, ADMIT_SCOPE,
+                NOTIFY_SCOPE}
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json")
@@ -286,6 +289,25 @@ class NoticesHandler(APIHandler):
     def get(self) -> None:
         """What the caller must be told: preemption warnings and reasons, expired waits."""
         self.reply({"notices": self.ctx.controller.store.notices(self.caller["name"])})
+
+    def post(self) -> None:
+        """A notice for a user from a node agent (docs/isolation.md) or an admin:
+        ``{"user", "server", "kind", "message"}``."""
+        self.require(NOTIFY_SCOPE, ADMIN_SCOPE)
+        doc = self.body()
+        if not isinstance(doc, Mapping):
+            raise FieldError("body", "expected a JSON object with user, kind and message")
+        fields = {}
+        for key, limit, required in (("user", 255, True), ("server", 255, False),
+                                     ("kind", 64, True), ("message", 2000, True)):
+            value = doc.get(key, "")
+            if not isinstance(value, str) or len(value) > limit or (required and not value):
+                raise FieldError(key, f"expected a string of 1 to {limit} characters")
+            fields[key] = value
+        with self.ctx.controller.store.session() as s:
+            self.ctx.controller.store.notify(s, fields["user"], fields["server"], fields["kind"],
+                                             fields["message"])
+        self.reply({"posted": True}, 201)
 
     def delete(self) -> None:
         upto = self.get_argument("upto")
