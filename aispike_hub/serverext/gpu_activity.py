@@ -7,9 +7,11 @@ document and, while this server's processes use the GPU (utilisation >= ``busy_p
 ``aispike_gpu_last_activity`` to now.  So a training run with no browser open keeps its server,
 even on a hub without the AISpike idle monitor.
 
-Loaded on its own (``jupyter server --ServerApp.jpserver_extensions=
-'{"aispike_hub.serverext.gpu_activity": true}'``) or started by the full AISpike server
-extension with ``GpuActivity(parent=serverapp).start(serverapp.web_app.settings)``.
+Loaded on its own (``jupyter server
+--ServerApp.jpserver_extensions=aispike_hub.serverext.gpu_activity=True``, or
+``c.ServerApp.jpserver_extensions = {"aispike_hub.serverext.gpu_activity": True}``) or
+started by the full AISpike server extension with
+``GpuActivity(parent=serverapp).start(serverapp.web_app.settings)``.
 """
 
 from __future__ import annotations
