@@ -28,6 +28,7 @@ from aispike_hub.placement.engine import POLICY_NAMES, PlacementEngine
 from aispike_hub.service.admission import AdmissionController, Inventory, StaticInventory
 from aispike_hub.service.api import ServiceContext, handlers
 from aispike_hub.service.idle import IdleMonitor, idle_handlers
+from aispike_hub.service.panel import AdminPanel, panel_handlers
 from aispike_hub.service.store import Store
 
 
@@ -148,11 +149,12 @@ class AISpikeService(Application):
         "config": "AISpikeService.config_file",
     }
 
-    classes = [IdleMonitor]  # noqa: RUF012 (traitlets reads this class attribute)
+    classes = [IdleMonitor, AdminPanel]  # noqa: RUF012 (traitlets reads this class attribute)
 
     controller: AdmissionController
     ctx: ServiceContext
     idle: IdleMonitor
+    panel: AdminPanel | None = None
 
     def make_inventory(self) -> Inventory:
         if self.nodes_file:
@@ -185,6 +187,10 @@ class AISpikeService(Application):
         routes: list[Any] = [(rf"{prefix.rstrip('/')}/oauth_callback", HubOAuthCallbackHandler)]
         routes += handlers(prefix, self.ctx)
         routes += idle_handlers(prefix, self.ctx, self.idle)
+        panel = AdminPanel(self.ctx, self.idle, prefix, parent=self)
+        if panel.enabled:
+            self.panel = panel
+            routes += panel_handlers(panel)
         return web.Application(routes, cookie_secret=os.urandom(32), xsrf_cookies=False)
 
     async def stop_server(self, user: str, server: str) -> bool:
@@ -227,6 +233,7 @@ class AISpikeService(Application):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         idle = asyncio.ensure_future(self.idle.run(stop)) if self.idle.enabled else None
+        history = asyncio.ensure_future(self.panel.run(stop)) if self.panel else None
         while not stop.is_set():
             try:
                 await self.tick()
@@ -241,6 +248,8 @@ class AISpikeService(Application):
                 w.cancel()
         if idle is not None:
             await idle
+        if history is not None:
+            await history
         self.controller.store.close()
 
     def start(self) -> None:

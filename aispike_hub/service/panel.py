@@ -1,0 +1,484 @@
+"""The admin panel: pages and JSON served by the AISpike service, for AISpike admins only.
+
+Pages (under the service's prefix, e.g. ``/services/aispike/``), each extending the hub's own
+``page.html`` and using the hub's CSS and scripts through the hub's static URL, so they look
+like the hub's pages and keep its navigation bar (the service appears in its Services menu):
+
+| page | what |
+|---|---|
+| ``admin/`` | GPU map: node pools, then nodes and GPUs as bars of slices; filters |
+| ``admin/quotas`` | per user and group: limit vs use; editing through the policy API |
+| ``admin/queue`` | waiting spawns: position, reason, wait |
+| ``admin/idle`` | the idle monitor's report; warn and stop (with a confirmation) |
+| ``admin/history`` | allocation, fragmentation, GPU-hours busy and idle over time |
+
+The same data as JSON (``custom:aispike:admin``; the idle report also ``custom:aispike:idle``):
+``api/panel/map``, ``api/panel/quotas``, ``api/panel/queue``, ``api/panel/history``,
+``api/idle/report`` (the idle monitor's own API) and
+``POST api/panel/idle/<user>/<server>/<warn|stop>``.
+Policy edits use the existing ``api/policy/...`` endpoints.
+
+Everything is computed on the service side from what the service already holds: the
+controller's inventory and admitted reservations (:mod:`.admission`), the idle monitor's
+verdicts (:mod:`.idle`), the quota core's limits (:mod:`aispike_hub.quota`) and the placement
+core's fragmentation; the browser only draws.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from jupyterhub.services.auth import HubOAuthenticated, check_scopes
+from tornado import web
+from traitlets import Bool, Float, Int, List, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from aispike_hub.placement.fragmentation import Workload, default_notebook_workload
+from aispike_hub.quota import (
+    RESOURCES,
+    UNLIMITED,
+    Amounts,
+    entry_to_dict,
+    group_to_dict,
+    resolve_limits,
+    usage_of,
+)
+from aispike_hub.service.admission import (
+    AdmissionController,
+    assignment_from_dict,
+    request_from_dict,
+    server_of,
+)
+from aispike_hub.service.api import ADMIN_SCOPE, ADMIT_SCOPE, APIHandler, ServiceContext
+from aispike_hub.service.gpumap import ClusterMap, Holding, Live, MapFilter, holdings_of
+from aispike_hub.service.history import History
+from aispike_hub.service.idle import IDLE_SCOPE, IdleMonitor
+from aispike_hub.service.store import Store, utcnow
+
+HERE = Path(__file__).parent
+PAGES = {"": ("map", "GPU map"), "quotas": ("quotas", "Quotas"), "queue": ("queue", "Queue"),
+         "idle": ("idle", "Idle servers"), "history": ("history", "History")}
+"""URL tail -> (template, tab title)."""
+
+
+def hub_templates_dir() -> str:
+    """Where the installed JupyterHub keeps its templates (``page.html``)."""
+    from jupyterhub._data import DATA_FILES_PATH
+
+    return os.path.join(DATA_FILES_PATH, "templates")
+
+
+class AdminPanel(LoggingConfigurable):
+    """The admin panel of the AISpike service (pages, JSON, history sampler)."""
+
+    enabled = Bool(True, help="Serve the admin panel pages and their API.").tag(config=True)
+
+    pool_labels = List(
+        Unicode(),
+        default_value=["aispike.io/pool", "cloud.google.com/gke-nodepool",
+                       "eks.amazonaws.com/nodegroup", "kubernetes.azure.com/agentpool",
+                       "aispike.io/gpu-model"],
+        help="""Node labels that name a node's pool, first match wins; a node without any is
+        in the pool of its first GPU's model. The map aggregates by pool, then zooms in.""",
+    ).tag(config=True)
+
+    nodes_per_view = Int(
+        60, help="""Show nodes (not pools) when at most this many nodes match the filters."""
+    ).tag(config=True)
+
+    page_size = Int(300, help="Most nodes drawn at once when zoomed into a pool.").tag(config=True)
+
+    map_cache_seconds = Float(
+        2.0, help="Seconds the computed map is reused between requests (actions clear it)."
+    ).tag(config=True)
+
+    history_interval = Float(
+        60.0, help="""Seconds between samples of the cluster into the store (allocation,
+        fragmentation, GPUs held busy and idle) for the history charts; 0 turns sampling off."""
+    ).tag(config=True)
+
+    history_retention = Float(
+        30 * 86400.0, help="Seconds of history kept in the store."
+    ).tag(config=True)
+
+    hub_prefix = Unicode(
+        help="""The hub's URL prefix (its static files and pages live below it); default
+        $JUPYTERHUB_BASE_URL + 'hub/'."""
+    ).tag(config=True)
+
+    @default("hub_prefix")
+    def _hub_prefix_default(self) -> str:
+        return os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/"
+
+    def __init__(self, ctx: ServiceContext, monitor: IdleMonitor, prefix: str,
+                 **kw: Any) -> None:
+        super().__init__(**kw)
+        self.ctx = ctx
+        self.monitor = monitor
+        self.prefix = prefix.rstrip("/") + "/"
+        self.history = History(ctx.controller.store, self.history_retention)
+        self._map: ClusterMap | None = None
+        self._map_at = 0.0
+        self._env: Any = None
+
+    @property
+    def controller(self) -> AdmissionController:
+        return self.ctx.controller
+
+    # -- the map -----------------------------------------------------------------------------
+    def live(self) -> dict[tuple[str, str], Live]:
+        out = {}
+        for key, entry in self.monitor.entries.items():
+            samples = self.monitor.book.samples.get(key)
+            util = samples[-1].utilization_percent if samples else None
+            a = entry.assessment
+            out[key] = Live(a.verdict, a.gpu_memory_mib, util, a.evidence)
+        return out
+
+    def cluster_map(self, fresh: bool = False) -> ClusterMap:
+        """The map of now (reused for ``map_cache_seconds``)."""
+        now = time.monotonic()
+        if not fresh and self._map is not None and now - self._map_at < self.map_cache_seconds:
+            return self._map
+        holdings: list[Holding] = []
+        seen = []
+        with self.controller.store.session() as s:
+            for r in Store.reservations(s, "admitted"):
+                seen.append(request_from_dict(r.request))
+                if r.assignment:
+                    holdings += holdings_of(assignment_from_dict(r.assignment), r.user,
+                                            r.server, r.groups, r.tier)
+        for a in self.controller.inventory.foreign_assignments():
+            holdings += holdings_of(a)
+        workload = (Workload.from_requests(seen) if len(seen) >= 20
+                    else default_notebook_workload())
+        self._map = ClusterMap(list(self.controller.inventory.nodes()), holdings, self.live(),
+                               workload, tuple(self.pool_labels))
+        self._map_at = now
+        return self._map
+
+    def map_view(self, args: Mapping[str, str]) -> dict[str, Any]:
+        f = MapFilter(**{k: args.get(k, "").strip() for k in
+                         ("model", "node", "pool", "group", "user")})
+        level = args.get("level", "auto")
+        if level not in ("auto", "pools", "nodes"):
+            raise web.HTTPError(400, "level: expected auto, pools or nodes")
+        try:
+            offset = int(args.get("offset", "0") or 0)
+            limit = min(int(args.get("limit", "") or self.page_size), 2000)
+        except ValueError:
+            raise web.HTTPError(400, "offset, limit: expected whole numbers") from None
+        view = self.cluster_map().view(f, level, offset, limit, self.nodes_per_view)
+        view["generated_at"] = utcnow().isoformat() + "Z"
+        return view
+
+    # -- quotas ------------------------------------------------------------------------------
+    def quotas(self) -> dict[str, Any]:
+        """Per user and group: each resource's use against its limit (the quota core's)."""
+        policy = self.controller.policy
+        with self.controller.store.session() as s:
+            admitted = Store.reservations(s, "admitted")
+            queued = Store.reservations(s, "queued")
+            servers = [server_of(r) for r in admitted]
+            groups_of: dict[str, set[str]] = {}
+            for r in [*admitted, *queued]:
+                groups_of.setdefault(r.user, set()).update(r.groups)
+        users = []
+        for name in sorted(set(policy.users) | {sv.user for sv in servers} | set(groups_of)):
+            groups = sorted(groups_of.get(name, ()))
+            limits = resolve_limits(policy, name, groups)
+            used = usage_of(servers, name)
+            resources = {}
+            for res in RESOURCES:
+                quota, ceiling = limits.quota[res], limits.ceiling(res)
+                resources[res] = {"used": used.get(res), "quota": quota, "ceiling": ceiling,
+                                  "source": limits.sources.get(res, "")}
+            users.append({
+                "user": name, "groups": groups, "tier": limits.tier.name,
+                "servers": sum(1 for sv in servers if sv.user == name),
+                "queued": sum(1 for r in queued if r.user == name),
+                "entry": entry_to_dict(policy.users[name]) if name in policy.users else None,
+                "resources": resources, **_over(resources)})
+        groups_out = []
+        all_groups = set(policy.groups) | {g for sv in servers for g in sv.groups}
+        for g in sorted(all_groups):
+            entry = policy.groups.get(g)
+            used = Amounts.total(sv.charge for sv in servers if g in sv.groups)
+            resources = {}
+            for res in RESOURCES:
+                q = entry.quota.get(res) if entry else None
+                b = entry.borrowing.get(res) if entry else None
+                quota = None if q is None or q == UNLIMITED else q
+                ceiling = None if quota is None or b == UNLIMITED else quota + (b or 0)
+                resources[res] = {"used": used.get(res), "quota": quota, "ceiling": ceiling,
+                                  "source": f"group '{g}'" if quota is not None else ""}
+            groups_out.append({
+                "group": g, "members_running": sorted({sv.user for sv in servers
+                                                       if g in sv.groups}),
+                "entry": group_to_dict(entry) if entry else None, "resources": resources,
+                **_over(resources)})
+        return {"resources": list(RESOURCES), "users": users, "groups": groups_out,
+                "defaults": entry_to_dict(policy.defaults),
+                "tiers": [t.name for t in policy.tiers], "default_tier": policy.default_tier}
+
+    # -- queue -------------------------------------------------------------------------------
+    def queue(self) -> dict[str, Any]:
+        tickets = {(t.user, t.server): t for t in self.controller.queue()}
+        now = utcnow()
+        rows = []
+        with self.controller.store.session() as s:
+            for r in Store.reservations(s, "queued"):
+                t = tickets.get((r.user, r.server))
+                if t is None:
+                    continue
+                rows.append({
+                    **t.as_dict(), "groups": list(r.groups), "request": dict(r.request),
+                    "queued_at": r.created_at.isoformat() + "Z",
+                    "wait_seconds": round((now - r.created_at).total_seconds(), 1),
+                    "gives_up_in_seconds": round((r.deadline - now).total_seconds(), 1)
+                    if r.deadline else None})
+        rows.sort(key=lambda x: x["position"])
+        return {"queued": rows, "length": len(rows), "generated_at": now.isoformat() + "Z"}
+
+    # -- idle actions ------------------------------------------------------------------------
+    async def idle_action(self, user: str, server: str, action: str, actor: str) -> dict[str, Any]:
+        """An admin's warn or stop of one server of the idle report (audited, user told)."""
+        entry = self.monitor.entries.get((user, server))
+        label = server or "default"
+        target = f"{user}/{server}"
+        detail: dict[str, Any] = {"by": actor}
+        why = ""
+        if entry is not None:
+            a = entry.assessment
+            detail.update(verdict=a.verdict, evidence=list(a.evidence),
+                          gpu_memory_mib=a.gpu_memory_mib)
+            why = f" ({'; '.join(a.evidence[:2])})" if a.evidence else ""
+        if action == "warn":
+            message = (f"An admin asks you to use or stop your server '{label}'{why}: it holds "
+                       f"GPU capacity others are waiting for, and may be stopped. Save your work.")
+            with self.controller.store.session() as s:
+                Store.audit(s, actor, "panel.idle-warn", target, detail)
+                Store.notify(s, user, server, "idle-warning", message)
+            await self.monitor.tell({"event": "warn", "user": user, "server": server,
+                                     "message": message, **detail})
+            return {"warned": True, "message": message}
+        stopped = await self.monitor.stop_server(user, server)
+        if not stopped:
+            raise web.HTTPError(502, f"the hub did not stop {target}; see the service log")
+        message = f"Your server '{label}' was stopped by an admin{why}."
+        with self.controller.store.session() as s:
+            Store.audit(s, actor, "panel.idle-stop", target, detail)
+            Store.notify(s, user, server, "idle-stopped", message)
+        await self.monitor.tell({"event": "stop", "user": user, "server": server,
+                                 "message": message, **detail})
+        self._map = None
+        return {"stopped": True, "message": message}
+
+    # -- history -----------------------------------------------------------------------------
+    def sample(self) -> None:
+        values = self.cluster_map(fresh=True).sample()
+        with self.controller.store.session() as s:
+            values["queued"] = float(len(Store.reservations(s, "queued")))
+        self.history.record(utcnow(), values)
+
+    def history_view(self, hours: float) -> dict[str, Any]:
+        until = utcnow()
+        since = until - dt.timedelta(hours=hours)
+        out = self.history.series(since, until, self.history_interval or 60.0)
+        out["sampling"] = self.history_interval > 0
+        return out
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sample the history every ``history_interval`` seconds until ``stop`` is set."""
+        if self.history_interval <= 0:
+            return
+        while not stop.is_set():
+            try:
+                async with self.ctx.lock:
+                    self.sample()
+            except Exception:
+                self.log.exception("panel: history sample failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.history_interval)
+
+    # -- pages -------------------------------------------------------------------------------
+    @property
+    def env(self) -> Any:
+        if self._env is None:
+            import jinja2
+
+            self._env = jinja2.Environment(
+                loader=jinja2.ChoiceLoader([
+                    jinja2.FileSystemLoader(str(HERE / "templates")),
+                    jinja2.FileSystemLoader(hub_templates_dir()),
+                ]),
+                autoescape=True)
+        return self._env
+
+    def render(self, template: str, user: Mapping[str, Any] | None, xsrf_token: str,
+               **extra: Any) -> str:
+        hub = self.hub_prefix
+
+        def static_url(path: str, include_version: bool = True) -> str:
+            return f"{hub}static/{path}"
+
+        name = str(user["name"]) if user else ""
+        ctx = {
+            "static_url": static_url, "base_url": hub, "prefix": hub,
+            "logo_url": hub + "home", "login_url": hub + "login", "logout_url": hub + "logout",
+            "user": {"name": name, "json_escaped_name": json.dumps(name)[1:-1]} if user
+            else None,
+            "parsed_scopes": set(user.get("scopes", [])) if user else set(),
+            "services": [{"name": self.ctx.service_name, "href": self.prefix}],
+            "admin_access": False, "no_spawner_check": True, "xsrf_token": xsrf_token,
+            "version_hash": "", "announcement": None,
+            "panel_prefix": self.prefix, "panel_static": self.prefix + "panel-static/",
+            "pages": [(self.prefix + "admin/" + tail, title, tpl)
+                      for tail, (tpl, title) in PAGES.items()],
+            **extra,
+        }
+        return str(self.env.get_template(template).render(**ctx))
+
+
+def _over(resources: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Which resources are over the nominal quota (borrowing) or over the ceiling."""
+    borrowing = [r for r, v in resources.items()
+                 if v["quota"] is not None and v["used"] > v["quota"]]
+    over = [r for r, v in resources.items()
+            if v["ceiling"] is not None and v["used"] > v["ceiling"]]
+    return {"borrowing": borrowing, "over": over}
+
+
+# --- handlers ------------------------------------------------------------------------------------
+
+
+def _is_admin(model: Mapping[str, Any] | None) -> bool:
+    return bool(model) and bool(check_scopes({ADMIN_SCOPE}, set(model.get("scopes", []))))  # type: ignore[union-attr]
+
+
+class PageHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
+    """One admin page; log in through the hub (OAuth), then 403 without the admin scope."""
+
+    panel: AdminPanel
+    page: str
+
+    def initialize(self, panel: AdminPanel, page: str = "") -> None:
+        self.panel = panel
+        self.page = page
+
+    @property
+    def hub_scopes(self) -> set[str]:
+        return {f"access:services!service={self.panel.ctx.service_name}", ADMIN_SCOPE,
+                ADMIT_SCOPE, IDLE_SCOPE}
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+
+    @web.authenticated
+    def get(self) -> None:
+        if not _is_admin(self.current_user):
+            raise web.HTTPError(403, f"the admin panel needs the scope {ADMIN_SCOPE}")
+        template, title = PAGES[self.page]
+        self.finish(self.panel.render(f"panel/{template}.html", self.current_user,
+                                      self.xsrf_token.decode(), page_title=title,
+                                      active=template))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        user = getattr(self, "_hub_auth_user_cache", None)
+        self.finish(self.panel.render("panel/error.html", user, "", status_code=status_code,
+                                      message=message, page_title="Error", active=""))
+
+
+class PanelAPIHandler(APIHandler):
+    """JSON of the panel (``custom:aispike:admin``)."""
+
+    panel: AdminPanel
+
+    def initialize(self, ctx: ServiceContext, panel: AdminPanel) -> None:  # type: ignore[override]
+        super().initialize(ctx)
+        self.panel = panel
+
+    def args(self) -> dict[str, str]:
+        return {k: self.get_argument(k) for k in self.request.arguments}
+
+
+class MapHandler(PanelAPIHandler):
+    def get(self) -> None:
+        self.require(ADMIN_SCOPE)
+        self.reply(self.panel.map_view(self.args()))
+
+
+class QuotasHandler(PanelAPIHandler):
+    def get(self) -> None:
+        self.require(ADMIN_SCOPE)
+        self.reply(self.panel.quotas())
+
+
+class PanelQueueHandler(PanelAPIHandler):
+    def get(self) -> None:
+        self.require(ADMIN_SCOPE)
+        self.reply(self.panel.queue())
+
+
+class HistoryHandler(PanelAPIHandler):
+    def get(self) -> None:
+        self.require(ADMIN_SCOPE)
+        try:
+            hours = float(self.get_argument("hours", "24"))
+        except ValueError:
+            raise web.HTTPError(400, "hours: expected a number") from None
+        if not 0 < hours <= 24 * 90:
+            raise web.HTTPError(400, "hours: expected more than 0 and at most 2160")
+        self.reply(self.panel.history_view(hours))
+
+
+class IdleActionHandler(PanelAPIHandler):
+    async def post(self, user: str, server: str, action: str) -> None:
+        """Warn or stop one server; the body must confirm it: {"confirm": "<user>/<server>"}."""
+        self.require(ADMIN_SCOPE)
+        user, server = unquote(user), unquote(server)
+        doc = self.body()
+        if not isinstance(doc, Mapping) or doc.get("confirm") != f"{user}/{server}":
+            from aispike_hub.service.api import FieldError
+
+            raise FieldError("confirm", f"confirm the {action} by sending "
+                             f"{{\"confirm\": \"{user}/{server}\"}}")
+        self.reply(await self.panel.idle_action(user, server, action, self.actor))
+
+
+class RootHandler(web.RequestHandler):
+    """The service's own URL (the hub's Services menu links here): on to the map."""
+
+    def initialize(self, panel: AdminPanel) -> None:
+        self.panel = panel
+
+    def get(self) -> None:
+        self.redirect(self.panel.prefix + "admin/")
+
+
+def panel_handlers(panel: AdminPanel) -> list[tuple[str, type, dict[str, Any]]]:
+    p = panel.prefix.rstrip("/")
+    kw = {"ctx": panel.ctx, "panel": panel}
+    routes: list[tuple[str, type, dict[str, Any]]] = [
+        (rf"{p}/?", RootHandler, {"panel": panel}),
+        (rf"{p}/panel-static/(.*)", web.StaticFileHandler, {"path": str(HERE / "static")}),
+        (rf"{p}/api/panel/map", MapHandler, kw),
+        (rf"{p}/api/panel/quotas", QuotasHandler, kw),
+        (rf"{p}/api/panel/queue", PanelQueueHandler, kw),
+        (rf"{p}/api/panel/history", HistoryHandler, kw),
+        (rf"{p}/api/panel/idle/([^/]+)/([^/]*)/(warn|stop)", IdleActionHandler, kw),
+    ]
+    for tail in PAGES:
+        routes.append((rf"{p}/admin/{tail}", PageHandler, {"panel": panel, "page": tail}))
+    return routes
