@@ -43,6 +43,10 @@ class Policy:
     terms: tuple[tuple[Scorer, float], ...]
     tiebreak: tuple[Scorer, ...] = ()
     random_ties: bool = True
+    score_twins_once: bool = False
+    """Score one of each group of interchangeable options (same node signature and GPU free
+    memory).  Only for policies whose scorers ignore node identity and which break ties
+    deterministically, so that the decision is exactly the one without it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,7 @@ def _build_policy(name: str, workload: Workload | None, affinity: Affinity) -> P
             ),
             (GpuPackingScorer(), BestFitScorer(), gpu_bestfit),
             random_ties=False,
+            score_twins_once=True,
         ),
     }
     if name not in builders:
@@ -102,8 +107,9 @@ def _build_policy(name: str, workload: Workload | None, affinity: Affinity) -> P
     if affinity.locality:
         extra.append((LocalityScorer(), affinity.locality))
     if extra:
+        # affinity looks at node identity (topology groups, cached data): score every option
         policy = Policy(policy.name, policy.terms + tuple(extra), policy.tiebreak,
-                        policy.random_ties)
+                        policy.random_ties, score_twins_once=False)
     return policy
 
 
@@ -131,8 +137,12 @@ class PlacementEngine:
         options = find_options(state, request)
         if len(options) == 0:
             return Decision(None, tuple(why_nothing_fits(state, request)), 0)
-        ctx = ScoringContext(state, request, options, self.rng)
-        pick = self._choose(ctx)
+        if self.policy.score_twins_once:
+            reps = _first_of_twins(state, options)
+            pick = int(reps[self._choose(ScoringContext(state, request,
+                                                        _subset(options, reps), self.rng))])
+        else:
+            pick = self._choose(ScoringContext(state, request, options, self.rng))
         return Decision(self._assignment(state, request, options, pick, owner), (), len(options))
 
     def _choose(self, ctx: ScoringContext) -> int:
@@ -169,6 +179,16 @@ class PlacementEngine:
             node=state.nodes[node].name, gpu_indices=indices, gpu_memory_mib=memory,
             cpu_milli=request.cpu_milli, memory_mib=request.memory_mib, owner=owner,
         )
+
+
+def _first_of_twins(state: ClusterState, options: Options) -> IntArray:
+    """Indices of the first option of each group of interchangeable options, in order."""
+    sig = state.node_signature()[options.node]
+    free = (state.gpu_free[options.node, options.slot] if options.slice
+            else np.zeros_like(options.node))
+    _, first = np.unique(np.stack([sig, free], axis=1), axis=0, return_index=True)
+    out: IntArray = np.sort(first)
+    return out
 
 
 def _best(values: FloatArray, index: IntArray) -> IntArray:

@@ -100,7 +100,9 @@ class ClusterState:
         self.version = 0
         """Bumped on every change, so caches keyed on it know when to recompute."""
         self.changed_nodes: list[int] = []
-        """Nodes changed since a listener last cleared this list (incremental scorers)."""
+        """Every node change in order; incremental readers keep their own cursor into it."""
+        self._signature: IntArray = np.zeros(n_nodes, dtype=np.int64)
+        self._signature_seen = -1
 
     # -- changes ---------------------------------------------------------------------------
     def commit(self, assignment: Assignment) -> None:
@@ -151,6 +153,22 @@ class ClusterState:
             self.commit(a)
 
     # -- views -----------------------------------------------------------------------------
+    def node_signature(self) -> IntArray:
+        """A hash per node of everything placement scores look at (model, free CPU and RAM,
+        free and total memory of its GPUs as a multiset).  Nodes with equal signatures are
+        interchangeable for every scorer that does not look at a node's name or topology, so
+        the engine scores one of them: on a cluster of 15,000 nodes, most are twins."""
+        if self._signature_seen < 0:
+            rows: list[int] = list(range(len(self.nodes)))
+        else:
+            rows = sorted(set(self.changed_nodes[self._signature_seen:]))
+        for n in rows:
+            gpus = sorted(zip(self.gpu_free[n].tolist(), self.gpu_cap[n].tolist(), strict=True))
+            self._signature[n] = hash((int(self.node_model[n]), int(self.cpu_free[n]),
+                                       int(self.mem_free[n]), tuple(gpus)))
+        self._signature_seen = len(self.changed_nodes)
+        return self._signature
+
     def allocation_share(self) -> float:
         """Allocated share of all GPU capacity, each GPU weighted as one (0..1)."""
         used = (self.gpu_cap - self.gpu_free)[self.gpu_exists] / self.gpu_cap[self.gpu_exists]
