@@ -1,1 +1,17 @@
-"""jupyter-server side of AISpike Hub (runs inside the notebook server)."""
+"""jupyter-server side of AISpike Hub (runs inside the notebook server).
+
+``aispike_hub.serverext`` is the server extension (:class:`aispike_hub.serverext.app.AISpikeLab`),
+enabled on install; it also starts :mod:`aispike_hub.serverext.gpu_activity`.
+"""
+
+from typing import Any
+
+
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    from aispike_hub.serverext.app import AISpikeLab
+
+    return [{"module": "aispike_hub.serverext", "app": AISpikeLab}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "aispike-hub-lab"}]

@@ -379,6 +379,21 @@ class AdmissionController:
                 "limits": {r: limits.quota[r] for r in limits.quota},
             }
 
+    def quota_summary(self, user: User) -> dict[str, Any]:
+        """A user's quota at a glance (the lab extension's view): use, limits, tier, servers."""
+        with self.store.session() as s:
+            mine = [r for r in self.store.reservations(s, "admitted") if r.user == user.name]
+            limits = resolve_limits(self.policy, user.name, user.groups)
+            return {
+                "user": user.name,
+                "tier": limits.tier.name,
+                "usage": Amounts.total(server_of(r).charge for r in mine).as_dict(),
+                "limits": {r: limits.quota[r] for r in limits.quota},
+                "borrowing": dict(limits.borrowing),
+                "max_slice_mib": limits.max_slice_mib,
+                "servers": [{"server": r.server, "charge": dict(r.charge)} for r in mine],
+            }
+
     # -- the queue ----------------------------------------------------------------------------
     def _queue_order(self, s: Session) -> list[ReservationRow]:
         rows = self.store.reservations(s, "queued")

@@ -15,6 +15,7 @@ see docs/quotas.md):
 | ``api/admissions/<user>/<server>`` | DELETE | the spawner, an admin |
 | ``api/fit`` | POST | any hub user (for themselves), the spawner |
 | ``api/notices`` | GET, DELETE | any hub user (their own) |
+| ``api/quota`` | GET | any hub user (their own; ``?user=`` for admins) |
 | ``api/notices`` | POST | ``custom:aispike:notify`` (node agents: slice enforcement), admin |
 
 Errors are JSON ``{"error": message, "field": name}``; ``field`` names the offending field of a
@@ -315,6 +316,18 @@ class NoticesHandler(APIHandler):
         self.reply({"dismissed": True})
 
 
+class QuotaHandler(APIHandler):
+    def get(self) -> None:
+        """The caller's quota summary (the lab extension); admins may ask for any user."""
+        name = self.get_argument("user", self.caller["name"])
+        if name != self.caller["name"] or self.caller.get("kind") != "user":
+            self.require(ADMIN_SCOPE)
+            user = User(name, frozenset(self.get_arguments("group")))
+        else:
+            user = User(name, frozenset(self.caller.get("groups", [])))
+        self.reply(self.ctx.controller.quota_summary(user))
+
+
 def handlers(prefix: str, ctx: ServiceContext) -> list[tuple[str, type, dict[str, Any]]]:
     """URL routes under the service's prefix (e.g. ``/services/aispike/``)."""
     p = prefix.rstrip("/")
@@ -330,4 +343,5 @@ def handlers(prefix: str, ctx: ServiceContext) -> list[tuple[str, type, dict[str
         (rf"{p}/api/admissions/([^/]+)/([^/]*)", AdmissionHandler, kw),
         (rf"{p}/api/fit", FitHandler, kw),
         (rf"{p}/api/notices", NoticesHandler, kw),
+        (rf"{p}/api/quota", QuotaHandler, kw),
     ]

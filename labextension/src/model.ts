@@ -1,0 +1,240 @@
+/**
+ * The status document of the AISpike server extension (GET aispike/api/status) and the pure
+ * functions the widgets are drawn from: text, fill level, sparklines, when to notify.
+ *
+ * Nothing here touches the DOM or JupyterLab, so it is tested on its own.
+ */
+
+export type Level = 'ok' | 'warn' | 'full';
+
+export interface ISliceGpu {
+  index: number;
+  uuid: string;
+  model: string;
+  memory_total_mib: number;
+  limit_mib: number;
+  mig_profile: string;
+}
+
+export interface ISlice {
+  backend: string;
+  model: string;
+  requested_model: string;
+  limit_mib: number;
+  indices: number[];
+  gpus: ISliceGpu[];
+  live: boolean;
+}
+
+export interface IHistoryPoint {
+  t: number;
+  memory_used_mib: number;
+  utilization_percent: number | null;
+}
+
+export interface IKernelUse {
+  id: string;
+  name: string;
+  path: string;
+  state: string;
+  memory_used_mib: number;
+  utilization_percent: number | null;
+  pids: number[];
+  by_gpu: Record<string, number>;
+  history: IHistoryPoint[];
+}
+
+export interface IGpuUse {
+  index: number;
+  used_mib: number;
+  limit_mib: number;
+  fraction: number;
+  level: Level;
+}
+
+export interface IUsage {
+  memory_used_mib: number;
+  memory_limit_mib: number;
+  utilization_percent: number | null;
+  level: Level;
+  gpus: IGpuUse[];
+  kernels: IKernelUse[];
+  other: IKernelUse | null;
+  last_gpu_activity: string | null;
+}
+
+export interface IIdle {
+  available: boolean;
+  error?: string;
+  warned?: boolean;
+  verdict?: string;
+  reason?: string;
+  evidence?: string[];
+  stop_at?: string | null;
+  warned_at?: string | null;
+  message?: string;
+  notice_id?: number | null;
+}
+
+export interface IQuota {
+  available: boolean;
+  error?: string;
+  tier?: string;
+  usage?: Record<string, number>;
+  limits?: Record<string, number | null>;
+  servers?: { server: string; charge: Record<string, number> }[];
+}
+
+export interface IStatus {
+  version: number;
+  time: number;
+  user: string;
+  server: string;
+  source: string;
+  nvml: { available: boolean; problems: string[] };
+  slice: ISlice | null;
+  usage: IUsage;
+  thresholds: { warn: number; full: number };
+  idle?: IIdle;
+  quota?: IQuota;
+}
+
+export const NO_SLICE_TEXT = 'no GPU slice';
+
+/** MiB as GiB with one decimal ("5.2"); whole numbers without one ("8"). */
+export function gib(mib: number): string {
+  const value = mib / 1024;
+  const rounded = Math.round(value * 10) / 10;
+  return Number.isInteger(rounded) ? rounded.toFixed(0) : rounded.toFixed(1);
+}
+
+/** The status bar's text: "GPU 5.2 / 8 GiB", "2 GPUs 9.5 / 32 GiB" or "no GPU slice". */
+export function statusText(status: IStatus | null): string {
+  if (!status || !status.slice) {
+    return NO_SLICE_TEXT;
+  }
+  const count = status.slice.gpus.length;
+  const label = count > 1 ? `${count} GPUs` : 'GPU';
+  if (!status.slice.live) {
+    return `${label} ? / ${gib(status.slice.limit_mib)} GiB`;
+  }
+  return `${label} ${gib(status.usage.memory_used_mib)} / ${gib(status.slice.limit_mib)} GiB`;
+}
+
+/** The status bar's tooltip: model, backend and each GPU's use. */
+export function statusTitle(status: IStatus | null): string {
+  if (!status || !status.slice) {
+    return 'This server has no GPU slice';
+  }
+  const s = status.slice;
+  const lines = [`GPU slice: ${gib(s.limit_mib)} GiB on ${s.model || 'unknown GPU'} (${s.backend})`];
+  for (const g of status.usage.gpus) {
+    lines.push(`GPU ${g.index}: ${gib(g.used_mib)} / ${gib(g.limit_mib)} GiB`);
+  }
+  if (!s.live) {
+    lines.push('Live use unavailable: ' + (status.nvml.problems[0] || 'no NVML reading'));
+  }
+  return lines.join('\n');
+}
+
+/** Fill level of a fraction against the server's thresholds. */
+export function levelOf(fraction: number, warn: number, full: number): Level {
+  if (fraction >= full) {
+    return 'full';
+  }
+  return fraction >= warn ? 'warn' : 'ok';
+}
+
+/** The CSS colour variable for a level (JupyterLab's theme colours). */
+export function levelColour(level: Level): string {
+  return {
+    ok: 'var(--jp-success-color1)',
+    warn: 'var(--jp-warn-color1)',
+    full: 'var(--jp-error-color1)'
+  }[level];
+}
+
+/**
+ * An SVG polyline's points for a sparkline of ``values`` in a ``width`` x ``height`` box,
+ * scaled to ``max`` (the slice limit for memory, 100 for utilisation).  Missing values
+ * (null) are drawn as 0; one value is drawn as a flat line.
+ */
+export function sparklinePoints(
+  values: (number | null)[],
+  width: number,
+  height: number,
+  max: number
+): string {
+  if (values.length === 0) {
+    return '';
+  }
+  const top = max > 0 ? max : Math.max(1, ...values.map(v => v ?? 0));
+  const series = values.length === 1 ? [values[0], values[0]] : values;
+  const step = width / (series.length - 1);
+  return series
+    .map((v, i) => {
+      const clipped = Math.min(Math.max(v ?? 0, 0), top);
+      const y = height - (clipped / top) * height;
+      return `${(i * step).toFixed(1)},${y.toFixed(1)}`;
+    })
+    .join(' ');
+}
+
+export interface INotice {
+  kind: 'full' | 'idle';
+  message: string;
+}
+
+/**
+ * Decides when to notify: once when the slice becomes nearly full (again only after it dropped
+ * below the warning level), and once per idle warning of the service.
+ */
+export class NotificationTracker {
+  private _fullNotified = false;
+  private _idleSeen = new Set<string>();
+
+  update(status: IStatus): INotice[] {
+    const out: INotice[] = [];
+    const slice = status.slice;
+    if (slice && slice.live) {
+      const level = status.usage.level;
+      if (level === 'full' && !this._fullNotified) {
+        this._fullNotified = true;
+        const worst = [...status.usage.gpus].sort((a, b) => b.fraction - a.fraction)[0];
+        const where = slice.gpus.length > 1 && worst ? ` on GPU ${worst.index}` : '';
+        const used = worst ? worst.used_mib : status.usage.memory_used_mib;
+        const limit = worst ? worst.limit_mib : slice.limit_mib;
+        out.push({
+          kind: 'full',
+          message:
+            `Your GPU slice is nearly full${where}: ${gib(used)} of ${gib(limit)} GiB used. ` +
+            'Free memory (del tensors, restart a kernel) before allocating more.'
+        });
+      } else if (level === 'ok') {
+        this._fullNotified = false;
+      }
+    }
+    const idle = status.idle;
+    if (idle && idle.available && idle.warned) {
+      const key = String(idle.notice_id ?? idle.warned_at ?? 'warned');
+      if (!this._idleSeen.has(key)) {
+        this._idleSeen.add(key);
+        out.push({ kind: 'idle', message: idleMessage(idle) });
+      }
+    }
+    return out;
+  }
+}
+
+/** The idle warning as the user reads it; the service's message when there is one. */
+export function idleMessage(idle: IIdle, now: number = Date.now()): string {
+  if (idle.message) {
+    return idle.message;
+  }
+  const why = idle.evidence && idle.evidence.length ? `: ${idle.evidence.join('; ')}` : '';
+  if (idle.stop_at) {
+    const minutes = Math.max(0, Math.round((Date.parse(idle.stop_at) - now) / 60000));
+    return `This server will be stopped in ${minutes} min${why}`;
+  }
+  return `This server is idle and may be stopped${why}`;
+}
