@@ -1015,6 +1015,11 @@ class Inventory(LoggingConfigurable):
                 self._set_usage(f"claim:{key}", None)
             self._set_usage(f"hold:{key}", None)
 
+    def drop_hold(self, namespace: str, claim: str) -> None:
+        """Forget the hold for claim ``namespace/claim`` only (its creation did not happen)."""
+        with self.lock:
+            self._set_usage(f"hold:{namespace}/{claim}", None)
+
     # -- waiting -------------------------------------------------------------------------------
     def _notify(self, key: str) -> None:
         for event in self._waiters.pop(key, []):

@@ -317,7 +317,7 @@ class Placer(LoggingConfigurable):
                 return True
             except ApiException as e:
                 if e.status != 409:
-                    self.inventory.drop(namespace, name)
+                    self.inventory.drop_hold(namespace, name)
                     raise
             try:
                 existing = self.api.get("resourceclaims", name, namespace)
@@ -329,7 +329,8 @@ class Placer(LoggingConfigurable):
             if deleting and time.monotonic() < deadline:
                 time.sleep(0.2)
                 continue
-            self.inventory.drop(namespace, name)
+            # Not ours to create: forget our hold, but keep counting the claim that exists.
+            self.inventory.drop_hold(namespace, name)
             if deleting:
                 raise PlacementRefused(
                     (f"the previous claim {name} of server {server} is still being deleted",)
