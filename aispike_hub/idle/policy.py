@@ -248,6 +248,7 @@ class ServerSignals:
     server: str
     started: float | None = None
     hub_last_activity: float | None = None
+    """The server's last activity as the hub (or the server itself) reports it."""
     kernels: KernelSignals | None = None
     """None: not collected (the hub's last activity is used instead)."""
     gpu: GpuSignals | None = None

@@ -421,16 +421,23 @@ class IdleMonitor(LoggingConfigurable):
             return self.proxy_url.rstrip("/") + str(server.get("url") or "/")
         return str(server.get("full_url") or "")
 
-    async def poll_kernels_of(self, server: Mapping[str, Any]) -> KernelSignals | str | None:
-        """The server's kernels; an error text when it did not answer; None when not polled."""
+    async def poll_kernels_of(
+            self, server: Mapping[str, Any]) -> tuple[KernelSignals, float | None] | str | None:
+        """The server's kernels and its own last activity (``api/status``, which unlike the
+        hub's does not move when the proxy forwards our poll); an error text when it did not
+        answer; None when not polled."""
         base = self.server_url(server)
         if not self.poll_kernels or not base:
             return None
+        base = base.rstrip("/")
         try:
-            kernels = await self.fetch_json(base.rstrip("/") + "/api/kernels?no_track_activity=1")
+            kernels, status = await asyncio.gather(
+                self.fetch_json(base + "/api/kernels?no_track_activity=1"),
+                self.fetch_json(base + "/api/status"))
             times = [t for k in kernels if (t := parse_time(k.get("last_activity"))) is not None]
             executing = sum(1 for k in kernels if k.get("execution_state") == "busy")
-            return KernelSignals(len(kernels), executing, max(times) if times else None)
+            own = parse_time(status.get("last_activity")) if isinstance(status, dict) else None
+            return KernelSignals(len(kernels), executing, max(times) if times else None), own
         except Exception as e:
             return f"kernels of the server ({_error_text(e)})"
 
@@ -499,10 +506,13 @@ class IdleMonitor(LoggingConfigurable):
             missing = list(gpu[(user["name"], name)][1]) if self.agent_urls else []
             if isinstance(k, str):
                 missing.append(k)
+            activity = parse_time(server.get("last_activity"))
+            if isinstance(k, tuple) and k[1] is not None:
+                activity = k[1]  # the server's own: our poll through the proxy is not in it
             signals[(user["name"], name)] = ServerSignals(
                 user=user["name"], server=name, started=parse_time(server.get("started")),
-                hub_last_activity=parse_time(server.get("last_activity")),
-                kernels=k if isinstance(k, KernelSignals) else None,
+                hub_last_activity=activity,
+                kernels=k[0] if isinstance(k, tuple) else None,
                 gpu=gpu[(user["name"], name)][0] if self.agent_urls else None,
                 missing=tuple(missing))
         # A user's last interaction: the latest over their servers.
