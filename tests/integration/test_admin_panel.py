@@ -56,7 +56,7 @@ def browser_or_skip() -> Any:
     except ImportError:
         if IN_CI:
             raise
-        pytest.skip("playwright not installed (pip install -e '.[browser]')")
+        pytest.skip("playwright not installed (pip install -e '.[test]')")
     if not os.path.exists(CHROMIUM):
         if IN_CI:
             pytest.fail(f"CI=true and {CHROMIUM} is missing (apt-get install chromium)")
