@@ -205,6 +205,7 @@ class AISpikeSpawner(KubeSpawner):  # type: ignore[misc]
 
     _options: Options | None = None
     _pin: Any = None
+    _adopted_uid = ""
     _starting = False
     _base: dict[str, Any] | None = None
 
@@ -385,6 +386,7 @@ class AISpikeSpawner(KubeSpawner):  # type: ignore[misc]
     async def _start_admitted(self) -> Any:
         self._starting = True
         self._pin = None
+        self._adopted_uid = ""
         admitted = False
         try:
             if self._options is None:  # JupyterHub < 5.3 has no apply_user_options
@@ -480,8 +482,9 @@ class AISpikeSpawner(KubeSpawner):  # type: ignore[misc]
             self.priority_class_name = ticket["priority_class"]
         self.extra_annotations = {
             **base["extra_annotations"],
-            REQUEST_ANNOTATION: request_to_json(request),
-            OPTIONS_ANNOTATION: json.dumps(options.as_user_options(), sort_keys=True),
+            # KubeSpawner expands {username}-style fields in annotations: escape JSON braces.
+            REQUEST_ANNOTATION: _literal(request_to_json(request)),
+            OPTIONS_ANNOTATION: _literal(json.dumps(options.as_user_options(), sort_keys=True)),
             BACKEND_ANNOTATION: self.backend,
             **({TIER_ANNOTATION: ticket["tier"]} if ticket.get("tier") else {}),
             **({NOTE_ANNOTATION: resources.note} if resources.note else {}),
@@ -531,7 +534,11 @@ class AISpikeSpawner(KubeSpawner):  # type: ignore[misc]
                 watching.cancel()
         if started.done():
             try:
-                return started.result()
+                url = started.result()
+                pod = self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}")
+                if pod is not None and self._pin is not None:
+                    await self._adopt(pod)  # when the pod ran before the watch saw it
+                return url
             except ApiException as e:
                 if e.status == 403:
                     raise SpawnException(
@@ -551,19 +558,15 @@ class AISpikeSpawner(KubeSpawner):  # type: ignore[misc]
         key = f"{self.namespace}/{self.pod_name}"
         since: float | None = None
         told = ""
-        adopted_uid = ""
         while True:
             await asyncio.sleep(0.5)
             reflector = self.pod_reflector
             pod = reflector.pods.get(key) if reflector is not None else None
             if pod is None:
                 continue
-            uid = str((pod.get("metadata") or {}).get("uid", ""))
             if self._pin is not None:
                 placer = await self.placer()
-                if uid and uid != adopted_uid:
-                    await asyncio.to_thread(placer.adopt, self._pin, self.pod_name, uid)
-                    adopted_uid = uid
+                await self._adopt(pod)
                 status = await asyncio.to_thread(placer.status, self.namespace, self.pod_name)
                 if status.phase == "stale":
                     self._say(f"The chosen GPU is taken ({status.reason}); placing again")
@@ -592,6 +595,14 @@ class AISpikeSpawner(KubeSpawner):  # type: ignore[misc]
                 raise SpawnException(
                     f"Kubernetes cannot place {options.describe()}: {why}. Ask for less, "
                     "or try again later.", reason="unschedulable", status_code=503)
+
+    async def _adopt(self, pod: dict[str, Any]) -> None:
+        """Make the server's claim owned by its pod (deleted with it), once per pod."""
+        uid = str((pod.get("metadata") or {}).get("uid", ""))
+        if uid and uid != self._adopted_uid and self._pin is not None:
+            placer = await self.placer()
+            await asyncio.to_thread(placer.adopt, self._pin, self.pod_name, uid)
+            self._adopted_uid = uid
 
     async def _abandon(self) -> None:
         """Undo a failed start: the pod (if any), the claim, whatever the placer holds."""
@@ -645,6 +656,11 @@ class AISpikeSpawner(KubeSpawner):  # type: ignore[misc]
             if finished:
                 break
             await asyncio.sleep(0.5)
+
+
+def _literal(text: str) -> str:
+    """``text`` protected from KubeSpawner's ``str.format`` expansion of manifest fields."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _api_message(e: Any) -> str:

@@ -1,0 +1,432 @@
+"""AISpikeSpawner through a real hub, the real AISpike service and the real control plane.
+
+One hub for the module, ``c.JupyterHub.spawner_class = "aispike"`` (the entry point): the native
+backend by default (pinned DRA claims), and one group per other backend through JupyterHub's
+``group_overrides``.  The AISpike service (its own process, sqlite store) admits every start.
+kwok runs the pods; the pod runner starts real ``jupyterhub-singleuser`` processes.
+The browser test of the options form is here too (marker ``browser``), on the same hub.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from kubernetes.client.rest import ApiException
+
+from aispike_hub.kube.claims import REQUEST_ANNOTATION, claim_name
+from aispike_hub.kube.slices import DRIVER, label_value
+
+from .conftest import (
+    IN_CI,
+    REPO,
+    TEST_GROUP_LABEL,
+    GpuNodes,
+    RunningHub,
+    TestCluster,
+    _free_port,
+    new_username,
+    wait_until,
+)
+from .podrunner import PodRunner
+
+A100 = "NVIDIA A100-SXM4-80GB"
+IMAGE = "quay.io/jupyter/base-notebook:2026-01-05"
+NODE = {"name": "spawn-gpu", "cpu": "64", "memory": "512Gi",
+        "images": {IMAGE: 1_000_000_000}, "datasets": {"mnist": 50_000_000},
+        "nvidiaGpu": True,
+        "gpus": [{"model": A100, "memory": "80Gi", "count": 4, "nvlinkDomain": "nvl0"}]}
+EXTENDED = {"nvidia.com/gpumem": str(4 * 80 * 1024), "aliyun.com/gpu-mem": "320",
+            "nvidia.com/mig-1g.10gb": "28"}
+"""What the other backends' device plugins would advertise on the test node (no MIG 2g)."""
+BACKEND_GROUPS = ("hami", "gpushare", "mig", "nvidia")
+PRIORITY_CLASSES = {"aispike-low": 0, "aispike-normal": 100, "aispike-high": 200}
+
+
+class Stack:
+    def __init__(self, cluster: TestCluster, hub: RunningHub, service_url: str,
+                 namespace: str, node: str) -> None:
+        self.cluster = cluster
+        self.hub = hub
+        self.service_url = service_url
+        self.namespace = namespace
+        self.node = node
+
+    def service(self, method: str, path: str, **kw: Any) -> requests.Response:
+        return requests.request(method, f"{self.service_url}api/{path}", timeout=30,
+                                headers={"Authorization": f"token {self.hub.token}"}, **kw)
+
+    def user(self, *groups: str) -> str:
+        name = new_username()
+        assert self.hub.api("POST", f"/users/{name}").status_code == 201
+        for group in groups:
+            r = self.hub.api("POST", f"/groups/{group}/users", json={"users": [name]})
+            assert r.status_code == 200, r.text
+        return name
+
+    def start(self, user: str, server: str, options: dict[str, Any]) -> requests.Response:
+        return self.hub.api("POST", f"/users/{user}/servers/{server}", json=options,
+                            timeout=120)
+
+    def server(self, user: str, server: str) -> dict[str, Any]:
+        model = self.hub.api("GET", f"/users/{user}").json()
+        return dict((model.get("servers") or {}).get(server) or {})
+
+    def wait_ready(self, user: str, server: str, timeout: float = 120) -> dict[str, Any]:
+        try:
+            return dict(wait_until(lambda: (s := self.server(user, server)).get("ready") and s,
+                                   timeout, f"{user}/{server} ready"))
+        except AssertionError:
+            raise AssertionError(f"hub log:\n{self.hub.log_text()[-6000:]}") from None
+
+    def stop(self, user: str, server: str) -> None:
+        r = self.hub.api("DELETE", f"/users/{user}/servers/{server}", timeout=120)
+        assert r.status_code in (202, 204), r.text
+        wait_until(lambda: not self.server(user, server), 90, f"{user}/{server} stopped")
+
+    def pod_name(self, user: str, server: str) -> str:
+        return f"jupyter-{user}--{server}"
+
+    def pod(self, user: str, server: str) -> Any:
+        return self.cluster.core.read_namespaced_pod(self.pod_name(user, server),
+                                                     self.namespace)
+
+    def pod_exists(self, user: str, server: str) -> bool:
+        try:
+            self.pod(user, server)
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+    def claim(self, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.cluster.custom.get_namespaced_custom_object(
+                "resource.k8s.io", "v1", self.namespace, "resourceclaims", name))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def admitted(self, user: str) -> list[dict[str, Any]]:
+        queue = self.service("GET", "queue").json()
+        return [t for t in queue["admitted"] + queue["queued"] if t["user"] == user]
+
+    def events(self, user: str, server: str, lines: int = 12) -> list[dict[str, Any]]:
+        """The spawn's progress events, as the spawn page reads them."""
+        r = self.hub.get(f"hub/api/users/{user}/servers/{server}/progress", stream=True,
+                         timeout=60)
+        out = []
+        for raw in r.iter_lines():
+            if raw.startswith(b"data:"):
+                out.append(json.loads(raw[5:]))
+                if out[-1].get("ready") or out[-1].get("failed") or len(out) >= lines:
+                    break
+        r.close()
+        return out
+
+
+def _priority_classes(cluster: TestCluster) -> list[str]:
+    made = []
+    for name, value in PRIORITY_CLASSES.items():
+        try:
+            cluster.scheduling.create_priority_class(
+                {"metadata": {"name": name}, "value": value,
+                 "description": "AISpike tier (tests)"})
+            made.append(name)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+    return made
+
+
+@pytest.fixture(scope="module")
+def stack(cluster: TestCluster, hub_factory: Callable[..., RunningHub], hub_namespace: str,
+          pod_runner: PodRunner, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    nodes = GpuNodes(cluster, f"s{secrets.token_hex(3)}")
+    (node,) = nodes({"nodes": [NODE]})
+    cluster.kubectl("patch", "node", node.name, "--subresource=status", "--type=merge", "-p",
+                    json.dumps({"status": {"capacity": EXTENDED, "allocatable": EXTENDED}}))
+    made = _priority_classes(cluster)
+    workdir = tmp_path_factory.mktemp("aispike-spawner-service")
+    spec = workdir / "nodes.yaml"
+    spec.write_text(yaml.safe_dump({"nodes": [{**NODE, "name": node.name}]}))
+    port = _free_port()
+    token = secrets.token_hex(16)
+    service_url = f"http://127.0.0.1:{port}/services/aispike/"
+    command = [sys.executable, "-m", "aispike_hub.cli", "service",
+               f"--db-url=sqlite:///{workdir}/aispike.sqlite", f"--nodes-file={spec}",
+               "--AISpikeService.tick_interval=0.5", "--AISpikeService.queue_timeout=5"]
+    selector = {TEST_GROUP_LABEL: nodes.group}
+    overrides = {
+        backend: {"groups": [backend], "spawner_override": {
+            "backend": backend, "node_selector": selector}}
+        for backend in BACKEND_GROUPS
+    }
+    hub = hub_factory(
+        "aispike-spawner",
+        f"""
+        c.JupyterHub.spawner_class = "aispike"
+        c.AISpikeSpawner.namespace = {hub_namespace!r}
+        c.AISpikeSpawner.images = [
+            {{"name": "base", "image": {IMAGE!r}, "description": "Python + JupyterLab"}},
+            {{"name": "pytorch", "image": "quay.io/jupyter/pytorch-notebook:cuda12-2026-01-05",
+              "description": "PyTorch, CUDA 12"}},
+        ]
+        c.AISpikeSpawner.datasets = {{
+            "mnist": {{"description": "MNIST", "mount_path": "/datasets/mnist",
+                       "volume": {{"hostPath": {{"path": "/data/mnist"}}}}}},
+        }}
+        c.AISpikeSpawner.gpu_memory_gib = {{{label_value(A100)!r}: 80}}
+        c.AISpikeSpawner.cmd = ["jupyterhub-singleuser"]
+        c.AISpikeSpawner.start_timeout = 120
+        c.AISpikeSpawner.http_timeout = 60
+        c.AISpikeSpawner.unschedulable_timeout = 3
+        c.AISpikeSpawner.group_overrides = {overrides!r}
+        c.JupyterHub.allow_named_servers = True
+        c.JupyterHub.named_server_limit_per_user = 0
+        c.JupyterHub.custom_scopes = {{
+            "custom:aispike:admin": {{"description": "edit AISpike quotas"}},
+            "custom:aispike:admit": {{"description": "ask AISpike to admit spawns"}},
+        }}
+        c.JupyterHub.services.append({{
+            "name": "aispike", "url": "http://127.0.0.1:{port}", "api_token": {token!r},
+            "command": {command!r}, "environment": {{"PYTHONPATH": {str(REPO)!r}}},
+            "oauth_no_confirm": True,
+        }})
+        c.JupyterHub.load_roles += [
+            {{"name": "aispike", "services": ["aispike"],
+              "scopes": ["admin:servers", "read:users", "read:groups",
+                         "custom:aispike:admit"]}},
+            {{"name": "aispike-admins", "services": ["tests"],
+              "scopes": ["custom:aispike:admin", "access:services!service=aispike",
+                         "admin:groups"]}},
+            {{"name": "user", "scopes": ["self", "access:services!service=aispike"]}},
+        ]
+        c.JupyterHub.load_groups = {{g: {{"users": []}} for g in {list(BACKEND_GROUPS)!r}}}
+        c.AdmissionClient.url = {service_url!r}
+        c.AdmissionClient.api_token = {token!r}
+        c.AdmissionClient.poll_interval = 0.5
+        """,
+    )
+    wait_until(lambda: _answers(service_url), 60, "the AISpike service to answer")
+    try:
+        yield Stack(cluster, hub, service_url, hub_namespace, node.name)
+    finally:
+        nodes.delete_all()
+        for name in made:
+            cluster.scheduling.delete_priority_class(name)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(f"{url}api/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_a_4_gib_slice_gets_its_pinned_claim_and_everything_else(stack: Stack) -> None:
+    user = stack.user()
+    options = {"image": "base", "gpu_gib": 4, "cpu": 1, "memory_gib": 2,
+               "datasets": ["mnist"]}
+    r = stack.start(user, "train", options)
+    assert r.status_code in (201, 202), r.text
+    server = stack.wait_ready(user, "train")
+    assert server["user_options"] == options  # as sent; validated like the form
+    # The spawn's progress messages (the browser test reads them on the spawn page).
+    said = [line.split(f"{user}:train: ", 1)[1] for line in stack.hub.log_text().splitlines()
+            if f"{user}:train: " in line]
+    assert said[0] == "Asking for 4 GiB on any GPU, 1 CPU, 2 GiB RAM", said
+    assert said[1].startswith("Admitted on") and said[2].startswith("placed on"), said
+
+    pod = stack.pod(user, "train")
+    spec, meta = pod.spec, pod.metadata
+    claim_ref = spec.resource_claims[0]
+    assert claim_ref.name == "gpu"
+    assert claim_ref.resource_claim_name == claim_name(stack.pod_name(user, "train"))
+    claim = stack.claim(claim_ref.resource_claim_name)
+    assert claim is not None
+    exactly = claim["spec"]["devices"]["requests"][0]["exactly"]
+    assert exactly["capacity"]["requests"]["memory"] == "4Gi"
+    assert "uuid ==" in exactly["selectors"][0]["cel"]["expression"]
+    assert claim["metadata"]["ownerReferences"][0]["uid"] == meta.uid
+    allocation = claim["status"]["allocation"]["devices"]["results"][0]
+    assert allocation["driver"] == DRIVER
+    pinned = spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
+    assert pinned.node_selector_terms[0].match_fields[0].values == [spec.node_name]
+    container = spec.containers[0]
+    assert container.resources.claims[0].name == "gpu"
+    assert container.resources.requests["cpu"] == "1" and container.resources.limits[
+        "memory"] == str(2 << 30)
+    assert container.image == IMAGE
+    assert spec.priority_class_name == "aispike-normal"
+    assert meta.annotations["aispike.io/backend"] == "aispike"
+    assert meta.annotations["aispike.io/tier"] == "normal"
+    assert json.loads(meta.annotations[REQUEST_ANNOTATION])["gpuMemoryMiB"] == 4096
+    env = {e.name: e.value for e in container.env}
+    assert env["AISPIKE_GPU_MEMORY_MIB"] == "4096"
+    assert env["AISPIKE_DATASETS"] == "mnist=/datasets/mnist"
+    assert any(v.host_path and v.host_path.path == "/data/mnist" for v in spec.volumes)
+    assert any(m.mount_path == "/datasets/mnist" and m.read_only
+               for m in container.volume_mounts)
+    assert len(stack.admitted(user)) == 1
+
+    stack.stop(user, "train")
+    wait_until(lambda: not stack.pod_exists(user, "train"), 60, "pod deleted")
+    wait_until(lambda: stack.claim(claim_ref.resource_claim_name) is None, 60, "claim deleted")
+    wait_until(lambda: not stack.admitted(user), 30, "admission released")
+
+
+def test_impossible_and_hostile_requests_are_refused_before_any_pod(stack: Stack) -> None:
+    user = stack.user()
+    r = stack.service("PUT", f"policy/users/{user}", json={"quota": {"gpu_memory": "16Gi"}})
+    assert r.status_code == 200, r.text
+    r = stack.start(user, "big", {"gpu_gib": 40})
+    assert r.status_code == 403, r.text
+    assert "more than your quota of 16 GiB" in r.json()["message"], r.text
+    assert not stack.pod_exists(user, "big")
+    assert stack.claim(claim_name(stack.pod_name(user, "big"))) is None
+
+    for options, field in [({"gpu_gib": 4, "privileged": True}, "privileged"),
+                           ({"image": "evil/miner:latest"}, "image"),
+                           ({"gpu_gib": "4; rm -rf /"}, "gpu_gib"),
+                           ({"gpu_count": 2, "gpu_gib": 8}, "gpu_gib")]:
+        r = stack.start(user, "bad", options)
+        assert r.status_code == 400, r.text
+        assert f"{field}: " in r.json()["message"], r.text
+        assert not stack.pod_exists(user, "bad")
+    assert not stack.admitted(user)
+
+
+def test_each_backend_produces_its_documented_resources(stack: Stack) -> None:
+    users = {backend: stack.user(backend) for backend in BACKEND_GROUPS}
+    with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:
+        answers = list(pool.map(
+            lambda b: stack.start(users[b], "gpu", {"gpu_gib": 8, "cpu": 1, "memory_gib": 1,
+                                                    "datasets": ["mnist"]}), users))
+    assert all(a.status_code in (201, 202) for a in answers), [a.text for a in answers]
+    expected = {
+        "hami": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "8192"},
+        "gpushare": {"aliyun.com/gpu-mem": "8"},
+        "mig": {"nvidia.com/mig-1g.10gb": "1"},
+        "nvidia": {"nvidia.com/gpu": "1"},
+    }
+    for backend, user in users.items():
+        stack.wait_ready(user, "gpu")
+        pod = stack.pod(user, "gpu")
+        limits = dict(pod.spec.containers[0].resources.limits)
+        gpu_limits = {k: v for k, v in limits.items() if k not in ("cpu", "memory")}
+        assert gpu_limits == expected[backend], (backend, limits)
+        assert not pod.spec.resource_claims
+        assert pod.spec.node_name == stack.node
+        assert pod.metadata.annotations["aispike.io/backend"] == backend
+        preferred = pod.spec.affinity.node_affinity \
+            .preferred_during_scheduling_ignored_during_execution
+        assert preferred[0].preference.match_fields[0].values == [stack.node], backend
+    for user in users.values():
+        stack.stop(user, "gpu")
+
+
+def test_an_unschedulable_pod_is_aborted_early_with_the_reason(stack: Stack) -> None:
+    user = stack.user("mig")
+    started = time.monotonic()
+    # 12 GiB needs MIG profile 2g.20gb, which the node does not offer: the scheduler says so.
+    r = stack.start(user, "mig", {"gpu_gib": 12, "cpu": 1, "memory_gib": 1})
+    assert r.status_code in (201, 202, 503), r.text
+    if r.status_code != 503:
+        wait_until(lambda: not stack.server(user, "mig").get("pending"), 60, "spawn ended")
+    events = stack.events(user, "mig", lines=50)
+    failed = [e for e in events if e.get("failed")]
+    text = json.dumps(events) + r.text
+    assert "Insufficient nvidia.com/mig-2g.20gb" in text, text
+    assert time.monotonic() - started < 60
+    assert failed or r.status_code == 503
+    wait_until(lambda: not stack.pod_exists(user, "mig"), 30, "pod deleted")
+    wait_until(lambda: not stack.admitted(user), 30, "admission released")
+
+
+# --- the browser ---------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SCREENSHOT = REPO / "docs" / "images" / "options-form.png"
+
+
+@pytest.mark.browser
+def test_browser_form_live_fit_and_spawn_progress(stack: Stack) -> None:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if IN_CI:
+            raise
+        pytest.skip("playwright is not installed (pip install -e '.[integration]')")
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        if IN_CI:
+            pytest.fail("CI=true and Debian's chromium is missing (apt-get install chromium)")
+        pytest.skip("Debian's chromium is not installed")
+    user = stack.user()
+    r = stack.service("PUT", f"policy/users/{user}", json={"quota": {"gpu_memory": "24Gi"}})
+    assert r.status_code == 200, r.text
+    os.environ.pop("DISPLAY", None)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 1300})
+            page.goto(f"{stack.hub.url}hub/login")
+            page.fill("#username_input", user)
+            page.fill("#password_input", "anything")
+            page.click("#login_submit")
+            page.goto(f"{stack.hub.url}hub/spawn/{user}/lab")
+            fit = page.locator("#aispike-fit")
+            fit.wait_for()
+            page.wait_for_function(
+                "document.getElementById('aispike-fit').textContent.includes('Fits now')",
+                timeout=20_000)
+            first = fit.text_content() or ""
+            assert "Fits now (" in first and "can take it" in first, first
+            page.fill("#aispike-gpu-gib", "20")
+            page.select_option("#aispike-gpu-model", A100)
+            page.wait_for_function(
+                "document.getElementById('aispike-fit').textContent.includes('20 GiB')"
+                " || document.getElementById('aispike-fit').textContent.includes('Fits now')",
+                timeout=20_000)
+            # Over the quota: the message changes and says why.
+            page.select_option("#aispike-gpu-count", "2")
+            page.wait_for_function(
+                "document.getElementById('aispike-fit').className.includes('refused')",
+                timeout=20_000)
+            refused = fit.text_content() or ""
+            assert "quota" in refused, refused
+            page.select_option("#aispike-gpu-count", "1")
+            page.fill("#aispike-gpu-gib", "6")
+            page.check("input[name=datasets][value=mnist]")
+            page.wait_for_function(
+                "document.getElementById('aispike-fit').className.includes('fits')",
+                timeout=20_000)
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.locator("#spawn_form").screenshot(path=str(SCREENSHOT))
+            page.click("#spawn_form button[type=submit]")
+            page.wait_for_url(f"**/hub/spawn-pending/{user}/lab**", timeout=30_000)
+            page.wait_for_function(
+                "document.body.textContent.includes('Admitted')"
+                " || document.body.textContent.includes('placed on')",
+                timeout=60_000)
+        finally:
+            browser.close()
+    stack.wait_ready(user, "lab")
+    assert stack.server(user, "lab")["user_options"]["gpu_gib"] == 6
+    stack.stop(user, "lab")
