@@ -184,9 +184,10 @@ class PlacementEngine:
 def _first_of_twins(state: ClusterState, options: Options) -> IntArray:
     """Indices of the first option of each group of interchangeable options, in order."""
     sig = state.node_signature()[options.node]
-    free = (state.gpu_free[options.node, options.slot] if options.slice
-            else np.zeros_like(options.node))
-    _, first = np.unique(np.stack([sig, free], axis=1), axis=0, return_index=True)
+    if options.slice:
+        # mix the slot's free memory into the node's signature (odd multiplier: a bijection)
+        sig = sig ^ (state.gpu_free[options.node, options.slot] * 0x5851F42D4C957F2D)
+    _, first = np.unique(sig, return_index=True)
     out: IntArray = np.sort(first)
     return out
 

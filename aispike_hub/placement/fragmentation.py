@@ -179,7 +179,7 @@ class FragmentationModel:
         """Recompute the nodes the state changed since the last call."""
         changed = self.state.changed_nodes
         if len(changed) > self._seen:
-            rows = np.unique(np.array(changed[self._seen:], dtype=np.int64))
+            rows = np.array(sorted(set(changed[self._seen:])), dtype=np.int64)
             self._seen = len(changed)
             self._refresh(rows)
 

@@ -25,6 +25,11 @@ NO_GPU = -1
 """Capacity of a padding GPU slot on a node with fewer GPUs than the widest node."""
 
 
+MAX_NODES = 1 << 21
+MAX_GPU_MIB = 1 << 21
+"""Limits that let the filter pack (node, free, capacity) into one integer key (2 TiB GPUs)."""
+
+
 class OverCommitError(ValueError):
     """An assignment would take more than a node or GPU has: a bug in the caller, never ignored."""
 
@@ -53,6 +58,11 @@ class ClusterState:
         if len(set(names)) != len(names):
             dup = sorted({x for x in names if names.count(x) > 1})
             raise ValueError(f"duplicate node names: {', '.join(dup[:5])}")
+        if len(nodes) >= MAX_NODES:
+            raise ValueError(f"at most {MAX_NODES - 1} nodes, got {len(nodes)}")
+        too_big = [(n.name, g.index) for n in nodes for g in n.gpus if g.memory_mib >= MAX_GPU_MIB]
+        if too_big:
+            raise ValueError(f"GPU memory must be below {MAX_GPU_MIB} MiB: {too_big[:3]}")
         self.nodes: tuple[Node, ...] = tuple(nodes)
         self.node_index: dict[str, int] = {n.name: i for i, n in enumerate(nodes)}
         width = max((len(n.gpus) for n in nodes), default=0)
