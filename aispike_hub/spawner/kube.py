@@ -319,6 +319,10 @@ class AISpikeSpawner(KubeSpawner):  # type: ignore[misc]
         options, _ = await self.parse(form_data)
         return options.as_user_options()
 
+    async def options_from_query(self, query_data: dict[str, Any]) -> dict[str, Any]:
+        """``/hub/spawn/<user>/<server>?opt-gpu_gib=8``: the same rules as the form."""
+        return await self.options_from_form_data(query_data)
+
     async def apply_options(self, user_options: Any) -> None:
         """Validate ``user_options`` however they came (form, REST, query): 400 if bad."""
         try:

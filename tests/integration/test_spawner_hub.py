@@ -390,6 +390,10 @@ def test_browser_form_live_fit_and_spawn_progress(stack: Stack) -> None:
             page.fill("#username_input", user)
             page.fill("#password_input", "anything")
             page.click("#login_submit")
+            # Options in the URL follow the form's rules: a bad one re-shows the form, named.
+            page.goto(f"{stack.hub.url}hub/spawn/{user}/lab?opt-gpu_gib=500&opt-cpu=1")
+            error = page.locator(".spawn-error-msg").text_content() or ""
+            assert "gpu_gib: 500 GiB is out of range" in error, error
             page.goto(f"{stack.hub.url}hub/spawn/{user}/lab")
             fit = page.locator("#aispike-fit")
             fit.wait_for()
