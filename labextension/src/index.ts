@@ -16,6 +16,7 @@ import { ILauncher } from '@jupyterlab/launcher';
 import { ServerConnection } from '@jupyterlab/services';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
+import { gpuIcon } from './icon';
 import { IStatus, NotificationTracker, gib } from './model';
 import { GpuPanel, GpuStatusItem } from './widgets';
 
@@ -46,7 +47,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const settings = ServerConnection.makeSettings();
     const item = new GpuStatusItem();
     const panel = new GpuPanel();
-    panel.title.label = 'GPU';
+    panel.title.icon = gpuIcon;
     const tracker = new NotificationTracker();
     let last: IStatus | null = null;
 
@@ -68,6 +69,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           ? `GPU slice: ${gib(last.slice.limit_mib)} GiB on ${last.slice.model}`
           : 'GPU slice',
       caption: 'Show my GPU slice and its live use',
+      icon: gpuIcon,
       execute: () => {
         if (labShell) {
           labShell.activateById(panel.id);
