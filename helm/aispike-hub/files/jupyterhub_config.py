@@ -1,0 +1,48 @@
+# jupyterhub_config.py of the aispike-hub Helm chart. Do not edit in the pod: everything here
+# comes from the chart's values (rendered into values.json beside this file) and the Secret's
+# environment variables. Admins change values (hub.config, hub.extraConfig), not this file.
+import json
+import os
+from pathlib import Path
+
+from traitlets.config import Config
+
+c = get_config()  # noqa: F821
+HERE = Path(__file__).parent
+chart = json.loads((HERE / "values.json").read_text())
+
+# Traitlets config computed by the chart, then hub.config on top (both plain JSON).
+c.merge(Config(chart["computed"]))
+c.merge(Config(chart["hubConfig"]))
+
+# The AISpike service is an external JupyterHub service (its own Deployment); the shared token
+# comes from the chart's Secret, never from a ConfigMap.
+service_token = os.environ["AISPIKE_SERVICE_TOKEN"]
+c.JupyterHub.services = [
+    *[s for s in c.JupyterHub.get("services", []) if s.get("name") != "aispike"],
+    {
+        "name": "aispike",
+        "url": chart["serviceUrl"],
+        "api_token": service_token,
+        "oauth_no_confirm": True,
+    },
+]
+c.AdmissionClient.api_token = service_token
+
+# The service's roles, added to any the admin loads in hub.config (same name: the admin's wins).
+roles = list(c.JupyterHub.get("load_roles", []))
+named = {r["name"] for r in roles}
+c.JupyterHub.load_roles = roles + [r for r in chart["roles"] if r["name"] not in named]
+
+# The database: a sqlite file on the hub's volume, in memory, or a URL from the values.
+db = chart["db"]
+if db["type"] == "sqlite-pvc":
+    c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/jupyterhub.sqlite"
+elif db["type"] == "sqlite-memory":
+    c.JupyterHub.db_url = "sqlite://"
+else:
+    c.JupyterHub.db_url = db["url"]
+
+# hub.extraConfig, in name order, last (like Zero to JupyterHub).
+for path in sorted(HERE.glob("extra-*.py")):
+    exec(compile(path.read_text(), str(path), "exec"))  # noqa: S102 (admin-provided config)

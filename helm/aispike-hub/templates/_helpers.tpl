@@ -1,0 +1,78 @@
+{{/* Names, labels and small shared pieces. */}}
+
+{{- define "aispike.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "aispike.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else if contains (include "aispike.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "aispike.name" .) | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels of every object; call with (dict "root" $ "component" "hub"). */}}
+{{- define "aispike.labels" -}}
+app.kubernetes.io/name: {{ include "aispike.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "aispike.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "aispike.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* image reference; call with (dict "root" $ "image" .Values.hub.image) */}}
+{{- define "aispike.image" -}}
+{{- printf "%s:%s" .image.name (default .root.Chart.AppVersion .image.tag) -}}
+{{- end -}}
+
+{{- define "aispike.singleuserNamespace" -}}
+{{- default .Release.Namespace .Values.singleuser.namespace -}}
+{{- end -}}
+
+{{- define "aispike.draPlugin" -}}
+{{- $v := toString .Values.aispike.agent.draPlugin -}}
+{{- if eq $v "auto" -}}{{ eq .Values.singleuser.backend "aispike" }}{{- else -}}{{ eq $v "true" }}{{- end -}}
+{{- end -}}
+
+{{/* A generated secret value kept across upgrades: (dict "root" $ "key" "proxyToken" "given" "...") */}}
+{{- define "aispike.secretValue" -}}
+{{- if .given -}}
+{{- .given -}}
+{{- else -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace (printf "%s-secret" (include "aispike.fullname" .root)) -}}
+{{- if and $existing (hasKey $existing.data .key) -}}
+{{- index $existing.data .key | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 64 -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* GPU model name -> the aispike.io/gpu-model label value (aispike_hub.kube.slices.label_value). */}}
+{{- define "aispike.labelValue" -}}
+{{- regexReplaceAll "[^A-Za-z0-9_.-]+" . "-" | trunc 63 | trimAll "-_." -}}
+{{- end -}}
+
+{{- define "aispike.podSecurity" -}}
+runAsNonRoot: true
+runAsUser: 1000
+runAsGroup: 1000
+fsGroup: 1000
+seccompProfile: {type: RuntimeDefault}
+{{- end -}}
+
+{{- define "aispike.containerSecurity" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities: {drop: [ALL]}
+{{- end -}}
