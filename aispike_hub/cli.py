@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("aispike_hub.demo", "a complete hub on this machine (local GPUs or simulated)"),
     "agent": ("aispike_hub.agent.main", "node agent: GPUs, topology, per-notebook use, publishing"),
     "service": ("aispike_hub.service.app", "AISpike service: quotas, admission queue, preemption"),
     "simulate": ("aispike_hub.sim.main", "replay a GPU cluster trace through the placement core"),

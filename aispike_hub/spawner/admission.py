@@ -123,3 +123,42 @@ class InProcessAdmission(LoggingConfigurable):
 
     follow = AdmissionClient.follow
     """Yield the ticket each time it changes while queued, then the final one."""
+
+
+async def admit_or_raise(admission: Admission, user: str, server: str, groups: Iterable[str],
+                         request: SliceRequest, what: str,
+                         say: Callable[[str], None]) -> dict[str, Any]:
+    """Ask ``admission`` for a start and follow it while queued; the admitted ticket.
+
+    Every spawner (Kubernetes or local) starts this way: a refusal, a queue that gave up or an
+    admission that cannot be reached is a ``SpawnException`` with the reasons, before anything
+    runs.  ``what`` describes the request ("8 GiB on any GPU, ..."); ``say`` gets each progress
+    message for the spawn page.
+    """
+    from jupyterhub.spawner import SpawnException
+    from tornado import httpclient
+
+    from aispike_hub.service.client import AdmissionError, progress_message
+
+    say(f"Asking for {what}")
+    try:
+        ticket = first = await admission.admit(user, server, list(groups), request)
+        async for ticket in admission.follow(first):
+            if ticket["state"] == "queued":
+                say(progress_message(ticket))
+    except AdmissionError as e:
+        raise SpawnException(f"Admission failed: {e.message}", reason="admission",
+                             status_code=400 if e.status < 500 else 503) from None
+    except (OSError, httpclient.HTTPClientError) as e:
+        raise SpawnException(
+            "The AISpike service that admits servers is not answering; try again in a "
+            "minute or ask an admin", reason="admission", status_code=503,
+            log_message=f"admission unreachable: {e}") from None
+    if ticket["state"] != "admitted":
+        reasons = "; ".join(ticket.get("reasons") or []) or ticket["state"]
+        refused = ticket["state"] == "refused"
+        raise SpawnException(f"Cannot start {what}: {reasons}",
+                             reason="quota" if refused else "queue",
+                             status_code=403 if refused else 503)
+    say(progress_message(ticket))
+    return ticket

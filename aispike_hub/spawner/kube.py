@@ -35,7 +35,6 @@ from typing import Any, ClassVar, cast
 
 from jupyterhub.spawner import SpawnException
 from kubespawner import KubeSpawner
-from tornado import httpclient
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Type, Unicode, default
 
 from aispike_hub.kube.claims import REQUEST_ANNOTATION, request_to_json
@@ -53,8 +52,8 @@ from aispike_hub.kube.resources import (
 )
 from aispike_hub.kube.slices import GPU_MODEL_LABEL
 from aispike_hub.model import GIB_IN_MIB, Node, SliceRequest
-from aispike_hub.service.client import AdmissionClient, AdmissionError, progress_message
-from aispike_hub.spawner.admission import Admission
+from aispike_hub.service.client import AdmissionClient
+from aispike_hub.spawner.admission import Admission, admit_or_raise
 from aispike_hub.spawner.form import (
     FormError,
     FormSettings,
@@ -423,30 +422,9 @@ class AISpikeSpawner(KubeSpawner):  # type: ignore[misc]
             self._options = None
 
     async def _admit(self, options: Options, request: SliceRequest) -> dict[str, Any]:
-        client = self.admission
-        self._say(f"Asking for {options.describe()}")
-        groups = [g.name for g in self.user.groups]
-        try:
-            ticket = first = await client.admit(self.user.name, self.name or "", groups, request)
-            async for ticket in client.follow(first):
-                if ticket["state"] == "queued":
-                    self._say(progress_message(ticket))
-        except AdmissionError as e:
-            raise SpawnException(f"Admission failed: {e.message}", reason="admission",
-                                 status_code=400 if e.status < 500 else 503) from None
-        except (OSError, httpclient.HTTPClientError) as e:
-            raise SpawnException(
-                "The AISpike service that admits servers is not answering; try again in a "
-                "minute or ask an admin", reason="admission", status_code=503,
-                log_message=f"admission unreachable: {e}") from None
-        if ticket["state"] != "admitted":
-            reasons = "; ".join(ticket.get("reasons") or []) or ticket["state"]
-            refused = ticket["state"] == "refused"
-            raise SpawnException(f"Cannot start {options.describe()}: {reasons}",
-                                 reason="quota" if refused else "queue",
-                                 status_code=403 if refused else 503)
-        self._say(progress_message(ticket))
-        return ticket
+        return await admit_or_raise(self.admission, self.user.name, self.name or "",
+                                    [g.name for g in self.user.groups], request,
+                                    options.describe(), self._say)
 
     def _remember_base(self) -> dict[str, Any]:
         if self._base is None:

@@ -1,0 +1,544 @@
+"""``LocalGPUSpawner``: one GPU server without Kubernetes, with the same slices, quotas and form.
+
+JupyterHub's ``LocalProcessSpawner`` runs each notebook server as a local process; this spawner
+adds what AISpike adds to a cluster, from the same parts:
+
+1. the options form, ``user_options`` and ``opt-`` query arguments are parsed by
+   :mod:`aispike_hub.spawner.form` (a bad value is a 400 naming the field);
+2. admission (the AISpike service or the in-process one) admits, queues or refuses with the
+   quota core's reasons (:func:`aispike_hub.spawner.admission.admit_or_raise`);
+3. the placement core places the slice on this machine's GPUs (:class:`PlacementEngine` over a
+   :class:`ClusterState` of this machine minus what running servers hold); the service's own
+   choice is kept when it still fits, so the admin panel shows where the slice really is;
+4. the process gets ``CUDA_VISIBLE_DEVICES`` and the isolation environment of the node agent
+   (:func:`aispike_hub.agent.dra.isolation_env`: ``NVIDIA_VISIBLE_DEVICES``,
+   ``AISPIKE_GPU_MEMORY_LIMIT(S)``, HAMi-core's and the frameworks' limits) plus the slice
+   variables the server extension reads.
+
+The machine's allocation lives in each server's spawner state (``get_state``, kept by the hub in
+its database): after a hub restart every running server's slice is loaded back from it
+(``load_state``), and a server whose process is gone gives its slice back when the hub clears
+its state.  Nothing about the allocation is kept only in memory.
+
+The GPUs are this machine's, read once through the node agent's NVML code
+(:func:`aispike_hub.agent.nvml.read_machine`), or an explicit simulated inventory
+(``simulated_gpus = "2x A100 80GB"``) for a first look on a machine without GPUs: the form says
+so, and the node carries the label ``aispike.io/inventory=simulated`` that the admin panel shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any, ClassVar, cast
+
+from jupyterhub.spawner import LocalProcessSpawner, SpawnException
+from traitlets import Bool, Float, Integer, List, Type, Unicode, default
+
+from aispike_hub.agent.dra import AllocatedGpu, IsolationSettings, isolation_env
+from aispike_hub.kube.nodespec import nodes_from_spec
+from aispike_hub.kube.resources import notebook_env
+from aispike_hub.model import GIB_IN_MIB, Assignment, Node, SliceRequest
+from aispike_hub.placement.engine import POLICY_NAMES, PlacementEngine
+from aispike_hub.placement.state import ClusterState
+from aispike_hub.service.admission import assignment_from_dict, assignment_to_dict
+from aispike_hub.service.client import AdmissionClient
+from aispike_hub.spawner.admission import Admission, admit_or_raise
+from aispike_hub.spawner.form import (
+    FormError,
+    FormSettings,
+    Options,
+    check_server_name,
+    parse_options,
+    render_form,
+    settings_from_config,
+    to_request,
+)
+
+INVENTORY_LABEL = "aispike.io/inventory"
+"""Node label saying where the GPUs come from: ``nvml`` or ``simulated``."""
+STATE_KEY = "aispike_assignment"
+"""Key of the server's slice (an assignment document) in its spawner state."""
+LOCAL_BACKEND = "local"
+"""``AISPIKE_BACKEND`` of servers started by this spawner."""
+MIB = 2**20
+
+_GROUP = re.compile(
+    r"^\s*(?:(\d+)\s*[x×]\s*)?(.+?)\s+(\d+(?:\.\d+)?)\s*(GB|GiB|G|Gi)\s*$", re.IGNORECASE)
+
+
+class InventoryError(ValueError):
+    """A simulated inventory that cannot be read; the message says how to write one."""
+
+
+def parse_simulated(text: str) -> list[dict[str, Any]]:
+    """GPU groups of a simulated inventory, in the node spec's format.
+
+    ``"2x A100 80GB"`` -> ``[{"model": "A100 80GB", "memory": "80Gi", "count": 2}]``; several
+    groups are separated by commas or "+" (``"2x A100 80GB + 1x T4 16GB"``).  The memory is the
+    last number with a GB/GiB unit (GPU makers' GB are GiB).
+    """
+    groups = []
+    for part in re.split(r"[,+]", text):
+        if not part.strip():
+            continue
+        match = _GROUP.match(part)
+        if match is None:
+            raise InventoryError(
+                f"cannot read {part.strip()!r} as GPUs: write e.g. '2x A100 80GB' (count, model, "
+                "memory per GPU), several separated by '+'")
+        count, model, memory, _unit = match.groups()
+        gib = float(memory)
+        if not 0 < gib <= 4096 or int(count or 1) < 1 or int(count or 1) > 64:
+            raise InventoryError(f"{part.strip()!r}: 1-64 GPUs of 1-4096 GB each")
+        groups.append({"model": f"{model.strip()} {memory}GB", "memory": f"{int(gib * 1024)}Mi",
+                       "count": int(count or 1)})
+    if not groups:
+        raise InventoryError("the simulated inventory is empty: write e.g. '2x A100 80GB'")
+    return groups
+
+
+def machine_spec(node_name: str, cpu_milli: int, memory_mib: int, simulated: str = "",
+                 gpus: Any = ()) -> dict[str, Any]:
+    """This machine as a node spec (:mod:`aispike_hub.kube.nodespec`): simulated GPU groups,
+    or the GPUs an NVML reading found (``gpus``: :class:`aispike_hub.model.Gpu`)."""
+    if simulated:
+        groups = parse_simulated(simulated)
+    else:
+        groups = [{"model": g.model, "memory": f"{g.memory_mib}Mi", "count": 1, "uuid": g.uuid,
+                   "nvlinkDomain": g.nvlink_domain, "pcieSwitch": g.pcie_switch,
+                   "numaNode": g.numa_node, "mig": g.mig_profile} for g in gpus]
+    return {"nodes": [{
+        "name": node_name, "cpu": f"{cpu_milli}m", "memory": f"{memory_mib}Mi",
+        "labels": {INVENTORY_LABEL: "simulated" if simulated else "nvml"},
+        "gpus": groups,
+    }]}
+
+
+def node_of_spec(spec: Mapping[str, Any]) -> Node:
+    (only,) = nodes_from_spec(spec)
+    return only.node
+
+
+def describe_gpus(node: Node) -> str:
+    """"2x A100 80GB" style summary of a node's GPUs."""
+    counts: dict[str, int] = {}
+    for g in node.gpus:
+        counts[g.model] = counts.get(g.model, 0) + 1
+    return " + ".join(f"{n}x {m}" for m, n in counts.items()) or "no GPU"
+
+
+def slice_env(node: Node, assignment: Assignment, settings: IsolationSettings,
+              request: SliceRequest) -> dict[str, str]:
+    """The environment of a server holding ``assignment`` on this machine.
+
+    The node agent's isolation variables for the chosen GPUs (the same function its DRA plugin
+    writes into CDI specs), ``CUDA_VISIBLE_DEVICES`` (UUIDs, so CUDA's own device order does
+    not matter) and the slice variables the server extension and the notebook read.
+    """
+    by_index = {g.index: g for g in node.gpus}
+    gpus = []
+    for index, mib in zip(assignment.gpu_indices, assignment.gpu_memory_mib, strict=True):
+        gpu = by_index[index]
+        gpus.append(AllocatedGpu(request="gpu", pool=node.name, device=f"gpu-{index}",
+                                 uuid=gpu.uuid or str(index), limit_bytes=mib * MIB,
+                                 total_bytes=gpu.memory_mib * MIB))
+    env = isolation_env(gpus, settings)
+    env["CUDA_VISIBLE_DEVICES"] = env["NVIDIA_VISIBLE_DEVICES"]
+    env.update(notebook_env(request, assignment.gpu_memory_mib[0] if request.gpu_count == 1
+                            else 0, LOCAL_BACKEND, {}))
+    env["AISPIKE_GPU_INDICES"] = ",".join(str(i) for i in assignment.gpu_indices)
+    return env
+
+
+def no_gpu_env() -> dict[str, str]:
+    """A CPU-only server sees no GPU at all."""
+    return {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "void",
+            "AISPIKE_BACKEND": LOCAL_BACKEND, "AISPIKE_GPU_COUNT": "0"}
+
+
+def _machine_memory_mib() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) // MIB
+    except (ValueError, OSError, AttributeError):
+        return 16 * 1024
+
+
+class LocalGPUSpawner(LocalProcessSpawner):  # type: ignore[misc]
+    """LocalProcessSpawner that gives each server a GPU slice of this machine (see the module
+    docstring)."""
+
+    simulated_gpus = Unicode(
+        "",
+        help="""Simulated GPUs instead of this machine's, e.g. "2x A100 80GB" or
+        "2x A100 80GB + 1x T4 16GB": for a first look on a machine without GPUs. The form and
+        the admin panel say the GPUs are simulated; notebooks get the slice's environment but
+        no device. Empty: the GPUs NVML finds (none: CPU-only servers).""",
+    ).tag(config=True)
+
+    node_name = Unicode(
+        help="This machine's node name in placement, the admin panel and the service.",
+    ).tag(config=True)
+
+    @default("node_name")
+    def _default_node_name(self) -> str:
+        return socket.gethostname().split(".")[0] or "localhost"
+
+    machine_cpus = Float(
+        0.0, help="CPUs servers may share (0: this machine's). Servers' CPU requests are placed "
+        "against it; LocalProcessSpawner does not enforce them.").tag(config=True)
+    machine_memory_gib = Integer(
+        0, help="RAM (GiB) servers may share (0: this machine's).").tag(config=True)
+
+    system_users = Bool(
+        True,
+        help="""Run each server as the system user of the hub user's name
+        (LocalProcessSpawner's behaviour, needs the hub to run as root). False: run every
+        server as the hub's own user with HOME=home_dir_template (demos and tests only: no
+        isolation between users).""",
+    ).tag(config=True)
+    home_dir_template = Unicode(
+        "/tmp/aispike-{username}",
+        help="HOME of each server when system_users is False ({username} is expanded).",
+    ).tag(config=True)
+
+    placement_policy = Unicode(
+        "aispike", help=f"Placement policy on this machine; one of {POLICY_NAMES}.",
+    ).tag(config=True)
+
+    max_gpus = Integer(8, help="Most GPUs one server may ask for (more than one: whole GPUs).").tag(
+        config=True)
+    max_gpu_gib = Integer(
+        None, allow_none=True,
+        help="Largest GPU-memory slice in GiB (default: the largest GPU of this machine).",
+    ).tag(config=True)
+    default_gpu_gib = Integer(8, help="GPU memory (GiB) the form proposes.").tag(config=True)
+    allow_cpu_only = Bool(True, help="Offer servers without a GPU.").tag(config=True)
+    cpu_min = Float(0.5, help="Fewest CPUs a user may ask for.").tag(config=True)
+    cpu_max = Float(16.0, help="Most CPUs a user may ask for.").tag(config=True)
+    cpu_default = Float(1.0, help="CPUs the form proposes.").tag(config=True)
+    memory_gib_min = Integer(1, help="Least RAM (GiB) a user may ask for.").tag(config=True)
+    memory_gib_max = Integer(64, help="Most RAM (GiB) a user may ask for.").tag(config=True)
+    memory_gib_default = Integer(2, help="RAM (GiB) the form proposes.").tag(config=True)
+
+    admission_class = Type(
+        AdmissionClient, klass=object,
+        help="""Who admits a start (quota, queue): aispike_hub.service.client.AdmissionClient
+        (the AISpike service; configure c.AdmissionClient.url and .api_token) or
+        aispike_hub.spawner.admission.InProcessAdmission (inside the hub).""",
+    ).tag(config=True)
+
+    hami = Bool(True, help="Set HAMi-core's CUDA_DEVICE_MEMORY_LIMIT_<i> (a hard limit where "
+                "libvgpu.so is preloaded).").tag(config=True)
+    framework_env = Bool(True, help="Set the frameworks' limits (XLA fraction, "
+                         "AISPIKE_FRAMEWORK_LIMITS for the kernel hook).").tag(config=True)
+    frameworks = List(Unicode(), ["torch", "tensorflow"],
+                      help="Frameworks the kernel hook limits.").tag(config=True)
+
+    _held: ClassVar[dict[str, Assignment]] = {}
+    """Per hub process: "user/server" -> the slice its running server holds (from states)."""
+    _nodes: ClassVar[dict[tuple[str, str, float, int], Node]] = {}
+
+    _options: Options | None = None
+    assignment: Assignment | None = None
+    _starting = False
+
+    @default("options_form")
+    def _default_options_form(self) -> Any:
+        async def render(spawner: LocalGPUSpawner) -> str:
+            return await spawner.render_options_form()
+        return render
+
+    @default("options_from_form")
+    def _default_options_from_form(self) -> Any:
+        def from_form(form_data: dict[str, Any], spawner: LocalGPUSpawner) -> dict[str, Any]:
+            options, _ = spawner.parse(form_data)
+            return options.as_user_options()
+        return from_form
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self) -> Any:
+        def apply(spawner: LocalGPUSpawner, user_options: dict[str, Any]) -> None:
+            spawner.apply_options(user_options)
+        return apply
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._messages: list[str] = []
+
+    # -- this machine --------------------------------------------------------------------------
+    @property
+    def key(self) -> str:
+        return f"{self.user.name}/{self.name or ''}"
+
+    @property
+    def simulated(self) -> bool:
+        return bool(self.simulated_gpus.strip())
+
+    def spec(self) -> dict[str, Any]:
+        """This machine as a node spec (what the AISpike service is given as its inventory)."""
+        cpu = int((self.machine_cpus or float(os.cpu_count() or 1)) * 1000)
+        mem = self.machine_memory_gib * GIB_IN_MIB or _machine_memory_mib()
+        if self.simulated:
+            return machine_spec(self.node_name, cpu, mem, simulated=self.simulated_gpus)
+        from aispike_hub.agent.nvml import read_machine
+
+        reading = read_machine(sysfs_root="/sys")
+        if not reading.available:
+            self.log.warning("no GPUs on this machine (%s): CPU-only servers; set "
+                             "LocalGPUSpawner.simulated_gpus for a simulated inventory",
+                             "; ".join(reading.problems) or "NVML unavailable")
+        return machine_spec(self.node_name, cpu, mem, gpus=reading.core_gpus)
+
+    def node(self) -> Node:
+        """This machine (GPUs read once per hub process)."""
+        key = (self.node_name, self.simulated_gpus, self.machine_cpus, self.machine_memory_gib)
+        node = LocalGPUSpawner._nodes.get(key)
+        if node is None:
+            node = LocalGPUSpawner._nodes[key] = node_of_spec(self.spec())
+        return node
+
+    def machine_state(self) -> ClusterState:
+        """This machine minus every running server's slice but this one's."""
+        state = ClusterState([self.node()])
+        for key, held in LocalGPUSpawner._held.items():
+            if key == self.key:
+                continue
+            try:
+                state.commit(held)
+            except ValueError as e:
+                self.log.warning("ignoring the slice of %s: %s", key, e)
+        return state
+
+    @property
+    def admission(self) -> Admission:
+        cls: Any = self.admission_class
+        if issubclass(cls, AdmissionClient):
+            return cast(Admission, cls(parent=self))
+        return cast(Admission, cls(parent=self, nodes=lambda: [self.node()]))
+
+    # -- options -------------------------------------------------------------------------------
+    def form_settings(self) -> FormSettings:
+        sizes: dict[str, int] = {}
+        for gpu in self.node().gpus:
+            sizes[gpu.model] = max(sizes.get(gpu.model, 0), gpu.memory_mib)
+        where = "simulated" if self.simulated else "this machine"
+        images = [{"name": "local", "image": "local",
+                   "description": f"this machine's Python environment ({where})"}]
+        return settings_from_config(
+            images, {}, sizes,
+            max_gpu_gib=self.max_gpu_gib, max_gpus=min(self.max_gpus, len(self.node().gpus)),
+            default_gpu_gib=self.default_gpu_gib, allow_cpu_only=self.allow_cpu_only,
+            cpu_min=Decimal(str(self.cpu_min)), cpu_max=Decimal(str(self.cpu_max)),
+            cpu_default=Decimal(str(self.cpu_default)), memory_gib_min=self.memory_gib_min,
+            memory_gib_max=self.memory_gib_max, memory_gib_default=self.memory_gib_default,
+        )
+
+    def inventory_note(self) -> str:
+        node = self.node()
+        if self.simulated:
+            return (f"GPUs: {describe_gpus(node)} — simulated (this machine has no such GPUs; "
+                    "your server gets the slice's settings but no device).")
+        return f"GPUs of {node.name}: {describe_gpus(node)}."
+
+    def parse(self, user_options: Any) -> tuple[Options, FormSettings]:
+        settings = self.form_settings()
+        check_server_name(self.name or "")
+        return parse_options(user_options, settings), settings
+
+    def apply_options(self, user_options: Any) -> None:
+        try:
+            self._options, _ = self.parse(user_options)
+        except FormError as e:
+            raise SpawnException(f"Invalid server options: {e}", reason="options",
+                                 status_code=400) from None
+
+    async def options_from_query(self, query_data: dict[str, Any]) -> dict[str, Any]:
+        options, _ = self.parse(query_data)
+        return options.as_user_options()
+
+    async def render_options_form(self) -> str:
+        settings = self.form_settings()
+        try:
+            chosen = parse_options(self.user_options or {}, settings)
+        except FormError:
+            chosen = settings.defaults()
+        note = self.inventory_note()
+        quota_gib = None
+        try:
+            fit = await self.admission.fit(self.user.name, [g.name for g in self.user.groups],
+                                           to_request(chosen, settings))
+            quota = (fit.get("limits") or {}).get("gpu_memory_mib")
+            if isinstance(quota, int):
+                quota_gib = quota // GIB_IN_MIB
+                settings = replace(settings, max_gpu_gib=min(settings.max_gpu_gib, quota_gib))
+                if chosen.gpu_gib > settings.max_gpu_gib:
+                    chosen = replace(chosen, gpu_gib=max(settings.max_gpu_gib, 1))
+        except Exception as e:  # the form still works; the start is checked anyway
+            self.log.warning("quota for %s's form unavailable: %s", self.user.name, e)
+        return render_form(settings, chosen=chosen, server_name=self.name or "", note=note,
+                           quota_gib=quota_gib)
+
+    # -- placement on this machine -------------------------------------------------------------
+    def place(self, request: SliceRequest, suggested: Mapping[str, Any] | None = None
+              ) -> Assignment:
+        """Where ``request`` goes on this machine; the service's suggestion when it still fits.
+
+        Raises ``SpawnException`` with the placement core's reasons when nothing fits.
+        """
+        state = self.machine_state()
+        if suggested and suggested.get("node") == self.node_name and suggested.get("gpu_indices"):
+            chosen = replace(assignment_from_dict(suggested), owner=self.key)
+            try:
+                state.commit(chosen)
+                return chosen
+            except ValueError as e:
+                self.log.info("the service's choice for %s no longer fits (%s); placing again",
+                              self.key, e)
+        decision = PlacementEngine(self.placement_policy).place(state, request, self.key)
+        if decision.assignment is None:
+            raise SpawnException(
+                f"No room on {self.node_name} for this server: {'; '.join(decision.reasons)}. "
+                "Ask for less, or stop another server.", reason="capacity", status_code=503)
+        return decision.assignment
+
+    def hold(self, assignment: Assignment | None) -> None:
+        self.assignment = assignment
+        if assignment is None:
+            LocalGPUSpawner._held.pop(self.key, None)
+        else:
+            LocalGPUSpawner._held[self.key] = assignment
+
+    # -- start and stop ------------------------------------------------------------------------
+    def _say(self, message: str) -> None:
+        self.log.info("%s: %s", self._log_name, message)
+        self._messages.append(message)
+
+    async def start(self) -> Any:
+        self._messages = []
+        self._starting = True
+        try:
+            if self._options is None:
+                self.apply_options(self.user_options)
+            options, settings = self._options, self.form_settings()
+            assert options is not None
+            request = to_request(options, settings)
+            ticket = await admit_or_raise(
+                self.admission, self.user.name, self.name or "",
+                [g.name for g in self.user.groups], request, options.describe(), self._say)
+            try:
+                self._request = request
+                if request.gpu_count:
+                    self.hold(self.place(request, ticket.get("assignment")))
+                    self._say(self.describe_slice())
+                return await super().start()
+            except BaseException:
+                self.hold(None)
+                await self._release_admission()
+                raise
+        finally:
+            self._starting = False
+            self._options = None
+
+    def describe_slice(self) -> str:
+        a = self.assignment
+        if a is None:
+            return "No GPU"
+        node = self.node()
+        models = {g.index: g.model for g in node.gpus}
+        gpus = ", ".join(f"GPU {i} ({models.get(i, '?')})" for i in a.gpu_indices)
+        sim = " (simulated)" if self.simulated else ""
+        if len(a.gpu_indices) == 1:
+            return f"Placed {a.gpu_memory_mib[0] // GIB_IN_MIB} GiB on {gpus}{sim}"
+        return f"Placed on {gpus}{sim}"
+
+    _request: SliceRequest | None = None
+
+    def get_env(self) -> dict[str, str]:
+        env: dict[str, str] = super().get_env()
+        if self.assignment is not None:
+            settings = IsolationSettings(framework_env=self.framework_env,
+                                         frameworks=tuple(self.frameworks), hami=self.hami)
+            request = self._request or SliceRequest(
+                gpu_count=len(self.assignment.gpu_indices),
+                gpu_memory_mib=self.assignment.gpu_memory_mib[0])
+            env.update(slice_env(self.node(), self.assignment, settings, request))
+        else:
+            env.update(no_gpu_env())
+        if self.simulated:
+            env["AISPIKE_SIMULATED_GPUS"] = self.simulated_gpus
+        return env
+
+    async def _release_admission(self) -> None:
+        try:
+            await self.admission.release(self.user.name, self.name or "")
+        except Exception as e:
+            self.log.warning("releasing the admission of %s failed: %s", self._log_name, e)
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now=now)
+        if self._starting:
+            return  # the failed start cleans up
+        self.hold(None)
+        await self._release_admission()
+
+    # -- state: the allocation survives hub restarts -------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().get_state()
+        if self.assignment is not None:
+            state[STATE_KEY] = assignment_to_dict(self.assignment)
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        doc = state.get(STATE_KEY)
+        if self.pid and isinstance(doc, Mapping):
+            try:
+                self.hold(assignment_from_dict(doc))
+            except (KeyError, TypeError, ValueError) as e:
+                self.log.warning("unreadable slice in the state of %s: %s", self.key, e)
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self.hold(None)
+
+    # -- progress ------------------------------------------------------------------------------
+    async def progress(self) -> Any:
+        """Our steps (admission, queue, placement) while the start runs."""
+        sent = 0
+        while True:
+            for message in self._messages[sent:]:
+                sent += 1
+                yield {"progress": min(10 * sent, 60), "message": message}
+            if not self._starting:
+                break
+            await asyncio.sleep(0.5)
+
+    # -- running as the hub's user (demos) -----------------------------------------------------
+    @property
+    def home_dir(self) -> str:
+        return self.home_dir_template.format(username=self.user.name)
+
+    def make_preexec_fn(self, name: str) -> Any:
+        if self.system_users:
+            return super().make_preexec_fn(name)
+        home = self.home_dir
+
+        def preexec() -> None:
+            os.makedirs(home, 0o755, exist_ok=True)
+            os.chdir(home)
+
+        return preexec
+
+    def user_env(self, env: dict[str, str]) -> dict[str, str]:
+        if self.system_users:
+            return cast(dict[str, str], super().user_env(env))
+        env["USER"] = self.user.name
+        env["HOME"] = self.home_dir
+        env["SHELL"] = "/bin/bash"
+        return env
