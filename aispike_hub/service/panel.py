@@ -34,10 +34,11 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 from jupyterhub.services.auth import HubOAuthenticated, check_scopes
+from sqlalchemy import func, select
 from tornado import web
 from traitlets import Bool, Float, Int, List, Unicode, default
 from traitlets.config import LoggingConfigurable
@@ -62,7 +63,7 @@ from aispike_hub.service.api import ADMIN_SCOPE, ADMIT_SCOPE, APIHandler, Servic
 from aispike_hub.service.gpumap import ClusterMap, Holding, Live, MapFilter, holdings_of
 from aispike_hub.service.history import History
 from aispike_hub.service.idle import IDLE_SCOPE, IdleMonitor
-from aispike_hub.service.store import Store, utcnow
+from aispike_hub.service.store import ReservationRow, Store, utcnow
 
 HERE = Path(__file__).parent
 PAGES = {"": ("map", "GPU map"), "quotas": ("quotas", "Quotas"), "queue": ("queue", "Queue"),
@@ -128,6 +129,8 @@ class AdminPanel(LoggingConfigurable):
         self.history = History(ctx.controller.store, self.history_retention)
         self._map: ClusterMap | None = None
         self._map_at = 0.0
+        self._map_key: tuple[Any, ...] = ()
+        self._quotas: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self._env: Any = None
 
     @property
@@ -144,27 +147,53 @@ class AdminPanel(LoggingConfigurable):
             out[key] = Live(a.verdict, a.gpu_memory_mib, util, a.evidence)
         return out
 
+    def fingerprint(self) -> tuple[Any, ...]:
+        """Changes whenever the slices, the nodes or the policy change (one cheap query)."""
+        with self.controller.store.session() as s:
+            count, top = s.execute(
+                select(func.count(), func.max(ReservationRow.seq))
+                .where(ReservationRow.state == "admitted")).one()
+            queued = s.scalar(select(func.count()).where(ReservationRow.state == "queued"))
+        inv = self.controller.inventory
+        return (count, top, queued, id(inv.nodes()), len(inv.foreign_assignments()),
+                id(self.controller.policy))
+
     def cluster_map(self, fresh: bool = False) -> ClusterMap:
-        """The map of now (reused for ``map_cache_seconds``)."""
+        """The map of now: rebuilt when the slices or nodes changed (at most once per
+        ``map_cache_seconds`` under churn); the idle monitor's verdicts are always current."""
         now = time.monotonic()
-        if not fresh and self._map is not None and now - self._map_at < self.map_cache_seconds:
+        key = self.fingerprint()
+        if not fresh and self._map is not None and (
+                key == self._map_key or now - self._map_at < self.map_cache_seconds):
+            self._map.live = self.live()
             return self._map
         holdings: list[Holding] = []
         seen = []
-        with self.controller.store.session() as s:
-            for r in Store.reservations(s, "admitted"):
-                seen.append(request_from_dict(r.request))
-                if r.assignment:
-                    holdings += holdings_of(assignment_from_dict(r.assignment), r.user,
-                                            r.server, r.groups, r.tier)
+        cols = (ReservationRow.user, ReservationRow.server, ReservationRow.groups,
+                ReservationRow.tier, ReservationRow.assignment, ReservationRow.request)
+        with self.controller.store.session() as s:  # plain rows: no ORM objects for 10,000s
+            rows = s.execute(select(*cols).where(ReservationRow.state == "admitted")).all()
+        for row in rows:
+            user, server, groups, tier, assignment, request = cast(tuple[Any, ...], row)
+            seen.append(request_from_dict(request))
+            if assignment:
+                holdings += holdings_of(assignment_from_dict(assignment), user, server,
+                                        groups or (), tier)
         for a in self.controller.inventory.foreign_assignments():
             holdings += holdings_of(a)
         workload = (Workload.from_requests(seen) if len(seen) >= 20
                     else default_notebook_workload())
         self._map = ClusterMap(list(self.controller.inventory.nodes()), holdings, self.live(),
                                workload, tuple(self.pool_labels))
-        self._map_at = now
+        self._map_at, self._map_key = now, key
         return self._map
+
+    def quotas(self) -> dict[str, Any]:
+        """:meth:`compute_quotas`, reused while nothing changed."""
+        key = self.fingerprint()
+        if self._quotas is None or self._quotas[0] != key:
+            self._quotas = (key, self.compute_quotas())
+        return self._quotas[1]
 
     def map_view(self, args: Mapping[str, str]) -> dict[str, Any]:
         f = MapFilter(**{k: args.get(k, "").strip() for k in
@@ -182,7 +211,7 @@ class AdminPanel(LoggingConfigurable):
         return view
 
     # -- quotas ------------------------------------------------------------------------------
-    def quotas(self) -> dict[str, Any]:
+    def compute_quotas(self) -> dict[str, Any]:
         """Per user and group: each resource's use against its limit (the quota core's)."""
         policy = self.controller.policy
         with self.controller.store.session() as s:
@@ -192,11 +221,14 @@ class AdminPanel(LoggingConfigurable):
             groups_of: dict[str, set[str]] = {}
             for r in [*admitted, *queued]:
                 groups_of.setdefault(r.user, set()).update(r.groups)
+        by_user: dict[str, list[Any]] = {}
+        for sv in servers:
+            by_user.setdefault(sv.user, []).append(sv)
         users = []
-        for name in sorted(set(policy.users) | {sv.user for sv in servers} | set(groups_of)):
+        for name in sorted(set(policy.users) | set(by_user) | set(groups_of)):
             groups = sorted(groups_of.get(name, ()))
             limits = resolve_limits(policy, name, groups)
-            used = usage_of(servers, name)
+            used = usage_of(by_user.get(name, ()), name)
             resources = {}
             for res in RESOURCES:
                 quota, ceiling = limits.quota[res], limits.ceiling(res)
@@ -204,15 +236,19 @@ class AdminPanel(LoggingConfigurable):
                                   "source": limits.sources.get(res, "")}
             users.append({
                 "user": name, "groups": groups, "tier": limits.tier.name,
-                "servers": sum(1 for sv in servers if sv.user == name),
+                "servers": len(by_user.get(name, ())),
                 "queued": sum(1 for r in queued if r.user == name),
                 "entry": entry_to_dict(policy.users[name]) if name in policy.users else None,
                 "resources": resources, **_over(resources)})
         groups_out = []
-        all_groups = set(policy.groups) | {g for sv in servers for g in sv.groups}
-        for g in sorted(all_groups):
+        by_group: dict[str, list[Any]] = {}
+        for sv in servers:
+            for g in sv.groups:
+                by_group.setdefault(g, []).append(sv)
+        for g in sorted(set(policy.groups) | set(by_group)):
             entry = policy.groups.get(g)
-            used = Amounts.total(sv.charge for sv in servers if g in sv.groups)
+            members = by_group.get(g, [])
+            used = Amounts.total(sv.charge for sv in members)
             resources = {}
             for res in RESOURCES:
                 q = entry.quota.get(res) if entry else None
@@ -222,8 +258,7 @@ class AdminPanel(LoggingConfigurable):
                 resources[res] = {"used": used.get(res), "quota": quota, "ceiling": ceiling,
                                   "source": f"group '{g}'" if quota is not None else ""}
             groups_out.append({
-                "group": g, "members_running": sorted({sv.user for sv in servers
-                                                       if g in sv.groups}),
+                "group": g, "members_running": sorted({sv.user for sv in members}),
                 "entry": group_to_dict(entry) if entry else None, "resources": resources,
                 **_over(resources)})
         return {"resources": list(RESOURCES), "users": users, "groups": groups_out,
@@ -304,7 +339,7 @@ class AdminPanel(LoggingConfigurable):
         while not stop.is_set():
             try:
                 async with self.ctx.lock:
-                    self.sample()
+                    await asyncio.to_thread(self.sample)
             except Exception:
                 self.log.exception("panel: history sample failed")
             with contextlib.suppress(TimeoutError):
@@ -414,15 +449,16 @@ class PanelAPIHandler(APIHandler):
 
 
 class MapHandler(PanelAPIHandler):
-    def get(self) -> None:
+    async def get(self) -> None:
         self.require(ADMIN_SCOPE)
-        self.reply(self.panel.map_view(self.args()))
+        # Off the event loop: a large cluster takes a moment, and admissions must not wait.
+        self.reply(await asyncio.to_thread(self.panel.map_view, self.args()))
 
 
 class QuotasHandler(PanelAPIHandler):
-    def get(self) -> None:
+    async def get(self) -> None:
         self.require(ADMIN_SCOPE)
-        self.reply(self.panel.quotas())
+        self.reply(await asyncio.to_thread(self.panel.quotas))
 
 
 class PanelQueueHandler(PanelAPIHandler):

@@ -232,13 +232,13 @@
         fillSelect(form.elements.pool, view.pools_all, f.pool);
         fillSelect(form.elements.group, view.groups, f.group);
         const t = view.totals;
-        document.getElementById("map-summary").replaceChildren(
+        document.getElementById("map-summary").replaceChildren(el("div", {},
           el("span", { text: t.nodes + " nodes · " + t.gpus + " GPUs · allocated " +
             pct(t.allocation) + " · busy " + gib(t.busy) + " · idle " + gib(t.idle) +
             " · free " + gib(t.free) + " · fragmented " + gib(t.fragmented) + " (" +
             t.fragmented_gpus.toFixed(1) + " GPUs by the placement model)" }),
           view.stale.length ? el("div", { cls: "text-warning", text: "Not drawn: " +
-            view.stale.join("; ") }) : null);
+            view.stale.join("; ") }) : null));
         const crumbs = [el("a", { href: "#", text: "All pools", onclick: function (ev) {
           ev.preventDefault(); go({ pool: "", node: "" }); } })];
         if (f.pool) crumbs.push(" › ", el("strong", { text: f.pool }));

@@ -1,0 +1,297 @@
+"""Admin panel page load on a large cluster: a real hub + the AISpike service + kwok nodes.
+
+Not a test: prints a table.  Creates ``--nodes`` kwok GPU nodes (4 GPUs each, in six pools) in
+the test cluster, gives the service the same nodes, fills the store with admitted slices placed by
+the placement core (about ``--fill`` of the GPU memory; seeded straight into the store, as a hub
+that has run for a while would hold them), starts a real hub with the service, logs in with
+Debian's chromium and times:
+
+- ``page``: navigation to the GPU map until it is drawn (the pool overview), cold and warm;
+- ``zoom``: one pool's nodes and GPUs drawn (about a sixth of the nodes);
+- ``api``: the JSON behind them (``api/panel/map``, a pool, ``api/panel/quotas``).
+
+The service rebuilds the map only when the slices, nodes or policy changed; the first request
+(``cold``) pays for the build, the others show what an admin browsing a steady cluster sees.
+
+    python benchmarks/admin_panel.py --nodes 1500
+    python benchmarks/admin_panel.py --nodes 60 --screenshots docs/img   # the docs' pictures
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+import requests  # noqa: E402
+import yaml  # noqa: E402
+from integration.conftest import (  # noqa: E402
+    BASE_HUB_CONFIG,
+    _connect,
+    _free_port,
+    stack_paths,
+)
+
+from aispike_hub.kube.nodespec import nodes_from_spec  # noqa: E402
+from aispike_hub.kube.slices import node_manifests, resource_slice_name  # noqa: E402
+from aispike_hub.model import GIB_IN_MIB, SliceRequest  # noqa: E402
+from aispike_hub.placement.engine import PlacementEngine  # noqa: E402
+from aispike_hub.placement.state import ClusterState  # noqa: E402
+from aispike_hub.service.admission import assignment_to_dict, request_to_dict  # noqa: E402
+from aispike_hub.service.store import ReservationRow, Store, utcnow  # noqa: E402
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+POOLS = [("train-a100", "NVIDIA A100-SXM4-80GB", "80Gi"), ("train-h100", "NVIDIA H100 80GB HBM3",
+                                                           "80Gi"),
+         ("teach-l40s", "NVIDIA L40S", "48Gi"), ("teach-a10", "NVIDIA A10", "24Gi"),
+         ("infer-l4", "NVIDIA L4", "24Gi"), ("big-h200", "NVIDIA H200", "141Gi")]
+GROUPS = ["ml101", "vision-lab", "nlp-lab", "robotics", "staff"]
+
+
+def spec(n_nodes: int, group: str) -> dict[str, Any]:
+    nodes = []
+    for i in range(n_nodes):
+        pool, model, memory = POOLS[i % len(POOLS)]
+        nodes.append({
+            "name": f"{group}-{pool}-{i:04d}", "cpu": "96", "memory": "1Ti",
+            "labels": {"aispike.io/pool": pool},
+            "gpus": [{"model": model, "memory": memory, "count": 2, "nvlinkDomain": "nvl0",
+                      "numaNode": 0},
+                     {"model": model, "memory": memory, "count": 2, "nvlinkDomain": "nvl1",
+                      "numaNode": 1}]})
+    return {"nodes": nodes}
+
+
+def kubectl(bin_dir: Path, *args: str, stdin: str | None = None) -> None:
+    subprocess.run([str(bin_dir / "kubectl"), *args], input=stdin, text=True, check=True,
+                   capture_output=True, timeout=900)
+
+
+def seed(db: str, node_spec: dict[str, Any], fill: float, seed_value: int = 7) -> int:
+    """Admitted slices placed by the placement core until ``fill`` of GPU memory is held."""
+    import random
+
+    rng = random.Random(seed_value)
+    nodes = [s.node for s in nodes_from_spec(node_spec)]
+    state = ClusterState(nodes)
+    engine = PlacementEngine("aispike")
+    total = int(state.gpu_cap[state.gpu_exists].sum())
+    sizes = [4, 8, 8, 16, 16, 24, 40]
+    store = Store(db)
+    rows = []
+    held, i = 0, 0
+    while held < fill * total:
+        gib = rng.choice(sizes)
+        request = (SliceRequest(gpu_count=1, cpu_milli=2000) if rng.random() < 0.1 else
+                   SliceRequest(gpu_memory_mib=gib * GIB_IN_MIB, cpu_milli=2000))
+        user = f"user{rng.randrange(400):03d}"
+        decision = engine.place(state, request, f"{user}/s{i}")
+        if decision.assignment is None:
+            break
+        state.commit(decision.assignment)
+        mib = sum(decision.assignment.gpu_memory_mib)
+        held += mib
+        rows.append(ReservationRow(
+            user=user, server=f"s{i}", state="admitted", seq=i + 1,
+            groups=[GROUPS[hash(user) % len(GROUPS)]], request=request_to_dict(request),
+            charge={"gpu_memory_mib": mib, "gpus": len(decision.assignment.gpu_indices),
+                    "cpu_milli": 2000, "memory_mib": 0, "servers": 1},
+            tier="normal", priority=100, assignment=assignment_to_dict(decision.assignment),
+            reasons=[], preempting=[], created_at=utcnow(), admitted_at=utcnow()))
+        i += 1
+    with store.session() as s:
+        s.add_all(rows)
+    store.close()
+    return len(rows)
+
+
+def start_hub(workdir: Path, service_cmd: list[str], port: int, token: str, admin: str
+              ) -> tuple[subprocess.Popen[bytes], str, str]:
+    paths = stack_paths()
+    chp = Path(paths["proxy_bin"]) / "configurable-http-proxy"
+    ports = {"proxy_port": _free_port(), "hub_port": _free_port(), "proxy_api_port": _free_port()}
+    tests_token = secrets.token_hex(16)
+    config = BASE_HUB_CONFIG.format(**ports, chp=str(chp), workdir=workdir, token=tests_token)
+    config += f"""
+c.JupyterHub.custom_scopes = {{"custom:aispike:admin": {{"description": "AISpike admin"}},
+                              "custom:aispike:admit": {{"description": "admit spawns"}}}}
+c.JupyterHub.services.append({{
+    "name": "aispike", "url": "http://127.0.0.1:{port}", "api_token": {token!r},
+    "command": {service_cmd!r}, "environment": {{"PYTHONPATH": {str(REPO)!r}}},
+    "oauth_no_confirm": True, "oauth_client_allowed_scopes": ["custom:aispike:admin"]}})
+c.JupyterHub.load_roles += [
+    {{"name": "aispike", "services": ["aispike"],
+      "scopes": ["admin:servers", "list:users", "read:users", "custom:aispike:admit"]}},
+    {{"name": "aispike-admins", "services": ["tests"], "users": [{admin!r}],
+      "scopes": ["custom:aispike:admin", "access:services!service=aispike"]}},
+]
+"""
+    (workdir / "jupyterhub_config.py").write_text(config)
+    log = open(workdir / "jupyterhub.log", "ab")  # noqa: SIM115 (lives as long as the hub)
+    proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f",
+                             str(workdir / "jupyterhub_config.py")], cwd=workdir, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, f"http://127.0.0.1:{ports['proxy_port']}/", tests_token
+
+
+def wait(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--nodes", type=int, default=1500)
+    ap.add_argument("--fill", type=float, default=0.6, help="share of GPU memory held")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--no-kube", action="store_true",
+                    help="do not create the kwok nodes (the service's node list only)")
+    ap.add_argument("--screenshots", type=Path, help="write PNGs of the pages here")
+    args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # clean up the nodes on SIGTERM too
+
+    paths = stack_paths()
+    bin_dir = Path(paths["bin"])
+    group = f"b{secrets.token_hex(2)}"
+    node_spec = spec(args.nodes, group)
+    workdir = Path(tempfile.mkdtemp(prefix="aispike-panel-bench-"))
+    (workdir / "nodes.yaml").write_text(yaml.safe_dump(node_spec))
+    created: list[str] = []
+    t0 = time.perf_counter()
+    if not args.no_kube:
+        kubeconfig = Path(os.environ.get("KUBECONFIG") or Path(paths["state_dir"]) / "kubeconfig")
+        if not _connect(kubeconfig):
+            raise SystemExit(f"no test cluster at {kubeconfig}: scripts/test-cluster up")
+        os.environ["KUBECONFIG"] = str(kubeconfig)
+        sims = nodes_from_spec(json.loads(json.dumps(node_spec)))
+        for start in range(0, len(sims), 250):
+            manifests = [m for sim in sims[start:start + 250] for m in node_manifests(sim.node)]
+            kubectl(bin_dir, "apply", "-f", "-",
+                    stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}))
+        created = [s.node.name for s in sims]
+    kube_s = time.perf_counter() - t0
+    db = f"sqlite:///{workdir}/aispike.sqlite"
+    slices = seed(db, node_spec, args.fill)
+    (workdir / "aispike_service_config.py").write_text(f"""
+c.AISpikeService.nodes_file = {str(workdir / "nodes.yaml")!r}
+c.IdleMonitor.poll_interval = 5
+c.AdminPanel.history_interval = 1
+c.AdminPanel.nodes_per_view = 20
+""")
+    port, token, admin = _free_port(), secrets.token_hex(16), "admin"
+    cmd = [sys.executable, "-m", "aispike_hub.cli", "service", f"--db-url={db}",
+           f"--config={workdir / 'aispike_service_config.py'}"]
+    hub, url, tests_token = start_hub(workdir, cmd, port, token, admin)
+    service = f"http://127.0.0.1:{port}/services/aispike/"
+    try:
+        wait(lambda: requests.get(f"{service}api/health", timeout=2).ok, 120, "the service")
+        from playwright.sync_api import sync_playwright
+
+        results: dict[str, list[float]] = {}
+        headers = {"Authorization": f"token {tests_token}"}
+        first_pool = POOLS[0][0]
+        for name, path in (("api map, pools (cold: builds)", "panel/map"),
+                           ("api map (pools)", "panel/map"),
+                           ("api map (one pool)", f"panel/map?pool={first_pool}"),
+                           ("api quotas", "panel/quotas")):
+            for _ in range(1 if "cold" in name else args.runs):
+                t = time.perf_counter()
+                r = requests.get(f"{service}api/{path}", headers=headers, timeout=120)
+                r.raise_for_status()
+                results.setdefault(name, []).append(time.perf_counter() - t)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.goto(f"{url}hub/login?next=%2Fhub%2Fhome")
+            page.fill("#username_input", admin)
+            page.fill("#password_input", "x")
+            page.click("#login_submit")
+            page.wait_for_url("**/hub/home")
+            for i in range(args.runs + 1):
+                t = time.perf_counter()
+                page.goto(f"{url}services/aispike/admin/")
+                page.wait_for_selector("#aispike-panel[data-loaded='pools']")
+                results.setdefault("page: map, pools" + (" (cold)" if i == 0 else ""),
+                                   []).append(time.perf_counter() - t)
+            for _ in range(args.runs):
+                t = time.perf_counter()
+                page.goto(f"{url}services/aispike/admin/?pool={first_pool}")
+                page.wait_for_selector("#aispike-panel[data-loaded='nodes'] .node")
+                results.setdefault("page: map, one pool zoomed", []).append(
+                    time.perf_counter() - t)
+            drawn = page.locator(".gpu").count()
+            if args.screenshots:
+                shots = args.screenshots
+                shots.mkdir(parents=True, exist_ok=True)
+                time.sleep(4)  # a few history samples
+                page.goto(f"{url}services/aispike/admin/")
+                page.wait_for_selector("#aispike-panel[data-loaded='pools']")
+                page.screenshot(path=str(shots / "admin-panel-pools.png"), full_page=True)
+                page.goto(f"{url}services/aispike/admin/?pool={first_pool}")
+                page.wait_for_selector("#aispike-panel[data-loaded='nodes'] .node")
+                seg = page.locator(".seg[data-user]").first
+                seg.hover()
+                page.screenshot(path=str(shots / "admin-panel-map.png"), full_page=True)
+                page.goto(f"{url}services/aispike/admin/?pool={first_pool}&colour=owner")
+                page.wait_for_selector("#aispike-panel[data-loaded='nodes'] .node")
+                page.screenshot(path=str(shots / "admin-panel-map-owners.png"), full_page=True)
+                page.goto(f"{url}services/aispike/admin/quotas")
+                page.wait_for_selector("#aispike-panel[data-loaded='quotas']")
+                page.screenshot(path=str(shots / "admin-panel-quotas.png"), full_page=True)
+                page.goto(f"{url}services/aispike/admin/history?")
+                page.select_option("#h-hours", "1")
+                page.wait_for_selector("#aispike-panel[data-loaded='history']")
+                page.screenshot(path=str(shots / "admin-panel-history.png"), full_page=True)
+            browser.close()
+        gpus = args.nodes * 4
+        print(f"\nadmin panel: {args.nodes} nodes, {gpus} GPUs in {len(POOLS)} pools, "
+              f"{slices} admitted slices (~{args.fill:.0%} of GPU memory); "
+              f"kwok nodes {'not created' if args.no_kube else f'created in {kube_s:.0f} s'}; "
+              f"zoomed pool draws {drawn} GPU bars\n")
+        print(f"| {'what':<32} | {'median s':>8} | {'max s':>7} |")
+        print(f"|{'-' * 34}|{'-' * 10}|{'-' * 9}|")
+        for name, values in results.items():
+            print(f"| {name:<32} | {statistics.median(values):8.3f} | {max(values):7.3f} |")
+    finally:
+        hub.send_signal(signal.SIGTERM)
+        try:
+            hub.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            hub.kill()
+        pid_file = workdir / "jupyterhub-proxy.pid"
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+        for start in range(0, len(created), 500):
+            chunk = created[start:start + 500]
+            subprocess.run([str(bin_dir / "kubectl"), "delete", "node", "--wait=false", *chunk],
+                           capture_output=True, check=False, timeout=600)
+            subprocess.run([str(bin_dir / "kubectl"), "delete", "resourceslices.resource.k8s.io",
+                            "--wait=false", *[resource_slice_name(n) for n in chunk]],
+                           capture_output=True, check=False, timeout=600)
+
+
+if __name__ == "__main__":
+    main()
