@@ -109,13 +109,14 @@ def quality(traces: dict[str, str], nodes_csv: str, seeds: list[int],
 
 
 def section_quality(traces: dict[str, str], nodes_csv: str, seeds: list[int],
-                    pool: multiprocessing.pool.Pool) -> None:
+                    pool: multiprocessing.pool.Pool,
+                    policies: tuple[str, ...] = POLICY_NAMES) -> None:
     pub = anchors(SHARED / "anchors" / "fgd-simulator-allo.csv")
-    res = quality(traces, nodes_csv, seeds, pool)
+    res = quality(traces, nodes_csv, seeds, pool, policies=policies)
     floors = {name: _floor(nodes_csv, path, seeds) for name, path in traces.items()}
     rows = []
     for name, path in traces.items():
-        for policy in POLICY_NAMES:
+        for policy in policies:
             r = res[(path, policy)]
             published = pub.get((name, ANCHOR_NAMES.get(policy, "")))
             rows.append([
@@ -198,6 +199,8 @@ def main() -> None:
     ap.add_argument("--traces", default="default,cpu050,gpushare40,gpuspec10,multigpu20")
     ap.add_argument("--seeds", default="42-51")
     ap.add_argument("--only", default="quality,slicing,scale,timed")
+    ap.add_argument("--policies", default=",".join(POLICY_NAMES),
+                    help="policies of the quality section")
     ap.add_argument("--jobs", type=int, default=max(1, multiprocessing.cpu_count()))
     a = ap.parse_args()
     d = Path(a.traces_dir)
@@ -208,7 +211,7 @@ def main() -> None:
     print(f"# Placement benchmark ({len(seeds)} seeds: {a.seeds}; traces: {a.traces})")
     with multiprocessing.Pool(a.jobs) as pool:
         if "quality" in only:
-            section_quality(traces, nodes_csv, seeds, pool)
+            section_quality(traces, nodes_csv, seeds, pool, tuple(a.policies.split(",")))
         if "slicing" in only:
             section_slicing(traces, nodes_csv, seeds, pool)
         if "timed" in only:

@@ -19,6 +19,7 @@ from aispike_hub.placement.filter import Options, choose_whole_gpus, find_option
 from aispike_hub.placement.fragmentation import Workload, default_notebook_workload
 from aispike_hub.placement.scorers import (
     BestFitScorer,
+    CpuBalanceScorer,
     DotProductScorer,
     FragmentationScorer,
     GpuFitScorer,
@@ -92,6 +93,7 @@ def _build_policy(name: str, workload: Workload | None, affinity: Affinity) -> P
             (
                 (FragmentationScorer(need_workload(), measure="capacity"), 2.0),
                 (FragmentationScorer(need_workload()), 1.0),
+                (CpuBalanceScorer(need_workload()), 1.0),
             ),
             (GpuPackingScorer(), BestFitScorer(), gpu_bestfit),
             random_ties=False,
