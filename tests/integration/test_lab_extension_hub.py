@@ -57,8 +57,10 @@ def prefix(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     wheel = build_wheel(work / "dist")
     names = zipfile.ZipFile(wheel).namelist()
     root = prefix_dir = work / "prefix"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--prefix",
-                    str(prefix_dir), str(wheel)], check=True, timeout=300)
+    # --ignore-installed: without it pip removes the package from the running environment
+    # (an editable install of this checkout) before installing into the prefix
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed",
+                    "--prefix", str(prefix_dir), str(wheel)], check=True, timeout=300)
     site = Path(sysconfig.get_path("purelib", vars={"base": str(root), "platbase": str(root)}))
     conf = work / "conf"
     conf.mkdir()
