@@ -197,7 +197,7 @@ def main() -> None:
     (workdir / "aispike_service_config.py").write_text(f"""
 c.AISpikeService.nodes_file = {str(workdir / "nodes.yaml")!r}
 c.IdleMonitor.poll_interval = 5
-c.AdminPanel.history_interval = 1
+c.AdminPanel.history_interval = 5
 c.AdminPanel.nodes_per_view = 20
 """)
     port, token, admin = _free_port(), secrets.token_hex(16), "admin"
@@ -245,7 +245,7 @@ c.AdminPanel.nodes_per_view = 20
             if args.screenshots:
                 shots = args.screenshots
                 shots.mkdir(parents=True, exist_ok=True)
-                time.sleep(4)  # a few history samples
+                time.sleep(11)  # a few history samples
                 page.goto(f"{url}services/aispike/admin/")
                 page.wait_for_selector("#aispike-panel[data-loaded='pools']")
                 page.screenshot(path=str(shots / "admin-panel-pools.png"), full_page=True)

@@ -131,6 +131,7 @@ class AdminPanel(LoggingConfigurable):
         self._map_at = 0.0
         self._map_key: tuple[Any, ...] = ()
         self._quotas: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+        self._view: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self._env: Any = None
 
     @property
@@ -206,8 +207,13 @@ class AdminPanel(LoggingConfigurable):
             limit = min(int(args.get("limit", "") or self.page_size), 2000)
         except ValueError:
             raise web.HTTPError(400, "offset, limit: expected whole numbers") from None
-        view = self.cluster_map().view(f, level, offset, limit, self.nodes_per_view)
+        cmap = self.cluster_map()
+        memo = (self._map_key, self._map_at, self.monitor.generated_at, f, level, offset, limit)
+        if self._view is not None and self._view[0] == memo:
+            return self._view[1]  # nothing changed since this very view was computed
+        view = cmap.view(f, level, offset, limit, self.nodes_per_view)
         view["generated_at"] = utcnow().isoformat() + "Z"
+        self._view = (memo, view)
         return view
 
     # -- quotas ------------------------------------------------------------------------------
@@ -320,7 +326,7 @@ class AdminPanel(LoggingConfigurable):
 
     # -- history -----------------------------------------------------------------------------
     def sample(self) -> None:
-        values = self.cluster_map(fresh=True).sample()
+        values = self.cluster_map().sample()
         with self.controller.store.session() as s:
             values["queued"] = float(len(Store.reservations(s, "queued")))
         self.history.record(utcnow(), values)
