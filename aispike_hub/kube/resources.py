@@ -114,13 +114,19 @@ def model_affinity(models: Iterable[str], label: str = GPU_MODEL_LABEL) -> dict[
     return {"matchExpressions": [{"key": label, "operator": "In", "values": values}]}
 
 
+MAX_LOCALITY_TERMS = 32
+"""Preferred-affinity terms at most: a node field selector takes one node name per term."""
+
+
 def locality_preference(
     nodes: Iterable[Node], image: str, datasets: Sequence[str], weight: int = 50
-) -> dict[str, Any] | None:
-    """A preferred node-affinity term for nodes that already cache the image and datasets.
+) -> list[dict[str, Any]]:
+    """Preferred node-affinity terms for nodes that already cache the image and datasets.
 
     Nodes holding more of what would otherwise be pulled come first: those with everything get
-    the full ``weight``; if none has everything, those with the most bytes cached get it.
+    the full ``weight``; if none has everything, those with the most bytes cached get it.  The
+    API server accepts one value per ``metadata.name`` field selector, so each node is a term of
+    its own (at most :data:`MAX_LOCALITY_TERMS`, the first by name).
     """
     best: list[str] = []
     best_bytes = 0
@@ -133,13 +139,14 @@ def locality_preference(
             best, best_bytes = [node.name], cached
         elif cached == best_bytes:
             best.append(node.name)
-    if not best:
-        return None
-    return {
-        "weight": max(1, min(100, weight)),
-        "preference": {"matchFields": [
-            {"key": "metadata.name", "operator": "In", "values": sorted(best)}]},
-    }
+    return [
+        {
+            "weight": max(1, min(100, weight)),
+            "preference": {"matchFields": [
+                {"key": "metadata.name", "operator": "In", "values": [name]}]},
+        }
+        for name in sorted(best)[:MAX_LOCALITY_TERMS]
+    ]
 
 
 def dataset_volume_name(name: str) -> str:

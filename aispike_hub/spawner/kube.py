@@ -459,7 +459,7 @@ class AISpikeSpawner(KubeSpawner):  # type: ignore[misc]
                                             self.locality_weight)
             if preferred:
                 self.node_affinity_preferred = [
-                    *self._sorted_dict_values(base["node_affinity_preferred"]), preferred]
+                    *self._sorted_dict_values(base["node_affinity_preferred"]), *preferred]
         if ticket.get("priority_class"):
             self.priority_class_name = ticket["priority_class"]
         self.extra_annotations = {

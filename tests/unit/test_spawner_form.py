@@ -303,10 +303,14 @@ def test_locality_prefers_nodes_caching_the_most() -> None:
         Node("image-only", 1000, 1024, gpu, images={"img": 5}),
         Node("none", 1000, 1024, gpu),
     ]
-    term = locality_preference(nodes, "img", ["ds"], weight=70)
-    assert term == {"weight": 70, "preference": {"matchFields": [
-        {"key": "metadata.name", "operator": "In", "values": ["both"]}]}}
-    assert locality_preference(nodes, "other", [], 50) is None
+    terms = locality_preference(nodes, "img", ["ds"], weight=70)
+    assert terms == [{"weight": 70, "preference": {"matchFields": [
+        {"key": "metadata.name", "operator": "In", "values": ["both"]}]}}]
+    # the API server takes one node name per field selector: ties become one term each
+    tied = locality_preference(nodes, "img", [], weight=50)
+    assert [t["preference"]["matchFields"][0]["values"] for t in tied] == [["both"],
+                                                                            ["image-only"]]
+    assert locality_preference(nodes, "other", [], 50) == []
 
 
 def test_dataset_volumes_and_env() -> None:
