@@ -19,7 +19,7 @@ from kubernetes.client.rest import ApiException
 
 from aispike_hub.kube.slices import DEVICE_CLASS, GPU_MODEL_LABEL, device_class
 
-from .conftest import REPO, GpuNodes, TestCluster, wait_until
+from .conftest import REPO, TEST_GROUP_LABEL, GpuNodes, TestCluster, wait_until
 
 CHART = REPO / "helm" / "aispike-hub"
 A100 = "NVIDIA A100-SXM4-80GB"
@@ -38,10 +38,13 @@ NAMESPACED_KINDS = [
 ]
 
 
-def values(release: str, quota_gib: int) -> dict[str, Any]:
+def values(release: str, quota_gib: int, group: str) -> dict[str, Any]:
     """Values for kwok: no PVCs (nothing binds volumes here), no LoadBalancer (`--wait` waits for
-    an external IP no controller gives here), tiers with per-release PriorityClass names."""
+    an external IP no controller gives here), tiers with per-release PriorityClass names, and the
+    agent and pre-pullers kept to this test's nodes (the shared cluster holds other tests' nodes,
+    hundreds after the burst and panel tests, whose DaemonSet pods kwok would have to start)."""
     return {
+        "prePuller": {"nodeSelector": {TEST_GROUP_LABEL: group}},
         "hub": {"db": {"type": "sqlite-memory"}},
         "proxy": {"service": {"type": "NodePort"}},
         "singleuser": {
@@ -52,6 +55,10 @@ def values(release: str, quota_gib: int) -> dict[str, Any]:
             ],
         },
         "aispike": {
+            "agent": {"gpuNodeSelectorTerms": [{"matchExpressions": [
+                {"key": GPU_MODEL_LABEL, "operator": "Exists"},
+                {"key": TEST_GROUP_LABEL, "operator": "In", "values": [group]},
+            ]}]},
             "service": {
                 "persistence": {"enabled": False},
                 "policy": {
@@ -120,7 +127,7 @@ def test_helm_install_upgrade_uninstall_on_kwok_gpu_nodes(
     ]})
     release = f"hub{secrets.token_hex(2)}"
     values_file = tmp_path / "values.json"
-    values_file.write_text(json.dumps(values(release, 16)))
+    values_file.write_text(json.dumps(values(release, 16, gpu_nodes.group)))
     helm_args = [str(CHART), "--namespace", namespace, "--values", str(values_file),
                  "--wait", "--timeout", "180s"]
     adopt_device_class(cluster, namespace, release)
@@ -162,7 +169,7 @@ def test_helm_install_upgrade_uninstall_on_kwok_gpu_nodes(
         # Upgrade with a changed quota: new service config, the service rolled, still ready.
         service_name = f"{release}-aispike-hub-service"
         before = cluster.apps.read_namespaced_deployment(service_name, namespace)
-        values_file.write_text(json.dumps(values(release, 40)))
+        values_file.write_text(json.dumps(values(release, 40, gpu_nodes.group)))
         cluster.helm("upgrade", release, *helm_args, timeout=240)
         cm = cluster.core.read_namespaced_config_map(service_name, namespace)
         config = json.loads(cm.data["aispike_service_config.json"])
