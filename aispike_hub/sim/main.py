@@ -54,6 +54,9 @@ class SimulateApp(Application):
                       "(what the cluster would serve without slicing).").tag(config=True)
     timed = Bool(False, help="Time-driven replay with departures and a wait queue.").tag(
         config=True)
+    load = Float(0.0, help="With --timed: bring arrivals closer (durations kept) until the "
+                 "offered GPU demand is this fraction of capacity; 0 keeps the trace's times.").tag(
+        config=True)
     as_json = Bool(False, help="Print one JSON object instead of a table.").tag(config=True)
     floor = Bool(True, help="Also compute the fluid floor (unallocated share no placement "
                  "can avoid) at 100% arrived.").tag(config=True)
@@ -66,6 +69,7 @@ class SimulateApp(Application):
         "policy": "SimulateApp.policy",
         "seeds": "SimulateApp.seeds",
         "inflate": "SimulateApp.inflate",
+        "load": "SimulateApp.load",
         "config": "SimulateApp.config_file",
     }
     flags = {  # noqa: RUF012
@@ -107,7 +111,8 @@ class SimulateApp(Application):
             pods = [whole_gpu_version(p) for p in pods]
             workload = Workload.from_requests(p.request for p in pods)
         if self.timed:
-            timed = timed_replay(nodes, pods, self.policy, workload=workload)
+            timed = timed_replay(nodes, pods, self.policy, workload=workload,
+                                 load=self.load or None)
             return {"mode": "timed", **timed.as_json()}
         results = []
         floors = []
@@ -141,7 +146,8 @@ class SimulateApp(Application):
 def render_table(result: dict[str, Any]) -> str:
     """A plain-text table of one result."""
     if result.get("mode") == "timed":
-        rows = [(k, result[k]) for k in ("policy", "pods", "time_avg_allocation", "waited_pods",
+        rows = [(k, result[k]) for k in ("policy", "pods", "load", "time_avg_allocation",
+                                         "waited_pods",
                                          "mean_wait_s", "p95_wait_s", "never_placed")]
     else:
         curve = result["allocation_curve"]

@@ -33,7 +33,7 @@ class SeedResult:
     failed_gpu_pods: int
     placed_pods: int
     served_demand: float
-    """Requested GPUs of the placed pods at the end, in % of capacity (what users got)."""
+    """GPUs the placed pods' users asked for (before any rounding), in % of capacity."""
     decision_seconds: list[float] = field(repr=False)
 
     @property
@@ -89,7 +89,7 @@ def replay(nodes: Sequence[Node], pods: Sequence[TracePod], policy: str, seed: i
         if decision.assignment is not None:
             state.commit(decision.assignment)
             placed += 1
-            served += pod.gpu_demand
+            served += pod.served_gpus
             a = decision.assignment
             allocated += sum(
                 m / state.gpu_cap[state.node_index[a.node], state.slot_of(

@@ -36,6 +36,13 @@ class TracePod:
     request: SliceRequest
     creation_time: int = -1
     deletion_time: int = -1
+    asked_gpus: float = -1.0
+    """What the user asked for, in GPUs, when ``request`` was rounded up (``--whole-gpus``)."""
+
+    @property
+    def served_gpus(self) -> float:
+        """The demand this pod serves when placed: what its user asked for."""
+        return self.asked_gpus if self.asked_gpus >= 0 else self.gpu_demand
 
     @property
     def gpu_demand(self) -> float:
@@ -144,4 +151,4 @@ def whole_gpu_version(pod: TracePod) -> TracePod:
     rounded = SliceRequest(gpu_count=1, gpu_share_milli=FULL_GPU_MILLI,
                            allowed_models=r.allowed_models, cpu_milli=r.cpu_milli,
                            memory_mib=r.memory_mib)
-    return TracePod(pod.name, rounded, pod.creation_time, pod.deletion_time)
+    return TracePod(pod.name, rounded, pod.creation_time, pod.deletion_time, pod.gpu_demand)

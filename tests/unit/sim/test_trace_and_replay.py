@@ -150,3 +150,22 @@ def test_simulate_command_reports_bad_input_without_traceback(tmp_path: Path,
     assert out.returncode == 2
     assert "bad.csv:2: field 'gpu_milli'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_whole_gpus_serve_what_was_asked_not_the_rounding() -> None:
+    pod = whole_gpu_version(TracePod("a", SliceRequest(gpu_share_milli=250)))
+    assert pod.gpu_demand == 1.0 and pod.served_gpus == 0.25
+
+
+def test_load_compresses_arrivals_and_keeps_durations(trace: tuple[Path, Path]) -> None:
+    from aispike_hub.sim.timed import compress_to_load
+
+    pods = [p for p in read_pods(trace[1]) if p.creation_time < p.deletion_time]
+    busy = compress_to_load(pods, capacity_gpus=12, load=1.0)
+    assert [p.deletion_time - p.creation_time for p in busy] == [
+        p.deletion_time - p.creation_time for p in pods]
+    assert max(p.creation_time for p in busy) <= max(p.creation_time for p in pods)
+    r = timed_replay(read_nodes(trace[0]), read_pods(trace[1]), "aispike", load=1.0)
+    assert r.load == 1.0 and r.pods == 5
+    with pytest.raises(ValueError, match="load must be > 0"):
+        compress_to_load(pods, 12, 0)
