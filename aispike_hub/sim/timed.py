@@ -28,7 +28,7 @@ class TimedResult:
     pods: int
     load: float | None
     time_avg_allocation: float
-    """Time-averaged share of GPU capacity allocated, in % (from first arrival to last exit)."""
+    """Time-averaged share of GPU capacity allocated, in % (from first to last arrival)."""
     waited_pods: int
     mean_wait_s: float
     p95_wait_s: float
@@ -89,12 +89,15 @@ class _Replay:
         self.queue = keep
 
     def run(self) -> tuple[float, int]:
-        """Process every event; return (allocation integral, time span)."""
+        """Process every event; return the allocation integral over the arrival window (first
+        to last arrival: after it the cluster only drains) and that window's length."""
         start = last = self.events[0][0]
+        end = max(t for t, kind, _ in self.events if kind == 1)
         area = 0.0
         while self.events:
             now, kind, i = heapq.heappop(self.events)
-            area += self.allocated * (now - last)
+            if last < end:
+                area += self.allocated * (min(now, end) - last)
             last = now
             if kind == 1:
                 if self.queue or not self.try_place(i, now):
@@ -105,13 +108,13 @@ class _Replay:
             self.state.release(a)
             self.allocated -= _gpu_share(self.state, a)
             self.drain(now)
-        return area, max(last - start, 1)
+        return area, max(end - start, 1)
 
 
 def compress_to_load(pods: Sequence[TracePod], capacity_gpus: float,
                      load: float) -> list[TracePod]:
-    """Bring arrivals closer together (durations unchanged) until the offered GPU demand,
-    averaged over the trace's span, is ``load`` times the capacity.
+    """Bring arrivals closer together (durations unchanged) until the offered GPU demand
+    (arrival rate times GPU-seconds per pod) is ``load`` times the capacity.
 
     The public trace spreads 8,000 pods over five months, about 14 GPUs busy on average on a
     6,212-GPU cluster; compressing time is how a replay asks "what if this cluster were busy".
@@ -119,11 +122,19 @@ def compress_to_load(pods: Sequence[TracePod], capacity_gpus: float,
     if load <= 0:
         raise ValueError(f"load must be > 0, got {load}")
     start = min(p.creation_time for p in pods)
-    span = max(p.deletion_time for p in pods) - start
-    work = sum(p.gpu_demand * (p.deletion_time - p.creation_time) for p in pods)
-    if span <= 0 or work <= 0:
+    span = max(p.creation_time for p in pods) - start
+    if span <= 0 or not any(p.gpu_demand > 0 for p in pods):
         raise ValueError("the trace has no GPU work over time to compress")
-    factor = load * capacity_gpus * span / work
+    # Busy GPUs during the compressed window ~ arrivals x GPU-seconds each, where a pod counts
+    # only up to the window's length (the trace's tail runs for months): a fixed point in the
+    # compression factor.
+    factor = 1.0
+    for _ in range(60):
+        window = span / factor
+        work = sum(p.gpu_demand * min(p.deletion_time - p.creation_time, window) for p in pods)
+        if work <= 0:
+            raise ValueError("the trace has no GPU work over time to compress")
+        factor = load * capacity_gpus * window * factor / work
     out = []
     for p in pods:
         created = start + round((p.creation_time - start) / factor)
