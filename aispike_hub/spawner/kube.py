@@ -35,7 +35,7 @@ from typing import Any, ClassVar, cast
 
 from jupyterhub.spawner import SpawnException
 from kubespawner import KubeSpawner
-from traitlets import Bool, Dict, Enum, Float, Integer, List, Type, Unicode, default
+from traitlets import Dict, Enum, Float, Integer, List, Unicode, default
 
 from aispike_hub.kube.claims import REQUEST_ANNOTATION, request_to_json
 from aispike_hub.kube.inventory import parse_pod
@@ -65,6 +65,7 @@ from aispike_hub.spawner.form import (
     to_request,
 )
 from aispike_hub.spawner.nodes import GFD_MODEL_LABEL, NodeWatcher
+from aispike_hub.spawner.settings import SpawnerFormSettings
 
 OPTIONS_ANNOTATION = "aispike.io/options"
 BACKEND_ANNOTATION = "aispike.io/backend"
@@ -109,7 +110,7 @@ class _Raw:
         self.data = json.dumps(doc)
 
 
-class AISpikeSpawner(KubeSpawner):  # type: ignore[misc]
+class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
     """KubeSpawner that starts notebook servers on GPU slices (see the module docstring)."""
 
     backend = Enum(
@@ -136,28 +137,6 @@ class AISpikeSpawner(KubeSpawner):  # type: ignore[misc]
         are preferred.""",
     ).tag(config=True)
 
-    max_gpus = Integer(8, help="Most GPUs one server may ask for (more than one: whole GPUs).").tag(
-        config=True)
-    max_gpu_gib = Integer(
-        None, allow_none=True,
-        help="Largest GPU-memory slice in GiB (default: the largest GPU of the cluster).",
-    ).tag(config=True)
-    default_gpu_gib = Integer(8, help="GPU memory (GiB) the form proposes.").tag(config=True)
-    allow_cpu_only = Bool(True, help="Offer servers without a GPU.").tag(config=True)
-    cpu_min = Float(0.5, help="Fewest CPUs a user may ask for.").tag(config=True)
-    cpu_max = Float(16.0, help="Most CPUs a user may ask for.").tag(config=True)
-    cpu_default = Float(2.0, help="CPUs the form proposes.").tag(config=True)
-    memory_gib_min = Integer(1, help="Least RAM (GiB) a user may ask for.").tag(config=True)
-    memory_gib_max = Integer(128, help="Most RAM (GiB) a user may ask for.").tag(config=True)
-    memory_gib_default = Integer(8, help="RAM (GiB) the form proposes.").tag(config=True)
-
-    admission_class = Type(
-        AdmissionClient, klass=object,
-        help="""Who admits a start (quota, queue): aispike_hub.service.client.AdmissionClient
-        (the AISpike service; configure c.AdmissionClient.url and .api_token) or
-        aispike_hub.spawner.admission.InProcessAdmission (inside the hub; configure
-        c.InProcessAdmission.policy). Both answer the same calls.""",
-    ).tag(config=True)
 
     fit_preview_service = Unicode(
         "aispike",

@@ -38,7 +38,7 @@ from decimal import Decimal
 from typing import Any, ClassVar, cast
 
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException
-from traitlets import Bool, Float, Integer, List, Type, Unicode, default
+from traitlets import Bool, Float, Integer, List, Unicode, default
 
 from aispike_hub.agent.dra import AllocatedGpu, IsolationSettings, isolation_env
 from aispike_hub.kube.nodespec import nodes_from_spec
@@ -59,6 +59,7 @@ from aispike_hub.spawner.form import (
     settings_from_config,
     to_request,
 )
+from aispike_hub.spawner.settings import SpawnerFormSettings
 
 INVENTORY_LABEL = "aispike.io/inventory"
 """Node label saying where the GPUs come from: ``nvml`` or ``simulated``."""
@@ -169,9 +170,22 @@ def _machine_memory_mib() -> int:
         return 16 * 1024
 
 
-class LocalGPUSpawner(LocalProcessSpawner):  # type: ignore[misc]
+class LocalGPUSpawner(LocalProcessSpawner, SpawnerFormSettings):  # type: ignore[misc]
     """LocalProcessSpawner that gives each server a GPU slice of this machine (see the module
     docstring)."""
+
+    # One machine is smaller than a cluster node: smaller defaults for the shared form limits.
+    @default("cpu_default")
+    def _default_cpu_default(self) -> float:
+        return 1.0
+
+    @default("memory_gib_max")
+    def _default_memory_gib_max(self) -> int:
+        return 64
+
+    @default("memory_gib_default")
+    def _default_memory_gib_default(self) -> int:
+        return 2
 
     simulated_gpus = Unicode(
         "",
@@ -211,27 +225,6 @@ class LocalGPUSpawner(LocalProcessSpawner):  # type: ignore[misc]
         "aispike", help=f"Placement policy on this machine; one of {POLICY_NAMES}.",
     ).tag(config=True)
 
-    max_gpus = Integer(8, help="Most GPUs one server may ask for (more than one: whole GPUs).").tag(
-        config=True)
-    max_gpu_gib = Integer(
-        None, allow_none=True,
-        help="Largest GPU-memory slice in GiB (default: the largest GPU of this machine).",
-    ).tag(config=True)
-    default_gpu_gib = Integer(8, help="GPU memory (GiB) the form proposes.").tag(config=True)
-    allow_cpu_only = Bool(True, help="Offer servers without a GPU.").tag(config=True)
-    cpu_min = Float(0.5, help="Fewest CPUs a user may ask for.").tag(config=True)
-    cpu_max = Float(16.0, help="Most CPUs a user may ask for.").tag(config=True)
-    cpu_default = Float(1.0, help="CPUs the form proposes.").tag(config=True)
-    memory_gib_min = Integer(1, help="Least RAM (GiB) a user may ask for.").tag(config=True)
-    memory_gib_max = Integer(64, help="Most RAM (GiB) a user may ask for.").tag(config=True)
-    memory_gib_default = Integer(2, help="RAM (GiB) the form proposes.").tag(config=True)
-
-    admission_class = Type(
-        AdmissionClient, klass=object,
-        help="""Who admits a start (quota, queue): aispike_hub.service.client.AdmissionClient
-        (the AISpike service; configure c.AdmissionClient.url and .api_token) or
-        aispike_hub.spawner.admission.InProcessAdmission (inside the hub).""",
-    ).tag(config=True)
 
     hami = Bool(True, help="Set HAMi-core's CUDA_DEVICE_MEMORY_LIMIT_<i> (a hard limit where "
                 "libvgpu.so is preloaded).").tag(config=True)

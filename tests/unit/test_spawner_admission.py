@@ -79,11 +79,12 @@ def test_a_request_that_does_not_fit_waits_then_gives_up(tmp_path: Path) -> None
 def test_every_spawner_setting_has_help() -> None:
     pytest.importorskip("kubespawner")
     from aispike_hub.spawner.kube import AISpikeSpawner
+    from aispike_hub.spawner.settings import SpawnerFormSettings
 
     ours = {name: trait for name, trait in AISpikeSpawner.class_traits(config=True).items()
-            if name in AISpikeSpawner.__dict__}
+            if name in AISpikeSpawner.__dict__ or name in SpawnerFormSettings.__dict__}
     assert {"backend", "images", "datasets", "admission_class", "unschedulable_timeout",
-            "mig_profiles", "fit_preview_service"} <= set(ours)
+            "mig_profiles", "fit_preview_service", "cpu_max"} <= set(ours)
     for name, trait in ours.items():
         assert len(trait.help) > 20, name
     for name, trait in InProcessAdmission.class_traits(config=True).items():
