@@ -334,7 +334,8 @@ def test_each_backend_produces_its_documented_resources(stack: Stack) -> None:
         assert pod.metadata.annotations["aispike.io/backend"] == backend
         preferred = pod.spec.affinity.node_affinity \
             .preferred_during_scheduling_ignored_during_execution
-        assert preferred[0].preference.match_fields[0].values == [stack.node], backend
+        # one term per node caching the dataset; the shared cluster may hold other tests' too
+        assert [stack.node] in [t.preference.match_fields[0].values for t in preferred], backend
     for user in users.values():
         stack.stop(user, "gpu")
 
