@@ -12,18 +12,21 @@ no preemption through the hub and no admin API (set the policy in config).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar, Protocol
 
 from traitlets import Dict, Float, Unicode
 from traitlets.config import LoggingConfigurable
 
-from aispike_hub.model import Assignment, Node, SliceRequest
+from aispike_hub.model import GIB_IN_MIB, Assignment, Node, SliceRequest
 from aispike_hub.placement.engine import PlacementEngine
 from aispike_hub.quota import User
 from aispike_hub.service.admission import AdmissionController
 from aispike_hub.service.client import AdmissionClient
 from aispike_hub.service.store import Store
+from aispike_hub.spawner.form import FormError, FormSettings, Options, parse_options, to_request
 
 
 class Admission(Protocol):
@@ -123,6 +126,37 @@ class InProcessAdmission(LoggingConfigurable):
 
     follow = AdmissionClient.follow
     """Yield the ticket each time it changes while queued, then the final one."""
+
+
+async def form_choice_within_quota(
+    admission: Admission, user: str, groups: Iterable[str], user_options: dict[str, Any] | None,
+    settings: FormSettings, log: logging.Logger,
+) -> tuple[FormSettings, Options, int | None, bool]:
+    """What the options form proposes, with its GPU-memory limit capped by the user's quota.
+
+    Returns the settings (``max_gpu_gib`` lowered to the quota), the proposed choices (the
+    user's last options if they are valid, else the defaults, brought under the cap), the quota
+    in GiB (None: unknown or unlimited) and whether admission answered.  One rule for both
+    spawners; when admission is unreachable the form still works and the start is checked
+    anyway.
+    """
+    try:
+        chosen = parse_options(user_options or {}, settings)
+    except FormError:
+        chosen = settings.defaults()
+    try:
+        fit = await admission.fit(user, list(groups), to_request(chosen, settings))
+    except Exception as e:
+        log.warning("quota for %s's form is unavailable: %s", user, e)
+        return settings, chosen, None, False
+    quota = (fit.get("limits") or {}).get("gpu_memory_mib")
+    if not isinstance(quota, int):
+        return settings, chosen, None, True
+    quota_gib = quota // GIB_IN_MIB
+    settings = replace(settings, max_gpu_gib=min(settings.max_gpu_gib, quota_gib))
+    if chosen.gpu_gib > settings.max_gpu_gib:
+        chosen = replace(chosen, gpu_gib=max(settings.max_gpu_gib, 1))
+    return settings, chosen, quota_gib, True
 
 
 async def admit_or_raise(admission: Admission, user: str, server: str, groups: Iterable[str],

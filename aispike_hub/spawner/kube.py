@@ -29,7 +29,6 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from decimal import Decimal
 from typing import Any, ClassVar, cast
 
@@ -51,9 +50,9 @@ from aispike_hub.kube.resources import (
     notebook_env,
 )
 from aispike_hub.kube.slices import GPU_MODEL_LABEL
-from aispike_hub.model import GIB_IN_MIB, Node, SliceRequest
+from aispike_hub.model import Node, SliceRequest
 from aispike_hub.service.client import AdmissionClient
-from aispike_hub.spawner.admission import Admission, admit_or_raise
+from aispike_hub.spawner.admission import Admission, admit_or_raise, form_choice_within_quota
 from aispike_hub.spawner.form import (
     FormError,
     FormSettings,
@@ -332,25 +331,10 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
         return url, token
 
     async def render_options_form(self) -> str:
-        settings = await self.form_settings()
-        try:
-            chosen = parse_options(self.user_options or {}, settings)
-        except FormError:
-            chosen = settings.defaults()
-        quota_gib = None
-        note = ""
-        try:
-            fit = await self.admission.fit(self.user.name, [g.name for g in self.user.groups],
-                                           to_request(chosen, settings))
-            quota = (fit.get("limits") or {}).get("gpu_memory_mib")
-            if isinstance(quota, int):
-                quota_gib = quota // GIB_IN_MIB
-                settings = replace(settings, max_gpu_gib=min(settings.max_gpu_gib, quota_gib))
-                if chosen.gpu_gib > settings.max_gpu_gib:
-                    chosen = replace(chosen, gpu_gib=max(settings.max_gpu_gib, 1))
-        except Exception as e:  # the form still works; the start is checked anyway
-            self.log.warning("fit preview for %s's form failed: %s", self.user.name, e)
-            note = "Quota information is unavailable right now."
+        settings, chosen, quota_gib, answered = await form_choice_within_quota(
+            self.admission, self.user.name, [g.name for g in self.user.groups],
+            self.user_options, await self.form_settings(), self.log)
+        note = "" if answered else "Quota information is unavailable right now."
         url, token = self._fit_access()
         return render_form(settings, chosen=chosen, fit_url=url, fit_token=token,
                            server_name=self.name or "", note=note, quota_gib=quota_gib)

@@ -48,7 +48,7 @@ from aispike_hub.placement.engine import POLICY_NAMES, PlacementEngine
 from aispike_hub.placement.state import ClusterState
 from aispike_hub.service.admission import assignment_from_dict, assignment_to_dict
 from aispike_hub.service.client import AdmissionClient
-from aispike_hub.spawner.admission import Admission, admit_or_raise
+from aispike_hub.spawner.admission import Admission, admit_or_raise, form_choice_within_quota
 from aispike_hub.spawner.form import (
     FormError,
     FormSettings,
@@ -357,23 +357,10 @@ class LocalGPUSpawner(LocalProcessSpawner, SpawnerFormSettings):  # type: ignore
 
     async def render_options_form(self) -> str:
         settings = self.form_settings()
-        try:
-            chosen = parse_options(self.user_options or {}, settings)
-        except FormError:
-            chosen = settings.defaults()
+        settings, chosen, quota_gib, _ = await form_choice_within_quota(
+            self.admission, self.user.name, [g.name for g in self.user.groups],
+            self.user_options, settings, self.log)
         note = self.inventory_note()
-        quota_gib = None
-        try:
-            fit = await self.admission.fit(self.user.name, [g.name for g in self.user.groups],
-                                           to_request(chosen, settings))
-            quota = (fit.get("limits") or {}).get("gpu_memory_mib")
-            if isinstance(quota, int):
-                quota_gib = quota // GIB_IN_MIB
-                settings = replace(settings, max_gpu_gib=min(settings.max_gpu_gib, quota_gib))
-                if chosen.gpu_gib > settings.max_gpu_gib:
-                    chosen = replace(chosen, gpu_gib=max(settings.max_gpu_gib, 1))
-        except Exception as e:  # the form still works; the start is checked anyway
-            self.log.warning("quota for %s's form unavailable: %s", self.user.name, e)
         return render_form(settings, chosen=chosen, server_name=self.name or "", note=note,
                            quota_gib=quota_gib)
 
