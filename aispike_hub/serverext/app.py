@@ -239,8 +239,10 @@ class AISpikeLab(ExtensionApp):
         if self.nvml_fixture and self.fixture_pids == "kernels":
             recorded = list(dict.fromkeys(p.pid for p in reading.processes))
             mapping = dict(zip(recorded, kernel_pids, strict=False))
+            # Recorded processes left unmapped are other people's: move their pids above Linux's
+            # pid_max (2**22) so that they can never match a live process of this server.
             reading = dataclasses.replace(reading, processes=tuple(
-                dataclasses.replace(p, pid=mapping.get(p.pid, p.pid))
+                dataclasses.replace(p, pid=mapping.get(p.pid, (1 << 23) + p.pid))
                 for p in reading.processes))
         return reading
 
