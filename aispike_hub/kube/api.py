@@ -189,3 +189,15 @@ def error_text(e: ApiException) -> str:
         return str(json.loads(text).get("message", text))
     except (ValueError, AttributeError):
         return str(text or e.reason)
+
+
+def kube_api_client() -> Any:
+    """A ``kubernetes`` client: in-cluster credentials (the pod's service account), else
+    ``$KUBECONFIG`` / ``~/.kube/config``."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return client.ApiClient()
+    except config.ConfigException:
+        return config.new_client_from_config()  # type: ignore[no-untyped-call]

@@ -45,6 +45,7 @@ from aispike_hub.model import GIB_IN_MIB, Assignment, SliceRequest
 __all__ = [
     "CLAIM_REQUEST",
     "DEVICE_CLASS",
+    "HUB_SERVER_ANNOTATION",
     "MANAGED_BY",
     "NVLINK_ATTRIBUTE",
     "PLACEMENT_ANNOTATION",
@@ -78,6 +79,10 @@ PLACEMENT_ANNOTATION = "aispike.io/placement"
 
 REQUEST_ANNOTATION = "aispike.io/request"
 """On our claims: the server's :class:`SliceRequest` as JSON, so any replica can re-pin it."""
+
+HUB_SERVER_ANNOTATION = "aispike.io/hub-server"
+"""On our claims and notebook pods: ``<hub user>/<server name>`` (the service's reservation key),
+so the AISpike service can tell its own servers' usage from other workloads' after a restart."""
 
 NVLINK_ATTRIBUTE = f"{DRIVER}/nvlinkDomain"
 """Fully qualified attribute name for ``matchAttribute`` (constraints need the domain prefix)."""
@@ -272,8 +277,11 @@ def pinned_claim(
     *,
     labels: Mapping[str, str] | None = None,
     owner: Mapping[str, Any] | None = None,
+    hub_server: str = "",
 ) -> dict[str, Any]:
     """The ResourceClaim that holds ``placement`` for the server whose pod is ``server``.
+
+    ``hub_server`` (``user/server``) names the hub server the claim belongs to.
 
     ``owner`` is an ownerReference (see :func:`owner_reference`) when the pod already exists
     (a re-pin); otherwise the flow adds it right after creating the pod, so the claim is
@@ -296,6 +304,7 @@ def pinned_claim(
         "annotations": {
             PLACEMENT_ANNOTATION: placement.to_json(),
             REQUEST_ANNOTATION: request_to_json(request),
+            **({HUB_SERVER_ANNOTATION: hub_server} if hub_server else {}),
         },
     }
     if owner:

@@ -39,14 +39,15 @@ from traitlets import Float, Integer, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 from aispike_hub.kube.api import KubeJson
-from aispike_hub.kube.claims import REQUEST_ANNOTATION as _REQUEST_ANNOTATION
 from aispike_hub.kube.claims import (
+    HUB_SERVER_ANNOTATION,
     SERVER_LABEL,
     Placement,
     is_ours,
     placement_from_claim,
     request_from_json,
 )
+from aispike_hub.kube.claims import REQUEST_ANNOTATION as _REQUEST_ANNOTATION
 from aispike_hub.kube.nodespec import cpu_milli as parse_cpu_milli
 from aispike_hub.kube.nodespec import quantity_mib
 from aispike_hub.kube.slices import DATASETS_ANNOTATION, DRIVER, MEMORY_CAPACITY
@@ -125,6 +126,8 @@ class ClaimInfo:
     """kube-scheduler put its delete-protection finalizer on and is writing the allocation."""
     problem: str = ""
     """Why our annotations could not be read (the claim then counts only through allocation)."""
+    hub_server: str = ""
+    """``user/server`` of the hub server this claim belongs to ('' for other workloads)."""
 
     @property
     def key(self) -> str:
@@ -148,6 +151,8 @@ class PodInfo:
     """Message of ``PodScheduled=False`` (reason Unschedulable), '' otherwise."""
     deleting: bool = False
     created: str = ""
+    hub_server: str = ""
+    """``user/server`` of the hub server this pod runs ('' for other workloads)."""
 
     @property
     def key(self) -> str:
@@ -332,6 +337,7 @@ def parse_claim(obj: Mapping[str, Any]) -> ClaimInfo:
         reserved_for=reserved,
         deleting=bool(meta.get("deletionTimestamp")),
         allocating=not allocation and CLAIM_FINALIZER in (meta.get("finalizers") or []),
+        hub_server=_hub_server(meta),
     )
     if not is_ours(obj):
         return info
@@ -343,6 +349,12 @@ def parse_claim(obj: Mapping[str, Any]) -> ClaimInfo:
     except ValueError as e:
         return _replace(info, ours=True, server=server, problem=str(e))
     return _replace(info, ours=True, server=server, placement=placement, request=request)
+
+
+def _hub_server(meta: Mapping[str, Any]) -> str:
+    """The ``user/server`` key of :data:`HUB_SERVER_ANNOTATION` ('' when absent or malformed)."""
+    value = (meta.get("annotations") or {}).get(HUB_SERVER_ANNOTATION)
+    return value if isinstance(value, str) and "/" in value and len(value) < 1024 else ""
 
 
 def _desc(text: str) -> tuple[int, ...]:
@@ -403,6 +415,7 @@ def parse_pod(obj: Mapping[str, Any]) -> PodInfo:
         unschedulable=unschedulable,
         deleting=bool(meta.get("deletionTimestamp")),
         created=str(meta.get("creationTimestamp", "")),
+        hub_server=_hub_server(meta),
     )
 
 
@@ -991,6 +1004,29 @@ class Inventory(LoggingConfigurable):
             key = f"{namespace}/{claim}"
             entry = self._entries.get(f"claim:{key}") or self._entries.get(f"hold:{key}")
             return tuple(entry.committed) if entry else ()
+
+    def usage_by_server(self) -> tuple[dict[str, list[Assignment]], list[Assignment]]:
+        """What the view counts, split: per hub server (``user/server``) and everything else.
+
+        The AISpike service counts its admitted servers from this (their real pins and pods,
+        not its own promise) and the rest as other workloads'.
+        """
+        with self.lock:
+            self.state()
+            ours: dict[str, list[Assignment]] = {}
+            other: list[Assignment] = []
+            for ukey, entry in self._entries.items():
+                if not entry.committed:
+                    continue
+                kind, _, key = ukey.partition(":")
+                info: ClaimInfo | PodInfo | None = (
+                    self._pods.get(key) if kind == "pod" else self._claims.get(key))
+                hub = info.hub_server if info is not None else ""
+                if hub:
+                    ours.setdefault(hub, []).extend(entry.committed)
+                else:
+                    other.extend(entry.committed)
+            return ours, other
 
     # -- placement support ---------------------------------------------------------------------
     def hold(self, namespace: str, claim: str, assignment: Assignment) -> None:

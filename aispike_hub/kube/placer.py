@@ -58,7 +58,7 @@ from aispike_hub.kube.inventory import (
 from aispike_hub.model import GIB_IN_MIB, Assignment, SliceRequest
 from aispike_hub.placement.engine import DEFAULT_POLICY, Affinity, Decision, PlacementEngine
 from aispike_hub.placement.fragmentation import Workload
-from aispike_hub.placement.state import ClusterState
+from aispike_hub.placement.state import ClusterState, OverCommitError
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class Placer(LoggingConfigurable):
 
     def _decide(
         self, namespace: str, claim: str, request: SliceRequest, attempt: int,
-        prefer_node: str = "",
+        prefer_node: str = "", prefer: Assignment | None = None,
     ) -> tuple[Placement, int]:
         started = time.perf_counter()
         request = _for_scheduler(request)
@@ -225,7 +225,9 @@ class Placer(LoggingConfigurable):
             if state is None:
                 raise PlacementRefused(("no schedulable node in the cluster",))
             decision: Decision | None = None
-            if prefer_node:
+            if prefer is not None and honours(state, prefer, request):
+                decision = Decision(prefer, (), 1)
+            elif prefer_node:
                 local = single_node_state(state, prefer_node)
                 if local is not None:
                     d = self._local_engine.place(local, request, owner=key)
@@ -256,12 +258,16 @@ class Placer(LoggingConfigurable):
     # -- the flow ------------------------------------------------------------------------------
     def pin(
         self, namespace: str, server: str, request: SliceRequest,
-        owner: Mapping[str, Any] | None = None,
+        owner: Mapping[str, Any] | None = None, *, hub_server: str = "",
+        prefer: Assignment | None = None,
     ) -> Pin:
         """Admit, place and create the server's pinned claim; raise :class:`PlacementRefused`.
 
         Idempotent for a server whose claim already exists with the same request (a retried
-        spawn); a server never gets a second claim.
+        spawn); a server never gets a second claim.  ``prefer`` is the AISpike service's
+        decision at admission: pinned as it is while it still fits our view, so the service's
+        reservation and the claim agree; otherwise the core decides again.  ``hub_server``
+        (``user/server``) is written on the claim for the service's inventory.
         """
         if self.admit_hook is not None:
             refused = tuple(self.admit_hook(namespace, server, request))
@@ -278,8 +284,9 @@ class Placer(LoggingConfigurable):
                 (f"server {server} already has GPU claim {name} for a different request; "
                  "stop the server first",)
             )
-        placement, candidates = self._decide(namespace, name, request, attempt=1)
-        if not self._create_claim(namespace, server, placement, request, owner):
+        placement, candidates = self._decide(namespace, name, request, attempt=1, prefer=prefer)
+        if not self._create_claim(namespace, server, placement, request, owner,
+                                  hub_server=hub_server):
             theirs = self._claim_from_api(namespace, name)
             if theirs is not None and theirs.placement is not None and theirs.request == request:
                 return Pin(namespace, server, name, theirs.placement, request)
@@ -300,7 +307,7 @@ class Placer(LoggingConfigurable):
 
     def _create_claim(
         self, namespace: str, server: str, placement: Placement, request: SliceRequest,
-        owner: Mapping[str, Any] | None, wait_gone: float = 0,
+        owner: Mapping[str, Any] | None, wait_gone: float = 0, hub_server: str = "",
     ) -> bool:
         """Create the claim; False when another actor already made this server's claim.
 
@@ -309,7 +316,8 @@ class Placer(LoggingConfigurable):
         the reconciler) pinned the server first: theirs stands.
         """
         name = claim_name(server)
-        body = pinned_claim(server, placement, request, labels=self.claim_labels, owner=owner)
+        body = pinned_claim(server, placement, request, labels=self.claim_labels, owner=owner,
+                            hub_server=hub_server)
         deadline = time.monotonic() + wait_gone
         while True:
             try:
@@ -438,8 +446,11 @@ class Placer(LoggingConfigurable):
         placement, candidates = self._decide(namespace, name, request, attempt, pod_node)
         owner = owner_reference(pod.name, pod.uid) if pod is not None else None
         moved = pod_json is not None and bool(pod_node) and placement.node != pod_node
+        hub_server = (claim.hub_server if claim is not None else "") or (
+            pod.hub_server if pod is not None else "")
         if not self._create_claim(namespace, server, placement, request,
-                                  None if moved else owner, wait_gone=10):
+                                  None if moved else owner, wait_gone=10,
+                                  hub_server=hub_server):
             return None  # another actor re-pinned it first
         self.repins += 1
         log.info("re-pinned %s/%s (attempt %d) on %s: %s", namespace, server, attempt,
@@ -641,6 +652,29 @@ class Placer(LoggingConfigurable):
                 raise
             return
         self.inventory.drop(claim.namespace, claim.name, claim.uid)
+
+
+def honours(state: ClusterState, a: Assignment, request: SliceRequest) -> bool:
+    """True when assignment ``a`` (an earlier decision) still serves ``request`` in ``state``:
+    the node is placeable, the GPUs are the request's number, model and size, and it fits."""
+    if a.node not in state.node_index or len(a.gpu_indices) != request.gpu_count:
+        return False
+    node = state.nodes[state.node_index[a.node]]
+    by_index = {g.index: g for g in node.gpus}
+    for index, mib in zip(a.gpu_indices, a.gpu_memory_mib, strict=True):
+        gpu = by_index.get(index)
+        if gpu is None or not request.allows_model(gpu.model):
+            return False
+        if mib != request.gpu_demand_mib(gpu):
+            return False
+    if a.cpu_milli != request.cpu_milli or a.memory_mib != request.memory_mib:
+        return False
+    try:
+        state.commit(a)
+    except OverCommitError:
+        return False
+    state.release(a)
+    return True
 
 
 def _for_scheduler(request: SliceRequest) -> SliceRequest:

@@ -128,6 +128,16 @@ class Inventory(Protocol):
         ...
 
 
+def server_assignments(inventory: Inventory) -> Mapping[str, Sequence[Assignment]]:
+    """What the cluster itself says each hub server (``user/server``) holds, when the inventory
+    can tell (the Kubernetes one reads it from pods and claims); empty otherwise.
+
+    It is optional in the protocol: a fixed node list knows no servers.
+    """
+    method = getattr(inventory, "server_assignments", None)
+    return method() if method is not None else {}
+
+
 @dataclass
 class StaticInventory:
     """A fixed list of nodes (a node spec file, the single-machine demo, tests)."""
@@ -226,11 +236,17 @@ class AdmissionController:
 
     # -- cluster ------------------------------------------------------------------------------
     def _state(self, admitted: Sequence[ReservationRow]) -> ClusterState:
+        """The cluster as admission sees it: other workloads, what each hub server really holds
+        (when the inventory knows), and the promise of admitted servers not placed yet."""
         state = ClusterState(list(self.inventory.nodes()))
         for a in self.inventory.foreign_assignments():
             _commit_quietly(state, a)
+        actual = server_assignments(self.inventory)
+        for held in actual.values():
+            for a in held:
+                _commit_quietly(state, a)
         for row in admitted:
-            if row.assignment:
+            if row.assignment and key_of(row.user, row.server) not in actual:
                 _commit_quietly(state, assignment_from_dict(row.assignment))
         return state
 

@@ -20,9 +20,10 @@ from urllib.parse import quote, urlparse
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler
 from tornado import httpclient, web
-from traitlets import Bool, Dict, Float, Unicode, default
+from traitlets import Bool, Dict, Enum, Float, Unicode, default
 from traitlets.config import Application
 
+from aispike_hub.kube.inventory import Inventory as KubeInventoryConfig
 from aispike_hub.model import Node
 from aispike_hub.placement.engine import POLICY_NAMES, PlacementEngine
 from aispike_hub.service.admission import AdmissionController, Inventory, StaticInventory
@@ -76,6 +77,21 @@ class AISpikeService(Application):
         "",
         help="""Node spec file (YAML) describing the cluster, for hubs without the Kubernetes
         inventory (one machine, tests). Format: docs/test-stack.md, 'Node spec'.""",
+    ).tag(config=True)
+
+    inventory = Enum(
+        ["auto", "kubernetes", "file"],
+        "auto",
+        help="""Where the service learns the cluster. 'kubernetes': list and watch the
+        ResourceSlices of our DRA driver, ResourceClaims, Nodes and Pods (in-cluster service
+        account, else $KUBECONFIG); the service then counts what each hub server really holds
+        and every other workload's claims and pods. 'file': nodes_file (one machine, tests).
+        'auto': 'file' when nodes_file is set, else 'kubernetes'.""",
+    ).tag(config=True)
+
+    inventory_timeout = Float(
+        120.0,
+        help="Seconds to wait at start for the Kubernetes inventory's first full listing.",
     ).tag(config=True)
 
     placement_policy = Unicode(
@@ -146,21 +162,43 @@ class AISpikeService(Application):
     aliases = {  # noqa: RUF012 (traitlets reads this class attribute)
         "db-url": "AISpikeService.db_url",
         "nodes-file": "AISpikeService.nodes_file",
+        "inventory": "AISpikeService.inventory",
         "config": "AISpikeService.config_file",
     }
 
-    classes = [IdleMonitor, AdminPanel]  # noqa: RUF012 (traitlets reads this class attribute)
+    classes = [IdleMonitor, AdminPanel, KubeInventoryConfig]  # noqa: RUF012 (traitlets reads this class attribute)
 
     controller: AdmissionController
     ctx: ServiceContext
     idle: IdleMonitor
     panel: AdminPanel | None = None
+    _inventory: Inventory | None = None
 
     def make_inventory(self) -> Inventory:
-        if self.nodes_file:
-            return StaticInventory(nodes_from_file(self.nodes_file))
-        raise SystemExit("aispike-hub service: set AISpikeService.nodes_file (the Kubernetes "
-                         "inventory is wired in by the placement integration)")
+        """The cluster view of :attr:`inventory` (made once)."""
+        if self._inventory is not None:
+            return self._inventory
+        source = self.inventory
+        if source == "auto":
+            source = "file" if self.nodes_file else "kubernetes"
+        if source == "file":
+            if not self.nodes_file:
+                raise SystemExit("aispike-hub service: AISpikeService.inventory is 'file' but "
+                                 "AISpikeService.nodes_file is not set")
+            self._inventory = StaticInventory(nodes_from_file(self.nodes_file))
+        else:
+            from aispike_hub.service.kube_inventory import KubeClusterInventory
+
+            self.log.info("listing the Kubernetes inventory (slices, claims, nodes, pods)")
+            try:
+                kube = KubeClusterInventory.start(timeout=self.inventory_timeout,
+                                                  parent=self)
+            except Exception as e:
+                raise SystemExit(f"aispike-hub service: cannot read the Kubernetes inventory "
+                                 f"(AISpikeService.inventory={self.inventory!r}): {e}") from e
+            self.log.info("Kubernetes inventory: %d schedulable nodes", len(kube.nodes()))
+            self._inventory = kube
+        return self._inventory
 
     def initialize(self, argv: list[str] | None = None) -> None:
         self.parse_command_line(argv)
@@ -251,6 +289,9 @@ class AISpikeService(Application):
         if history is not None:
             await history
         self.controller.store.close()
+        stop_inventory = getattr(self._inventory, "stop", None)
+        if stop_inventory is not None:
+            stop_inventory()
 
     def start(self) -> None:
         asyncio.run(self.run())

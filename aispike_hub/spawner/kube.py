@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +37,8 @@ from jupyterhub.spawner import SpawnException
 from kubespawner import KubeSpawner
 from traitlets import Dict, Enum, Float, Integer, List, Unicode, default
 
-from aispike_hub.kube.claims import REQUEST_ANNOTATION, request_to_json
+from aispike_hub.kube.api import kube_api_client
+from aispike_hub.kube.claims import HUB_SERVER_ANNOTATION, REQUEST_ANNOTATION, request_to_json
 from aispike_hub.kube.inventory import parse_pod
 from aispike_hub.kube.resources import (
     BACKENDS,
@@ -89,17 +91,6 @@ async def _options_from_form(form_data: dict[str, Any], spawner: AISpikeSpawner
 
 async def _render(spawner: AISpikeSpawner) -> str:
     return await spawner.render_options_form()
-
-
-def _sync_api_client() -> Any:
-    """A client of the ``kubernetes`` package (in cluster, else $KUBECONFIG) for the placer."""
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
-    except config.ConfigException:
-        return config.new_client_from_config()  # type: ignore[no-untyped-call]
 
 
 class _Raw:
@@ -218,7 +209,7 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
                     from aispike_hub.kube.inventory import Inventory
                     from aispike_hub.kube.placer import Placer
 
-                    api = await asyncio.to_thread(_sync_api_client)
+                    api = await asyncio.to_thread(kube_api_client)
                     inventory = Inventory(api, config=self.config)
                     await asyncio.to_thread(inventory.start)
                     shared["placer"] = Placer(inventory, config=self.config)
@@ -371,7 +362,7 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
             try:
                 await self._prepare_pod(options, settings, request, resources, ticket)
                 if self.backend == "aispike" and request.gpu_count:
-                    await self._pin_gpu(options, request)
+                    await self._pin_gpu(options, request, ticket)
                 return await self._create_and_wait(options, request)
             except BaseException:
                 await self._abandon()
@@ -431,6 +422,7 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
             REQUEST_ANNOTATION: _literal(request_to_json(request)),
             OPTIONS_ANNOTATION: _literal(json.dumps(options.as_user_options(), sort_keys=True)),
             BACKEND_ANNOTATION: self.backend,
+            HUB_SERVER_ANNOTATION: _literal(self._hub_server()),
             **({TIER_ANNOTATION: ticket["tier"]} if ticket.get("tier") else {}),
             **({NOTE_ANNOTATION: resources.note} if resources.note else {}),
         }
@@ -441,13 +433,27 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
                            {d.name: d.mount_path for d in chosen}),
         }
 
-    async def _pin_gpu(self, options: Options, request: SliceRequest) -> None:
+    def _hub_server(self) -> str:
+        """This server's reservation key, ``user/server`` (on its pod and claim)."""
+        return f"{self.user.name}/{self.name or ''}"
+
+    async def _pin_gpu(self, options: Options, request: SliceRequest,
+                       ticket: dict[str, Any]) -> None:
         from aispike_hub.kube.placer import PlacementRefused
+        from aispike_hub.service.admission import assignment_from_dict
 
         placer = await self.placer()
+        prefer = None
+        if ticket.get("assignment"):
+            try:
+                prefer = assignment_from_dict(ticket["assignment"])
+            except (KeyError, TypeError, ValueError):
+                self.log.warning("%s: ignoring a malformed admission assignment %r",
+                                 self._log_name, ticket["assignment"])
         try:
-            self._pin = await asyncio.to_thread(placer.pin, self.namespace, self.pod_name,
-                                                request)
+            self._pin = await asyncio.to_thread(
+                functools.partial(placer.pin, self.namespace, self.pod_name, request,
+                                  hub_server=self._hub_server(), prefer=prefer))
         except PlacementRefused as e:
             raise SpawnException(
                 f"Cannot start {options.describe()}: {'; '.join(e.reasons)}",

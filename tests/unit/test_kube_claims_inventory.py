@@ -228,3 +228,35 @@ def test_inventory_events_without_a_cluster(caplog: pytest.LogCaptureFixture) ->
         "ns", "s-gpu")
     state = inv.state()
     assert state is not None and int(state.gpu_free[0, 0]) == 10 * GIB
+
+
+def test_the_hub_server_of_claims_and_pods_is_read_and_junk_is_ignored() -> None:
+    req = SliceRequest(gpu_memory_mib=8 * GIB, cpu_milli=500, memory_mib=GIB)
+    body = claims.pinned_claim("jupyter-alice", placement(), req, hub_server="alice/train")
+    assert inventory.parse_claim(body).hub_server == "alice/train"
+    assert inventory.parse_claim(claims.pinned_claim("x", placement(), req)).hub_server == ""
+    pod = {"metadata": {"name": "p", "namespace": "ns", "annotations": {
+        claims.HUB_SERVER_ANNOTATION: "bob/"}}, "spec": {"containers": []}}
+    assert inventory.parse_pod(pod).hub_server == "bob/"
+    for junk in ("no-slash", 7, "a/" + "x" * 2000):
+        pod["metadata"]["annotations"][claims.HUB_SERVER_ANNOTATION] = junk
+        assert inventory.parse_pod(pod).hub_server == ""
+
+
+def test_an_earlier_decision_is_honoured_only_while_it_still_serves_the_request() -> None:
+    from aispike_hub.kube.placer import honours
+    from aispike_hub.model import Assignment, Node
+    from aispike_hub.placement.state import ClusterState
+
+    state = ClusterState([Node("n0", 8000, 64 * GIB, GPUS)])
+    req = SliceRequest(gpu_memory_mib=8 * GIB, cpu_milli=500, memory_mib=GIB)
+    good = Assignment("n0", (1,), (8 * GIB,), 500, GIB)
+    assert honours(state, good, req)
+    assert state.gpu_free.sum() == 160 * GIB  # checking took nothing
+    assert not honours(state, Assignment("gone", (1,), (8 * GIB,), 500, GIB), req)
+    assert not honours(state, Assignment("n0", (1,), (9 * GIB,), 500, GIB), req)
+    assert not honours(state, Assignment("n0", (7,), (8 * GIB,), 500, GIB), req)
+    assert not honours(state, good, SliceRequest(gpu_memory_mib=8 * GIB, cpu_milli=500,
+                                                 memory_mib=GIB, allowed_models={"H100"}))
+    state.commit(Assignment("n0", (1,), (75 * GIB,)))
+    assert not honours(state, good, req)  # no longer fits
