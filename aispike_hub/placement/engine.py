@@ -134,11 +134,16 @@ class PlacementEngine:
         self.policy = _build_policy(self.policy_name, self.workload, self.affinity)
         self.rng = np.random.default_rng(self.seed)
 
-    def place(self, state: ClusterState, request: SliceRequest, owner: str = "") -> Decision:
-        """Choose where ``request`` goes; the state is not changed (call ``state.commit``)."""
+    def place(self, state: ClusterState, request: SliceRequest, owner: str = "",
+              explain: bool = True) -> Decision:
+        """Choose where ``request`` goes; the state is not changed (call ``state.commit``).
+
+        ``explain=False`` skips the reasons when nothing fits (the simulator never shows them).
+        """
         options = find_options(state, request)
         if len(options) == 0:
-            return Decision(None, tuple(why_nothing_fits(state, request)), 0)
+            reasons = tuple(why_nothing_fits(state, request)) if explain else ()
+            return Decision(None, reasons, 0)
         if self.policy.score_twins_once:
             reps = _first_of_twins(state, options)
             pick = int(reps[self._choose(ScoringContext(state, request,

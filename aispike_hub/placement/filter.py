@@ -201,3 +201,47 @@ def why_nothing_fits(state: ClusterState, request: SliceRequest) -> list[str]:
 
 def _gib(mib: int) -> str:
     return f"{mib / GIB_IN_MIB:g} GiB"
+
+
+class NodeFit:
+    """Could one node host a request right now?  A cheap, exact check for many requests against
+    one node (the simulator's wait queue asks it for every queued shape when a node frees)."""
+
+    def __init__(self, state: ClusterState, node: int) -> None:
+        self.state = state
+        self.cpu = int(state.cpu_free[node])
+        self.mem = int(state.mem_free[node])
+        exists = state.gpu_exists[node]
+        self.gpus = [
+            (int(m), int(c), int(f))
+            for m, c, f in zip(state.gpu_model[node][exists], state.gpu_cap[node][exists],
+                               state.gpu_free[node][exists], strict=True)
+        ]
+        self._memo: dict[tuple[int, int, int, frozenset[str]], bool] = {}
+
+    def could_host(self, request: SliceRequest) -> bool:
+        if self.cpu < request.cpu_milli or self.mem < request.memory_mib:
+            return False
+        if request.gpu_count == 0:
+            return True
+        key = (request.gpu_count, request.gpu_memory_mib,
+               FULL_GPU_MILLI if request.whole_gpus else request.gpu_share_milli,
+               request.allowed_models)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._gpus_fit(request)
+            self._memo[key] = hit
+        return hit
+
+    def _gpus_fit(self, request: SliceRequest) -> bool:
+        models = self.state.models
+        allowed = request.allowed_models
+        ok = [(c, f) for m, c, f in self.gpus if not allowed or models[m] in allowed]
+        if request.whole_gpus:
+            return sum(1 for c, f in ok if f == c) >= request.gpu_count
+        for c, f in ok:
+            need = (request.gpu_memory_mib if request.gpu_memory_mib
+                    else -(-request.gpu_share_milli * c // FULL_GPU_MILLI))
+            if f >= need:
+                return True
+        return False

@@ -30,14 +30,17 @@ class SimulateApp(Application):
     description = """Replay a GPU cluster trace (Alibaba GPU trace format) with a placement policy.
 
     Default: the published method (sample pods with replacement to --inflate x GPU capacity,
-    no departures, failed pods skipped). --timed: pods arrive and leave at their trace times
-    and wait in a queue when they do not fit.
+    no departures, failed pods skipped). --timed: pods arrive, leave after their duration and
+    wait in a queue when they do not fit; at their trace times, or with --load as a stationary
+    workload of that offered load (measured over --window-hours after --warmup-hours; the
+    first of --seeds draws it).
     """
     examples = """
     aispike-hub simulate --nodes openb_node_list_all_node.csv --pods openb_pod_list_default.csv
     aispike-hub simulate --nodes N.csv --pods P.csv --policy fgd --seeds 42-51 --json
     aispike-hub simulate --nodes N.csv --pods P.csv --whole-gpus
     aispike-hub simulate --nodes N.csv --pods P.csv --timed --policy aispike
+    aispike-hub simulate --nodes N.csv --pods P.csv --timed --load 0.9 --seeds 42
     """
 
     nodes = Unicode("", help="CSV node list (sn, cpu_milli, memory_mib, gpu, model).").tag(
@@ -54,9 +57,14 @@ class SimulateApp(Application):
                       "(what the cluster would serve without slicing).").tag(config=True)
     timed = Bool(False, help="Time-driven replay with departures and a wait queue.").tag(
         config=True)
-    load = Float(0.0, help="With --timed: bring arrivals closer (durations kept) until the "
-                 "offered GPU demand is this fraction of capacity; 0 keeps the trace's times.").tag(
-        config=True)
+    load = Float(0.0, help="With --timed: replay a stationary workload drawn from the trace "
+                 "(requests and durations, Poisson arrivals, started in steady state) whose "
+                 "offered GPU demand is this fraction of capacity; 0 keeps the trace's own times."
+                 ).tag(config=True)
+    window_hours = Float(12.0, help="With --timed --load: hours measured, after the warm-up."
+                         ).tag(config=True)
+    warmup_hours = Float(3.0, help="With --timed --load: hours replayed before measuring."
+                         ).tag(config=True)
     as_json = Bool(False, help="Print one JSON object instead of a table.").tag(config=True)
     floor = Bool(True, help="Also compute the fluid floor (unallocated share no placement "
                  "can avoid) at 100% arrived.").tag(config=True)
@@ -70,6 +78,8 @@ class SimulateApp(Application):
         "seeds": "SimulateApp.seeds",
         "inflate": "SimulateApp.inflate",
         "load": "SimulateApp.load",
+        "window-hours": "SimulateApp.window_hours",
+        "warmup-hours": "SimulateApp.warmup_hours",
         "config": "SimulateApp.config_file",
     }
     flags = {  # noqa: RUF012
@@ -111,8 +121,12 @@ class SimulateApp(Application):
             pods = [whole_gpu_version(p) for p in pods]
             workload = Workload.from_requests(p.request for p in pods)
         if self.timed:
-            timed = timed_replay(nodes, pods, self.policy, workload=workload,
-                                 load=self.load or None)
+            if self.window_hours <= 0 or self.warmup_hours < 0:
+                raise ValueError("--window-hours must be > 0 and --warmup-hours >= 0")
+            timed = timed_replay(nodes, pods, self.policy, seed=parse_seeds(self.seeds)[0],
+                                 workload=workload, load=self.load or None,
+                                 window_s=round(self.window_hours * 3600),
+                                 warmup_s=round(self.warmup_hours * 3600))
             return {"mode": "timed", **timed.as_json()}
         results = []
         floors = []
@@ -146,9 +160,10 @@ class SimulateApp(Application):
 def render_table(result: dict[str, Any]) -> str:
     """A plain-text table of one result."""
     if result.get("mode") == "timed":
-        rows = [(k, result[k]) for k in ("policy", "pods", "load", "time_avg_allocation",
-                                         "waited_pods",
-                                         "mean_wait_s", "p95_wait_s", "never_placed")]
+        rows = [(k, result[k]) for k in ("policy", "pods", "load", "offered_load",
+                                         "time_avg_allocation", "waited_pods", "mean_wait_s",
+                                         "p95_wait_s", "still_waiting", "window_s",
+                                         "warmup_s")]
     else:
         curve = result["allocation_curve"]
         rows = [(k, result[k]) for k in (

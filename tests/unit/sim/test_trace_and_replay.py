@@ -115,7 +115,7 @@ def test_whole_gpu_version_rounds_up_only_fractions() -> None:
 def test_timed_replay_counts_waits(trace: tuple[Path, Path]) -> None:
     nodes, pods = read_nodes(trace[0]), read_pods(trace[1])
     r = timed_replay(nodes[:1], pods, "bestfit")
-    assert r.pods == 5 and r.never_placed == 0
+    assert r.pods == 5 and r.still_waiting == 0
     assert 0 < r.time_avg_allocation <= 100
 
 
@@ -157,15 +157,61 @@ def test_whole_gpus_serve_what_was_asked_not_the_rounding() -> None:
     assert pod.gpu_demand == 1.0 and pod.served_gpus == 0.25
 
 
-def test_load_compresses_arrivals_and_keeps_durations(trace: tuple[Path, Path]) -> None:
-    from aispike_hub.sim.timed import compress_to_load
+def test_stationary_workload_keeps_requests_and_durations(trace: tuple[Path, Path]) -> None:
+    import numpy as np
+
+    from aispike_hub.sim.timed import stationary_workload
 
     pods = [p for p in read_pods(trace[1]) if p.creation_time < p.deletion_time]
-    busy = compress_to_load(pods, capacity_gpus=12, load=1.0)
-    assert [p.deletion_time - p.creation_time for p in busy] == [
-        p.deletion_time - p.creation_time for p in pods]
-    assert max(p.creation_time for p in busy) <= max(p.creation_time for p in pods)
+    shapes = {(p.request, p.deletion_time - p.creation_time) for p in pods}
+    w = stationary_workload(pods, capacity_gpus=12, load=1.0, rng=np.random.default_rng(1),
+                            window_s=3600, warmup_s=600)
+    assert w.arrivals and all((p.request, p.deletion_time - p.creation_time) in shapes
+                              for p in w.arrivals)
+    assert all(0 <= p.creation_time < w.end for p in w.arrivals)
+    assert all(p.creation_time == 0 and p.deletion_time > 0 for p in w.initial)
     r = timed_replay(read_nodes(trace[0]), read_pods(trace[1]), "aispike", load=1.0)
-    assert r.load == 1.0 and r.pods == 5
+    assert r.load == 1.0 and r.pods > 0
     with pytest.raises(ValueError, match="load must be > 0"):
-        compress_to_load(pods, 12, 0)
+        stationary_workload(pods, 12, 0, np.random.default_rng(1))
+
+
+def _heavy_tailed_trace(n: int = 2000) -> list[TracePod]:
+    """Shaped like the public trace: whole-GPU pods, a few early ones, then the rest over the
+    last 30 of 150 days; most run 10 minutes, a fifth 10 hours, 1 % for 60 days (which then
+    hold most of the GPU-time)."""
+    import random
+
+    rnd = random.Random(7)
+    pods = []
+    for k in range(n):
+        u = rnd.random()
+        duration = 600 if u < 0.79 else 36_000 if u < 0.99 else 60 * 86_400
+        created = rnd.randrange(120 * 86_400) if k < 10 else rnd.randrange(120 * 86_400,
+                                                                          150 * 86_400)
+        pods.append(TracePod(f"p{k}", SliceRequest(gpu_count=1, cpu_milli=1000, memory_mib=1024),
+                             created, created + duration))
+    return pods
+
+
+def test_timed_replay_at_an_offered_load_measures_that_load() -> None:
+    """The old load model compressed the trace's times to a broken fixed point: with durations
+    of months it read 18 % allocated here at load 0.5 and 19 % at 1.2 (on the public trace ~10 %
+    at 0.8 and 0 at 1.2, the window collapsed).  Now the replay starts in the steady state of
+    the offered load and measures over a window after a warm-up."""
+    from aispike_hub.model import Gpu, Node
+
+    nodes = [Node(name=f"n{i}", cpu_milli=256_000, memory_mib=1 << 20,
+                  gpus=tuple(Gpu(index=g, model="A", memory_mib=16_000) for g in range(8)))
+             for i in range(20)]
+    pods = _heavy_tailed_trace()
+    light = [timed_replay(nodes, pods, "bestfit", seed=s, load=0.5) for s in (1, 2, 3)]
+    mean_alloc = sum(r.time_avg_allocation for r in light) / 3
+    assert 35 <= mean_alloc <= 65  # the old model: 18 (and 19 at load 1.2)
+    assert all(0.35 <= r.offered_load <= 0.65 for r in light)
+    assert all(r.window_s == 12 * 3600 and r.warmup_s == 3 * 3600 for r in light)
+    heavy = timed_replay(nodes, pods, "bestfit", seed=1, load=1.2)
+    assert heavy.pods > 0 and heavy.offered_load > 1.0
+    assert heavy.time_avg_allocation >= 90  # overloaded: the queue keeps every GPU busy
+    assert heavy.waited_pods > 0 and heavy.mean_wait_s > 0
+    assert sum(r.waited_pods for r in light) < 3 * heavy.waited_pods
