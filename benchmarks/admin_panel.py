@@ -1,27 +1,35 @@
 """Admin panel page load on a large cluster: a real hub + the AISpike service + kwok nodes.
 
-Not a test: prints a table.  Creates ``--nodes`` kwok GPU nodes (4 GPUs each, in six pools) in
-the test cluster, gives the service the same nodes, fills the store with admitted slices placed by
-the placement core (about ``--fill`` of the GPU memory; seeded straight into the store, as a hub
-that has run for a while would hold them), starts a real hub with the service, logs in with
-Debian's chromium and times:
+Not a test: prints tables.  For each size in ``--nodes`` it creates that many kwok GPU nodes
+(4 GPUs each, in six pools) in the test cluster, gives the service the same nodes, fills the
+store with admitted slices placed by the placement core (about ``--fill`` of the GPU memory;
+seeded straight into the store, as a hub that has run for a while would hold them), starts a real
+hub with the service, logs in with Debian's chromium and times:
 
-- ``page``: navigation to the GPU map until it is drawn (the pool overview), cold and warm;
+- ``page``: navigation to the GPU map until it is drawn (the pool overview), cold and warm,
+  with where the time went (the browser's Navigation and Resource Timing: document, DOM ready,
+  requests, bytes, the map request if the page made one, DOM size);
 - ``zoom``: one pool's nodes and GPUs drawn (about a sixth of the nodes);
-- ``api``: the JSON behind them (``api/panel/map``, a pool, ``api/panel/quotas``).
+- ``api``: the JSON behind them (``api/panel/map``, a pool, ``api/panel/quotas``), with their
+  size as JSON and on the wire (gzip accepted, as browsers do).
 
 The service rebuilds the map only when the slices, nodes or policy changed; the first request
 (``cold``) pays for the build, the others show what an admin browsing a steady cluster sees.
+``--service-repo`` runs the service (and its pages) from another checkout, e.g. the previous
+commit, to compare before and after with the same harness.
 
-    python benchmarks/admin_panel.py --nodes 1500
-    python benchmarks/admin_panel.py --nodes 60 --screenshots docs/img   # the docs' pictures
+    python benchmarks/admin_panel.py --nodes 50,500,1500
+    python benchmarks/admin_panel.py --nodes 60 --screenshots docs/images   # the docs' pictures
 """
+
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import json
+import math
 import os
 import secrets
 import signal
@@ -120,8 +128,8 @@ def seed(db: str, node_spec: dict[str, Any], fill: float, seed_value: int = 7) -
     return len(rows)
 
 
-def start_hub(workdir: Path, service_cmd: list[str], port: int, token: str, admin: str
-              ) -> tuple[subprocess.Popen[bytes], str, str]:
+def start_hub(workdir: Path, service_cmd: list[str], port: int, token: str, admin: str,
+              service_repo: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     paths = stack_paths()
     chp = Path(paths["proxy_bin"]) / "configurable-http-proxy"
     ports = {"proxy_port": _free_port(), "hub_port": _free_port(), "proxy_api_port": _free_port()}
@@ -132,7 +140,7 @@ c.JupyterHub.custom_scopes = {{"custom:aispike:admin": {{"description": "AISpike
                               "custom:aispike:admit": {{"description": "admit spawns"}}}}
 c.JupyterHub.services.append({{
     "name": "aispike", "url": "http://127.0.0.1:{port}", "api_token": {token!r},
-    "command": {service_cmd!r}, "environment": {{"PYTHONPATH": {str(REPO)!r}}},
+    "command": {service_cmd!r}, "environment": {{"PYTHONPATH": {str(service_repo)!r}}},
     "oauth_no_confirm": True, "oauth_client_allowed_scopes": ["custom:aispike:admin"]}})
 c.JupyterHub.load_roles += [
     {{"name": "aispike", "services": ["aispike"],
@@ -161,30 +169,48 @@ def wait(check: Any, timeout: float, what: str) -> None:
     raise SystemExit(f"timed out waiting for {what}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--nodes", type=int, default=1500)
-    ap.add_argument("--fill", type=float, default=0.6, help="share of GPU memory held")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--no-kube", action="store_true",
-                    help="do not create the kwok nodes (the service's node list only)")
-    ap.add_argument("--screenshots", type=Path, help="write PNGs of the pages here")
-    args = ap.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # clean up the nodes on SIGTERM too
+def pctl(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of values, nearest rank."""
+    xs = sorted(values)
+    return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
 
-    paths = stack_paths()
-    bin_dir = Path(paths["bin"])
+
+def fetch(url: str, headers: dict[str, str]) -> tuple[float, int, int]:
+    """GET with gzip accepted: (seconds, bytes on the wire, bytes of JSON)."""
+    t = time.perf_counter()
+    r = requests.get(url, headers={**headers, "Accept-Encoding": "gzip"}, timeout=120,
+                     stream=True)
+    wire = r.raw.read(decode_content=False)
+    elapsed = time.perf_counter() - t
+    r.raise_for_status()
+    body = gzip.decompress(wire) if r.headers.get("Content-Encoding") == "gzip" else wire
+    json.loads(body)
+    return elapsed, len(wire), len(body)
+
+
+TIMING_JS = """() => {
+  const nav = performance.getEntriesByType('navigation')[0];
+  const res = performance.getEntriesByType('resource');
+  const api = res.filter(r => r.name.includes('/api/panel/map'));
+  return {document: nav.responseEnd, dom_ready: nav.domContentLoadedEventEnd,
+          requests: 1 + res.filter(r => r.transferSize > 0).length,
+          cached: res.filter(r => r.transferSize === 0).length,
+          bytes: nav.transferSize + res.reduce((a, r) => a + r.transferSize, 0),
+          api: api.length ? api[api.length - 1].responseEnd - api[api.length - 1].startTime : 0,
+          dom_nodes: document.getElementsByTagName('*').length,
+          drawn: (performance.getEntriesByName('aispike-map-drawn').pop() || {}).startTime || 0};
+}"""
+
+
+def run_size(args: argparse.Namespace, n_nodes: int, bin_dir: Path) -> dict[str, Any]:
+    """One cluster size: nodes, seeded slices, a hub with the service, then the timings."""
     group = f"b{secrets.token_hex(2)}"
-    node_spec = spec(args.nodes, group)
+    node_spec = spec(n_nodes, group)
     workdir = Path(tempfile.mkdtemp(prefix="aispike-panel-bench-"))
     (workdir / "nodes.yaml").write_text(yaml.safe_dump(node_spec))
     created: list[str] = []
     t0 = time.perf_counter()
     if not args.no_kube:
-        kubeconfig = Path(os.environ.get("KUBECONFIG") or Path(paths["state_dir"]) / "kubeconfig")
-        if not _connect(kubeconfig):
-            raise SystemExit(f"no test cluster at {kubeconfig}: scripts/test-cluster up")
-        os.environ["KUBECONFIG"] = str(kubeconfig)
         sims = nodes_from_spec(json.loads(json.dumps(node_spec)))
         for start in range(0, len(sims), 250):
             manifests = [m for sim in sims[start:start + 250] for m in node_manifests(sim.node)]
@@ -203,24 +229,26 @@ c.AdminPanel.nodes_per_view = 20
     port, token, admin = _free_port(), secrets.token_hex(16), "admin"
     cmd = [sys.executable, "-m", "aispike_hub.cli", "service", f"--db-url={db}",
            f"--config={workdir / 'aispike_service_config.py'}"]
-    hub, url, tests_token = start_hub(workdir, cmd, port, token, admin)
+    hub, url, tests_token = start_hub(workdir, cmd, port, token, admin, args.service_repo)
     service = f"http://127.0.0.1:{port}/services/aispike/"
+    times: dict[str, list[float]] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    breakdown: dict[str, list[dict[str, float]]] = {}
+    drawn = zoom_dom = 0
     try:
         wait(lambda: requests.get(f"{service}api/health", timeout=2).ok, 120, "the service")
         from playwright.sync_api import sync_playwright
 
-        results: dict[str, list[float]] = {}
         headers = {"Authorization": f"token {tests_token}"}
         first_pool = POOLS[0][0]
         for name, path in (("api map, pools (cold: builds)", "panel/map"),
-                           ("api map (pools)", "panel/map"),
-                           ("api map (one pool)", f"panel/map?pool={first_pool}"),
+                           ("api map, pools", "panel/map"),
+                           ("api map, one pool", f"panel/map?pool={first_pool}"),
                            ("api quotas", "panel/quotas")):
             for _ in range(1 if "cold" in name else args.runs):
-                t = time.perf_counter()
-                r = requests.get(f"{service}api/{path}", headers=headers, timeout=120)
-                r.raise_for_status()
-                results.setdefault(name, []).append(time.perf_counter() - t)
+                elapsed, wire, body = fetch(f"{service}api/{path}", headers)
+                times.setdefault(name, []).append(elapsed)
+                sizes[name.split(" (")[0]] = (wire, body)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
@@ -233,64 +261,122 @@ c.AdminPanel.nodes_per_view = 20
                 t = time.perf_counter()
                 page.goto(f"{url}services/aispike/admin/")
                 page.wait_for_selector("#aispike-panel[data-loaded='pools']")
-                results.setdefault("page: map, pools" + (" (cold)" if i == 0 else ""),
-                                   []).append(time.perf_counter() - t)
+                times.setdefault("page: map, pools" + (" (cold)" if i == 0 else ""),
+                                 []).append(time.perf_counter() - t)
+                if i:
+                    breakdown.setdefault("pools", []).append(page.evaluate(TIMING_JS))
             for _ in range(args.runs):
                 t = time.perf_counter()
                 page.goto(f"{url}services/aispike/admin/?pool={first_pool}")
                 page.wait_for_selector("#aispike-panel[data-loaded='nodes'] .node")
-                results.setdefault("page: map, one pool zoomed", []).append(
+                times.setdefault("page: map, one pool zoomed", []).append(
                     time.perf_counter() - t)
+                breakdown.setdefault("one pool zoomed", []).append(page.evaluate(TIMING_JS))
             drawn = page.locator(".gpu").count()
+            zoom_dom = page.evaluate("document.getElementsByTagName('*').length")
             if args.screenshots:
-                shots = args.screenshots
-                shots.mkdir(parents=True, exist_ok=True)
-                time.sleep(11)  # a few history samples
-                page.goto(f"{url}services/aispike/admin/")
-                page.wait_for_selector("#aispike-panel[data-loaded='pools']")
-                page.screenshot(path=str(shots / "admin-panel-pools.png"), full_page=True)
-                page.goto(f"{url}services/aispike/admin/?pool={first_pool}")
-                page.wait_for_selector("#aispike-panel[data-loaded='nodes'] .node")
-                seg = page.locator(".seg[data-user]").first
-                seg.hover()
-                page.screenshot(path=str(shots / "admin-panel-map.png"), full_page=True)
-                page.goto(f"{url}services/aispike/admin/?pool={first_pool}&colour=owner")
-                page.wait_for_selector("#aispike-panel[data-loaded='nodes'] .node")
-                page.screenshot(path=str(shots / "admin-panel-map-owners.png"), full_page=True)
-                page.goto(f"{url}services/aispike/admin/quotas")
-                page.wait_for_selector("#aispike-panel[data-loaded='quotas']")
-                page.screenshot(path=str(shots / "admin-panel-quotas.png"), full_page=True)
-                page.goto(f"{url}services/aispike/admin/history?")
-                page.select_option("#h-hours", "1")
-                page.wait_for_selector("#aispike-panel[data-loaded='history']")
-                page.screenshot(path=str(shots / "admin-panel-history.png"), full_page=True)
+                screenshots(page, url, args.screenshots, first_pool)
             browser.close()
-        gpus = args.nodes * 4
-        print(f"\nadmin panel: {args.nodes} nodes, {gpus} GPUs in {len(POOLS)} pools, "
-              f"{slices} admitted slices (~{args.fill:.0%} of GPU memory); "
-              f"kwok nodes {'not created' if args.no_kube else f'created in {kube_s:.0f} s'}; "
-              f"zoomed pool draws {drawn} GPU bars\n")
-        print(f"| {'what':<32} | {'median s':>8} | {'max s':>7} |")
-        print(f"|{'-' * 34}|{'-' * 10}|{'-' * 9}|")
-        for name, values in results.items():
-            print(f"| {name:<32} | {statistics.median(values):8.3f} | {max(values):7.3f} |")
     finally:
-        hub.send_signal(signal.SIGTERM)
-        try:
-            hub.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            hub.kill()
-        pid_file = workdir / "jupyterhub-proxy.pid"
-        if pid_file.exists():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-        for start in range(0, len(created), 500):
-            chunk = created[start:start + 500]
-            subprocess.run([str(bin_dir / "kubectl"), "delete", "node", "--wait=false", *chunk],
-                           capture_output=True, check=False, timeout=600)
-            subprocess.run([str(bin_dir / "kubectl"), "delete", "resourceslices.resource.k8s.io",
-                            "--wait=false", *[resource_slice_name(n) for n in chunk]],
-                           capture_output=True, check=False, timeout=600)
+        stop_hub(hub, workdir, created, bin_dir)
+    return {"nodes": n_nodes, "slices": slices, "kube_s": kube_s, "created": bool(created),
+            "times": times, "sizes": sizes, "breakdown": breakdown, "drawn": drawn,
+            "zoom_dom": zoom_dom}
+
+
+def screenshots(page: Any, url: str, shots: Path, first_pool: str) -> None:
+    shots.mkdir(parents=True, exist_ok=True)
+    time.sleep(11)  # a few history samples
+    page.goto(f"{url}services/aispike/admin/")
+    page.wait_for_selector("#aispike-panel[data-loaded='pools']")
+    page.screenshot(path=str(shots / "admin-panel-pools.png"), full_page=True)
+    page.goto(f"{url}services/aispike/admin/?pool={first_pool}")
+    page.wait_for_selector("#aispike-panel[data-loaded='nodes'] .node")
+    page.locator(".seg[data-user]").first.hover()
+    page.screenshot(path=str(shots / "admin-panel-map.png"), full_page=True)
+    page.goto(f"{url}services/aispike/admin/?pool={first_pool}&colour=owner")
+    page.wait_for_selector("#aispike-panel[data-loaded='nodes'] .node")
+    page.screenshot(path=str(shots / "admin-panel-map-owners.png"), full_page=True)
+    page.goto(f"{url}services/aispike/admin/quotas")
+    page.wait_for_selector("#aispike-panel[data-loaded='quotas']")
+    page.screenshot(path=str(shots / "admin-panel-quotas.png"), full_page=True)
+    page.goto(f"{url}services/aispike/admin/history?")
+    page.select_option("#h-hours", "1")
+    page.wait_for_selector("#aispike-panel[data-loaded='history']")
+    page.screenshot(path=str(shots / "admin-panel-history.png"), full_page=True)
+
+
+def stop_hub(hub: subprocess.Popen[bytes], workdir: Path, created: list[str],
+             bin_dir: Path) -> None:
+    hub.send_signal(signal.SIGTERM)
+    try:
+        hub.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        hub.kill()
+    pid_file = workdir / "jupyterhub-proxy.pid"
+    if pid_file.exists():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+    for start in range(0, len(created), 500):
+        chunk = created[start:start + 500]
+        subprocess.run([str(bin_dir / "kubectl"), "delete", "node", "--wait=false", *chunk],
+                       capture_output=True, check=False, timeout=600)
+        subprocess.run([str(bin_dir / "kubectl"), "delete", "resourceslices.resource.k8s.io",
+                        "--wait=false", *[resource_slice_name(n) for n in chunk]],
+                       capture_output=True, check=False, timeout=600)
+
+
+def kib(n: int) -> str:
+    return f"{n / 1024:.1f} KiB"
+
+
+def report(r: dict[str, Any], load: str) -> None:
+    gpus = r["nodes"] * 4
+    kube = f"created in {r['kube_s']:.0f} s" if r["created"] else "not created"
+    print(f"\nadmin panel: {r['nodes']} nodes, {gpus} GPUs in {len(POOLS)} pools, "
+          f"{r['slices']} admitted slices; kwok nodes {kube}; zoomed pool draws {r['drawn']} "
+          f"GPU bars ({r['zoom_dom']} DOM elements); {load}\n")
+    print(f"| {'what':<32} | {'median s':>8} | {'p90 s':>7} | {'max s':>7} | {'n':>3} |")
+    print(f"|{'-' * 34}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 5}|")
+    for name, values in r["times"].items():
+        print(f"| {name:<32} | {statistics.median(values):8.3f} | {pctl(values, 0.9):7.3f} "
+              f"| {max(values):7.3f} | {len(values):3d} |")
+    print(f"\n| {'payload':<24} | {'JSON':>10} | {'on the wire':>11} |")
+    print(f"|{'-' * 26}|{'-' * 12}|{'-' * 13}|")
+    for name, (wire, body) in r["sizes"].items():
+        print(f"| {name:<24} | {kib(body):>10} | {kib(wire):>11} |")
+    for what, b in r["breakdown"].items():
+        med = {k: statistics.median(x[k] for x in b) for k in b[0]}
+        print(f"\npage ({what}), medians: document {med['document']:.0f} ms · DOM ready "
+              f"{med['dom_ready']:.0f} ms · drawn {med['drawn']:.0f} ms (0: not marked) · "
+              f"{med['requests']:.0f} requests over the network ({kib(int(med['bytes']))}), "
+              f"{med['cached']:.0f} from the browser's cache · map request {med['api']:.0f} ms "
+              f"(0: none) · {med['dom_nodes']:.0f} DOM elements")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--nodes", default="1500", help="cluster sizes, comma-separated")
+    ap.add_argument("--fill", type=float, default=0.6, help="share of GPU memory held")
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--no-kube", action="store_true",
+                    help="do not create the kwok nodes (the service's node list only)")
+    ap.add_argument("--service-repo", type=Path, default=REPO,
+                    help="run the service from this checkout (to compare with another commit)")
+    ap.add_argument("--screenshots", type=Path, help="write PNGs of the pages here")
+    args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # clean up the nodes on SIGTERM too
+
+    paths = stack_paths()
+    bin_dir = Path(paths["bin"])
+    if not args.no_kube:
+        kubeconfig = Path(os.environ.get("KUBECONFIG") or Path(paths["state_dir"]) / "kubeconfig")
+        if not _connect(kubeconfig):
+            raise SystemExit(f"no test cluster at {kubeconfig}: scripts/test-cluster up")
+        os.environ["KUBECONFIG"] = str(kubeconfig)
+    for n in (int(x) for x in args.nodes.split(",")):
+        r = run_size(args, n, bin_dir)
+        report(r, "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,15 @@ The same data as JSON (``custom:aispike:admin``; the idle report also ``custom:a
 ``api/panel/map``, ``api/panel/quotas``, ``api/panel/queue``, ``api/panel/history``,
 ``api/idle/report`` (the idle monitor's own API) and
 ``POST api/panel/idle/<user>/<server>/<warn|stop>``.
-Policy edits use the existing ``api/policy/...`` endpoints.
+Policy edits use the existing ``api/policy/...`` endpoints.  ``metrics`` serves the panel's
+gauges (allocation, fragmentation, GPUs held by state, queue) for Prometheus; with
+``AdminPanel.prometheus_url`` set, the history charts come from Prometheus (:mod:`.prometheus`),
+else (or when it does not answer) from the service's own samples (:mod:`.history`).
+
+Speed on large clusters: the map is built once per change of the slices, nodes or policy
+(parsed reservations are reused across builds), views only sum per-node aggregates, the map
+page carries its first view inline (one request to first paint), JSON and pages are gzipped,
+and static files (the hub's and the panel's) carry a content hash so browsers cache them.
 
 Everything is computed on the service side from what the service already holds: the
 controller's inventory and admitted reservations (:mod:`.admission`), the idle monitor's
@@ -29,16 +37,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gzip
 import json
 import os
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import unquote
 
 from jupyterhub.services.auth import HubOAuthenticated, check_scopes
-from sqlalchemy import func, select
+from sqlalchemy import String, func, select
+from sqlalchemy import cast as sql_cast
 from tornado import web
 from traitlets import Bool, Float, Int, List, Unicode, default
 from traitlets.config import LoggingConfigurable
@@ -48,6 +59,7 @@ from aispike_hub.quota import (
     RESOURCES,
     UNLIMITED,
     Amounts,
+    Server,
     entry_to_dict,
     group_to_dict,
     resolve_limits,
@@ -57,18 +69,19 @@ from aispike_hub.service.admission import (
     AdmissionController,
     assignment_from_dict,
     request_from_dict,
-    server_of,
 )
 from aispike_hub.service.api import ADMIN_SCOPE, ADMIT_SCOPE, APIHandler, ServiceContext
 from aispike_hub.service.gpumap import ClusterMap, Holding, Live, MapFilter, holdings_of
 from aispike_hub.service.history import History
 from aispike_hub.service.idle import IDLE_SCOPE, IdleMonitor
+from aispike_hub.service.prometheus import PrometheusError, PrometheusSource, exposition
 from aispike_hub.service.store import ReservationRow, Store, utcnow
 
 HERE = Path(__file__).parent
 PAGES = {"": ("map", "GPU map"), "quotas": ("quotas", "Quotas"), "queue": ("queue", "Queue"),
          "idle": ("idle", "Idle servers"), "history": ("history", "History")}
 """URL tail -> (template, tab title)."""
+MAP_FILTERS = ("model", "node", "pool", "group", "user")
 
 
 def hub_templates_dir() -> str:
@@ -76,6 +89,37 @@ def hub_templates_dir() -> str:
     from jupyterhub._data import DATA_FILES_PATH
 
     return os.path.join(DATA_FILES_PATH, "templates")
+
+
+def hub_static_dir() -> str:
+    """Where the installed JupyterHub keeps its static files."""
+    from jupyterhub._data import DATA_FILES_PATH
+
+    return os.path.join(DATA_FILES_PATH, "static")
+
+
+def static_version(root: str, path: str) -> str | None:
+    """The content hash tornado (and so the hub) puts in ``?v=`` of a static URL."""
+    return web.StaticFileHandler.get_version({"static_path": root}, path)
+
+
+def script_json(doc: Any) -> str:
+    """JSON safe to put inside ``<script type="application/json">`` (no ``</script>``)."""
+    return (json.dumps(doc, default=str, separators=(",", ":"))
+            .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+
+
+GZIP_MIN_BYTES = 1024
+
+
+def finish_compressed(handler: web.RequestHandler, body: bytes) -> None:
+    """Finish with ``body``, gzipped when the client accepts it and it is worth it."""
+    handler.add_header("Vary", "Accept-Encoding")
+    if (len(body) >= GZIP_MIN_BYTES
+            and "gzip" in handler.request.headers.get("Accept-Encoding", "")):
+        body = gzip.compress(body, compresslevel=4)
+        handler.set_header("Content-Encoding", "gzip")
+    handler.finish(body)
 
 
 class AdminPanel(LoggingConfigurable):
@@ -116,6 +160,35 @@ class AdminPanel(LoggingConfigurable):
         $JUPYTERHUB_BASE_URL + 'hub/'."""
     ).tag(config=True)
 
+    hub_static_versions = Bool(
+        True, help="""Give the hub's static files (CSS, scripts) the content hash the hub itself
+        puts in their URLs (?v=...), computed from the JupyterHub installed with the service, so
+        browsers reuse their cached copies instead of asking the hub again on every page. Turn
+        off when the service runs a different JupyterHub version than the hub."""
+    ).tag(config=True)
+
+    prometheus_url = Unicode(
+        "", help="""Base URL of a Prometheus server that scrapes this service's /metrics (e.g.
+        http://prometheus.monitoring:9090). When set, the history charts come from PromQL
+        range queries (/api/v1/query_range) over the service's gauges; when empty, or when
+        Prometheus does not answer, from the service's own samples in its store
+        (history_interval), with a note on the page saying so."""
+    ).tag(config=True)
+
+    prometheus_selector = Unicode(
+        "", help="""Label matchers added to every PromQL query, to pick this service's series
+        when Prometheus scrapes several hubs, e.g. 'job="aispike", namespace="jhub"'."""
+    ).tag(config=True)
+
+    prometheus_timeout = Float(
+        5.0, help="Seconds to wait for Prometheus before falling back to the service's history."
+    ).tag(config=True)
+
+    authenticate_prometheus = Bool(
+        True, help=f"""Require a hub token with {ADMIN_SCOPE} to read /metrics (as the hub's own
+        authenticate_prometheus). Off: anyone who reaches the service may read the gauges."""
+    ).tag(config=True)
+
     @default("hub_prefix")
     def _hub_prefix_default(self) -> str:
         return os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/"
@@ -130,6 +203,10 @@ class AdminPanel(LoggingConfigurable):
         self._map: ClusterMap | None = None
         self._map_at = 0.0
         self._map_key: tuple[Any, ...] = ()
+        self._map_live_at: float | None = None
+        self._build = threading.Lock()
+        self._parsed: dict[tuple[Any, ...], tuple[list[Holding], Any]] = {}
+        """Raw reservation columns -> (holdings, request): rebuilds parse only new rows."""
         self._quotas: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self._view: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self._env: Any = None
@@ -162,32 +239,49 @@ class AdminPanel(LoggingConfigurable):
     def cluster_map(self, fresh: bool = False) -> ClusterMap:
         """The map of now: rebuilt when the slices or nodes changed (at most once per
         ``map_cache_seconds`` under churn); the idle monitor's verdicts are always current."""
-        now = time.monotonic()
-        key = self.fingerprint()
-        if not fresh and self._map is not None and (
-                key == self._map_key or now - self._map_at < self.map_cache_seconds):
-            self._map.live = self.live()
+        with self._build:
+            now = time.monotonic()
+            key = self.fingerprint()
+            if not fresh and self._map is not None and (
+                    key == self._map_key or now - self._map_at < self.map_cache_seconds):
+                if self._map_live_at != self.monitor.generated_at or not self.monitor.entries:
+                    self._map.live = self.live()
+                    self._map_live_at = self.monitor.generated_at
+                return self._map
+            self._map = self._build_map()
+            self._map_at, self._map_key = now, key
+            self._map_live_at = self.monitor.generated_at
             return self._map
+
+    def _build_map(self) -> ClusterMap:
         holdings: list[Holding] = []
         seen = []
-        cols = (ReservationRow.user, ReservationRow.server, ReservationRow.groups,
-                ReservationRow.tier, ReservationRow.assignment, ReservationRow.request)
-        with self.controller.store.session() as s:  # plain rows: no ORM objects for 10,000s
+        # Plain columns, JSON as its text: a row seen at the last build is not parsed again.
+        cols = (ReservationRow.user, ReservationRow.server, sql_cast(ReservationRow.groups, String),
+                ReservationRow.tier, sql_cast(ReservationRow.assignment, String),
+                sql_cast(ReservationRow.request, String))
+        with self.controller.store.session() as s:
             rows = s.execute(select(*cols).where(ReservationRow.state == "admitted")).all()
+        parsed: dict[tuple[Any, ...], tuple[list[Holding], Any]] = {}
         for row in rows:
-            user, server, groups, tier, assignment, request = cast(tuple[Any, ...], row)
-            seen.append(request_from_dict(request))
-            if assignment:
-                holdings += holdings_of(assignment_from_dict(assignment), user, server,
-                                        groups or (), tier)
+            raw = tuple(row)
+            entry = self._parsed.get(raw) or parsed.get(raw)
+            if entry is None:
+                user, server, groups, tier, assignment, request = raw
+                a = json.loads(assignment) if assignment else None
+                entry = (holdings_of(assignment_from_dict(a), user, server,
+                                     json.loads(groups) if groups else (), tier) if a else [],
+                         request_from_dict(json.loads(request)))
+            parsed[raw] = entry
+            holdings += entry[0]
+            seen.append(entry[1])
+        self._parsed = parsed
         for a in self.controller.inventory.foreign_assignments():
             holdings += holdings_of(a)
         workload = (Workload.from_requests(seen) if len(seen) >= 20
                     else default_notebook_workload())
-        self._map = ClusterMap(list(self.controller.inventory.nodes()), holdings, self.live(),
-                               workload, tuple(self.pool_labels))
-        self._map_at, self._map_key = now, key
-        return self._map
+        return ClusterMap(list(self.controller.inventory.nodes()), holdings, self.live(),
+                          workload, tuple(self.pool_labels))
 
     def quotas(self) -> dict[str, Any]:
         """:meth:`compute_quotas`, reused while nothing changed."""
@@ -208,25 +302,34 @@ class AdminPanel(LoggingConfigurable):
         except ValueError:
             raise web.HTTPError(400, "offset, limit: expected whole numbers") from None
         cmap = self.cluster_map()
-        memo = (self._map_key, self._map_at, self.monitor.generated_at, f, level, offset, limit)
-        if self._view is not None and self._view[0] == memo:
-            return self._view[1]  # nothing changed since this very view was computed
-        view = cmap.view(f, level, offset, limit, self.nodes_per_view)
-        view["generated_at"] = utcnow().isoformat() + "Z"
-        self._view = (memo, view)
-        return view
+        memo = (id(cmap), id(cmap.live), f, level, offset, limit)
+        view = self._view
+        if view is not None and view[0] == memo:
+            return view[1]  # nothing changed since this very view was computed
+        out = cmap.view(f, level, offset, limit, self.nodes_per_view)
+        out["generated_at"] = utcnow().isoformat() + "Z"
+        self._view = (memo, out)
+        return out
 
     # -- quotas ------------------------------------------------------------------------------
     def compute_quotas(self) -> dict[str, Any]:
         """Per user and group: each resource's use against its limit (the quota core's)."""
         policy = self.controller.policy
-        with self.controller.store.session() as s:
-            admitted = Store.reservations(s, "admitted")
-            queued = Store.reservations(s, "queued")
-            servers = [server_of(r) for r in admitted]
-            groups_of: dict[str, set[str]] = {}
-            for r in [*admitted, *queued]:
-                groups_of.setdefault(r.user, set()).update(r.groups)
+        R = ReservationRow
+        with self.controller.store.session() as s:  # plain columns: no ORM objects for 10,000s
+            rows = s.execute(select(R.state, R.user, R.server, R.charge, R.tier, R.priority,
+                                    R.borrowed, R.groups, R.seq)
+                             .where(R.state.in_(("admitted", "queued")))).all()
+        servers = []
+        groups_of: dict[str, set[str]] = {}
+        queued_of: dict[str, int] = {}
+        for state, user, server, charge, tier, priority, borrowed, groups, seq in rows:
+            groups_of.setdefault(user, set()).update(groups or ())
+            if state == "admitted":  # what server_of() makes of a row
+                servers.append(Server(user, server, Amounts(**charge), tier, priority,
+                                      bool(borrowed), frozenset(groups or ()), seq))
+            else:
+                queued_of[user] = queued_of.get(user, 0) + 1
         by_user: dict[str, list[Any]] = {}
         for sv in servers:
             by_user.setdefault(sv.user, []).append(sv)
@@ -243,7 +346,7 @@ class AdminPanel(LoggingConfigurable):
             users.append({
                 "user": name, "groups": groups, "tier": limits.tier.name,
                 "servers": len(by_user.get(name, ())),
-                "queued": sum(1 for r in queued if r.user == name),
+                "queued": queued_of.get(name, 0),
                 "entry": entry_to_dict(policy.users[name]) if name in policy.users else None,
                 "resources": resources, **_over(resources)})
         groups_out = []
@@ -325,17 +428,47 @@ class AdminPanel(LoggingConfigurable):
         return {"stopped": True, "message": message}
 
     # -- history -----------------------------------------------------------------------------
-    def sample(self) -> None:
+    def current_sample(self) -> dict[str, float]:
+        """The cluster now: what the history records and /metrics exports."""
         values = self.cluster_map().sample()
         with self.controller.store.session() as s:
-            values["queued"] = float(len(Store.reservations(s, "queued")))
-        self.history.record(utcnow(), values)
+            values["queued"] = float(s.scalar(
+                select(func.count()).where(ReservationRow.state == "queued")) or 0)
+        return values
+
+    def sample(self) -> None:
+        self.history.record(utcnow(), self.current_sample())
 
     def history_view(self, hours: float) -> dict[str, Any]:
+        """The charts' series from the service's own samples."""
         until = utcnow()
         since = until - dt.timedelta(hours=hours)
         out = self.history.series(since, until, self.history_interval or 60.0)
         out["sampling"] = self.history_interval > 0
+        out["source"] = "history"
+        return out
+
+    async def charts(self, hours: float) -> dict[str, Any]:
+        """The charts' series: from Prometheus when configured and answering, else (with a
+        ``note`` saying why) from the service's own history."""
+        if not self.prometheus_url:
+            return await asyncio.to_thread(self.history_view, hours)
+        until = utcnow()
+        since = until - dt.timedelta(hours=hours)
+        source = PrometheusSource(self.prometheus_url, self.prometheus_selector,
+                                  self.prometheus_timeout)
+        try:
+            out = await source.series(since, until)
+        except PrometheusError as e:
+            self.log.warning("panel: Prometheus at %s: %s; charts from the service's history",
+                             self.prometheus_url, e)
+            out = await asyncio.to_thread(self.history_view, hours)
+            out["note"] = (f"Prometheus at {self.prometheus_url} did not answer ({e}); these "
+                           f"charts come from the service's own history.")
+            return out
+        out["source"] = "prometheus"
+        out["prometheus_url"] = self.prometheus_url
+        out["sampling"] = True
         return out
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -368,9 +501,13 @@ class AdminPanel(LoggingConfigurable):
     def render(self, template: str, user: Mapping[str, Any] | None, xsrf_token: str,
                **extra: Any) -> str:
         hub = self.hub_prefix
+        versions = self.hub_static_versions
 
         def static_url(path: str, include_version: bool = True) -> str:
-            return f"{hub}static/{path}"
+            v = static_version(hub_static_dir(), path) if include_version and versions else None
+            return f"{hub}static/{path}" + (f"?v={v}" if v else "")
+
+        here = str(HERE / "static")
 
         name = str(user["name"]) if user else ""
         ctx = {
@@ -383,6 +520,7 @@ class AdminPanel(LoggingConfigurable):
             "admin_access": False, "no_spawner_check": True, "xsrf_token": xsrf_token,
             "version_hash": "", "announcement": None,
             "panel_prefix": self.prefix, "panel_static": self.prefix + "panel-static/",
+            "panel_versions": {f: static_version(here, f) for f in ("panel.js", "panel.css")},
             "pages": [(self.prefix + "admin/" + tail, title, tpl)
                       for tail, (tpl, title) in PAGES.items()],
             **extra,
@@ -425,13 +563,21 @@ class PageHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
         self.set_header("Cache-Control", "no-store")
 
     @web.authenticated
-    def get(self) -> None:
+    async def get(self) -> None:
         if not _is_admin(self.current_user):
             raise web.HTTPError(403, f"the admin panel needs the scope {ADMIN_SCOPE}")
         template, title = PAGES[self.page]
-        self.finish(self.panel.render(f"panel/{template}.html", self.current_user,
-                                      self.xsrf_token.decode(), page_title=title,
-                                      active=template))
+        extra: dict[str, Any] = {}
+        if template == "map":
+            # The first view rides along with the page: drawn without a second request.
+            args = {k: self.get_argument(k, "") for k in MAP_FILTERS}
+            with contextlib.suppress(web.HTTPError):  # the script asks the API: it explains
+                extra["initial_json"] = script_json(
+                    await asyncio.to_thread(self.panel.map_view, args))
+        html = self.panel.render(f"panel/{template}.html", self.current_user,
+                                 self.xsrf_token.decode(), page_title=title, active=template,
+                                 **extra)
+        finish_compressed(self, html.encode())
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -452,6 +598,11 @@ class PanelAPIHandler(APIHandler):
 
     def args(self) -> dict[str, str]:
         return {k: self.get_argument(k) for k in self.request.arguments}
+
+    def reply(self, doc: Any, status: int = 200) -> None:
+        """Compact JSON, gzipped for clients that accept it."""
+        self.set_status(status)
+        finish_compressed(self, json.dumps(doc, default=str, separators=(",", ":")).encode())
 
 
 class MapHandler(PanelAPIHandler):
@@ -474,7 +625,7 @@ class PanelQueueHandler(PanelAPIHandler):
 
 
 class HistoryHandler(PanelAPIHandler):
-    def get(self) -> None:
+    async def get(self) -> None:
         self.require(ADMIN_SCOPE)
         try:
             hours = float(self.get_argument("hours", "24"))
@@ -482,7 +633,23 @@ class HistoryHandler(PanelAPIHandler):
             raise web.HTTPError(400, "hours: expected a number") from None
         if not 0 < hours <= 24 * 90:
             raise web.HTTPError(400, "hours: expected more than 0 and at most 2160")
-        self.reply(self.panel.history_view(hours))
+        self.reply(await self.panel.charts(hours))
+
+
+class MetricsHandler(PanelAPIHandler):
+    """The panel's gauges in Prometheus' text format, for Prometheus to scrape."""
+
+    async def get(self) -> None:
+        if self.panel.authenticate_prometheus:
+            self.require(ADMIN_SCOPE)
+        values = await asyncio.to_thread(self.panel.current_sample)
+        try:
+            body, content_type = exposition(values)
+        except ImportError:
+            raise web.HTTPError(501, "/metrics needs prometheus-client: "
+                                "pip install 'aispike-hub[service]'") from None
+        self.set_header("Content-Type", content_type)
+        self.finish(body)
 
 
 class IdleActionHandler(PanelAPIHandler):
@@ -519,6 +686,7 @@ def panel_handlers(panel: AdminPanel) -> list[tuple[str, type, dict[str, Any]]]:
         (rf"{p}/api/panel/quotas", QuotasHandler, kw),
         (rf"{p}/api/panel/queue", PanelQueueHandler, kw),
         (rf"{p}/api/panel/history", HistoryHandler, kw),
+        (rf"{p}/metrics", MetricsHandler, kw),
         (rf"{p}/api/panel/idle/([^/]+)/([^/]*)/(warn|stop)", IdleActionHandler, kw),
     ]
     for tail in PAGES:

@@ -6,16 +6,20 @@ lives beside the other hub tests to share their session fixtures (one cluster, o
 One hub for the module: ``QuotaKubeSpawner`` asks the service for admission and pins each pod to
 the node the service chose; the pod runner runs ``jupyterhub-singleuser`` for each pod kwok marks
 Running; a recorded agent serves GPU use for the node (alice computes, bob holds memory idle);
-the idle monitor runs in dry-run, so only the panel's stop action stops anything.
+the idle monitor runs in dry-run, so only the panel's stop action stops anything.  The history
+charts read from a stand-in for Prometheus (a small HTTP server in this process answering
+``/api/v1/query_range`` in Prometheus' format; not a real Prometheus), then fall back to the
+service's own history when it stops.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
-import sys
+import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -24,7 +28,6 @@ import yaml
 
 from .conftest import (
     IN_CI,
-    REPO,
     GpuNodes,
     RunningHub,
     TestCluster,
@@ -32,11 +35,17 @@ from .conftest import (
     new_username,
     wait_until,
 )
+from .hubstack import (
+    ServiceHub,
+    aispike_service_config,
+    kube_spawner_config,
+    service_command,
+    wait_for_service,
+)
 from .podrunner import PodRunner
 from .recorded_agent import RecordedAgent
 
 pytestmark = pytest.mark.browser
-HERE = Path(__file__).parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
@@ -48,6 +57,28 @@ NODES = [
     {"name": "panel-h100", "cpu": "64", "memory": "512Gi",
      "gpus": [{"model": "NVIDIA H100 80GB HBM3", "memory": "80Gi", "count": 1}]},
 ]
+
+
+class StandInPrometheus(BaseHTTPRequestHandler):
+    """``/api/v1/query_range`` answered in Prometheus' format: 0.5 for every series and step."""
+
+    def do_GET(self) -> None:
+        from urllib.parse import parse_qs, urlparse
+
+        url = urlparse(self.path)
+        args = {k: float(v[0]) for k, v in parse_qs(url.query).items() if k != "query"}
+        start, end, step = args["start"], args["end"], args["step"]
+        values = [[start + i * step, "0.5"] for i in range(int((end - start) // step) + 1)]
+        body = json.dumps({"status": "success", "data": {
+            "resultType": "matrix", "result": [{"metric": {}, "values": values}]}}).encode()
+        self.send_response(200 if url.path == "/api/v1/query_range" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
 
 
 def browser_or_skip() -> Any:
@@ -64,31 +95,16 @@ def browser_or_skip() -> Any:
     return sync_playwright
 
 
-class Stack:
+class Stack(ServiceHub):
     def __init__(self, hub: RunningHub, service_url: str, admin: str, users: dict[str, str],
                  nodes: list[str], browser: Any) -> None:
-        self.hub = hub
-        self.service_url = service_url
+        super().__init__(hub, service_url)
         self.admin = admin
         self.users = users
         self.nodes = nodes
         self.browser = browser
         self.placed: dict[str, str] = {}
-
-    def service(self, method: str, path: str, token: str | None = None, **kw: Any
-                ) -> requests.Response:
-        return requests.request(method, f"{self.service_url}api/{path}", timeout=30,
-                                headers={"Authorization": f"token {token or self.hub.token}"},
-                                **kw)
-
-    def token(self, user: str) -> str:
-        r = self.hub.api("POST", f"/users/{user}/tokens", json={"note": "panel test"})
-        assert r.status_code == 201, r.text
-        return str(r.json()["token"])
-
-    def ready(self, user: str) -> bool:
-        model = self.hub.api("GET", f"/users/{user}").json()
-        return bool((model.get("servers") or {}).get("", {}).get("ready"))
+        self.prometheus: ThreadingHTTPServer | None = None
 
     def login(self, user: str) -> Any:
         """A browser page logged in to the hub as ``user`` (dummy authenticator)."""
@@ -117,6 +133,8 @@ def stack(cluster: TestCluster, hub_factory: Callable[..., RunningHub], hub_name
     admin = f"admin-{secrets.token_hex(3)}"
     agent = RecordedAgent().start()  # answers once the pods are placed (503 until then)
     workdir = tmp_path_factory.mktemp("aispike-panel")
+    prometheus = ThreadingHTTPServer(("127.0.0.1", 0), StandInPrometheus)
+    threading.Thread(target=prometheus.serve_forever, daemon=True).start()
     (workdir / "nodes.yaml").write_text(yaml.safe_dump(
         {"nodes": [{**spec, "name": name} for spec, name in zip(NODES, names, strict=True)]}))
     (workdir / "aispike_service_config.py").write_text(f"""
@@ -131,52 +149,29 @@ c.IdleMonitor.poll_kernels = False
 c.IdleMonitor.agent_urls = {[agent.url(n) for n in names]!r}
 c.AdminPanel.history_interval = 1
 c.AdminPanel.map_cache_seconds = 0
+c.AdminPanel.prometheus_url = "http://127.0.0.1:{prometheus.server_address[1]}"
+c.AdminPanel.prometheus_timeout = 2
 """)
     port = _free_port()
     token = secrets.token_hex(16)
     service_url = f"http://127.0.0.1:{port}/services/aispike/"
-    command = [sys.executable, "-m", "aispike_hub.cli", "service",
-               f"--db-url=sqlite:///{workdir}/aispike.sqlite",
-               f"--config={workdir / 'aispike_service_config.py'}"]
+    command = service_command(workdir, f"--config={workdir / 'aispike_service_config.py'}")
     hub = hub_factory(
         "panel",
-        f"""
-        import sys
-        sys.path.insert(0, {str(HERE)!r})
-        c.JupyterHub.spawner_class = "quota_spawner.QuotaKubeSpawner"
-        c.KubeSpawner.namespace = {hub_namespace!r}
-        c.KubeSpawner.image = "quay.io/jupyter/base-notebook:2026-01-05"
-        c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
-        c.KubeSpawner.start_timeout = 150
-        c.JupyterHub.custom_scopes = {{
-            "custom:aispike:admin": {{"description": "AISpike admin: panel, policy"}},
-            "custom:aispike:admit": {{"description": "ask AISpike to admit spawns"}},
-            "custom:aispike:idle": {{"description": "read the AISpike idle report"}},
-        }}
-        c.JupyterHub.services.append({{
-            "name": "aispike", "url": "http://127.0.0.1:{port}", "api_token": {token!r},
-            "command": {command!r}, "environment": {{"PYTHONPATH": {str(REPO)!r}}},
-            "oauth_no_confirm": True,
+        kube_spawner_config("quota_spawner.QuotaKubeSpawner", hub_namespace)
+        + aispike_service_config(
+            port, token, command,
+            service_scopes=["admin:servers", "list:users", "read:users", "read:groups",
+                            "read:users:activity", "servers", "custom:aispike:admit"],
+            admin_scopes=["custom:aispike:admin"], admin_users=[admin],
             # Browser logins carry the admin scope to the service (only for users who have it).
-            "oauth_client_allowed_scopes": ["custom:aispike:admin"],
-        }})
-        c.JupyterHub.load_roles += [
-            {{"name": "aispike", "services": ["aispike"],
-              "scopes": ["admin:servers", "list:users", "read:users", "read:groups",
-                         "read:users:activity", "servers", "custom:aispike:admit"]}},
-            {{"name": "aispike-admins", "services": ["tests"], "users": [{admin!r}],
-              "scopes": ["custom:aispike:admin", "access:services!service=aispike"]}},
-            {{"name": "user", "scopes": ["self", "access:services!service=aispike"]}},
-        ]
-        c.AdmissionClient.url = {service_url!r}
-        c.AdmissionClient.api_token = {token!r}
-        c.AdmissionClient.poll_interval = 0.5
-        """,
+            allowed_scopes=["custom:aispike:admin"]),
     )
-    wait_until(lambda: _answers(service_url), 60, "the AISpike service to answer")
+    wait_for_service(service_url)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         s = Stack(hub, service_url, admin, users, names, browser)
+        s.prometheus = prometheus
         try:
             for role, gib in (("busy", 8), ("idle", 24)):
                 user = users[role]
@@ -185,7 +180,7 @@ c.AdminPanel.map_cache_seconds = 0
                 assert r.status_code in (201, 202), r.text
             assert hub.api("POST", f"/users/{users['plain']}").status_code == 201
             try:
-                wait_until(lambda: s.ready(users["busy"]) and s.ready(users["idle"]), 150,
+                wait_until(lambda: s.running(users["busy"]) and s.running(users["idle"]), 150,
                            "both servers ready")
             except AssertionError:
                 raise AssertionError(hub.log_text()[-5000:]) from None
@@ -204,14 +199,10 @@ c.AdminPanel.map_cache_seconds = 0
                 hub.api("DELETE", f"/users/{user}/server", timeout=120)
             browser.close()
             agent.stop()
+            if s.prometheus is not None:
+                s.prometheus.shutdown()
+                s.prometheus.server_close()
             gpu_nodes.delete_all()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(f"{url}api/health", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def test_the_map_shows_each_running_server_as_its_slice_on_its_node(stack: Stack) -> None:
@@ -228,7 +219,11 @@ def test_the_map_shows_each_running_server_as_its_slice_on_its_node(stack: Stack
     assert stack.open(page, "").status == 200
     page.wait_for_selector("#aispike-panel[data-loaded='nodes']")
     # The hub's own look: its stylesheet, its navigation bar with the Services menu.
-    assert page.locator("link[href='/hub/static/css/style.min.css']").count() == 1
+    # (with the hub's content hash in the URL, so the browser reuses its cached copy)
+    assert page.locator("link[href^='/hub/static/css/style.min.css?v=']").count() == 1
+    # The first view came inside the page: no request to the map API before it was drawn.
+    assert page.evaluate("performance.getEntriesByType('resource')"
+                         ".filter(r => r.name.includes('/api/panel/map')).length") == 0
     assert page.locator("nav.navbar a.dropdown-item", has_text="aispike").count() == 1
 
     node = page.locator(f".node[data-node='{where}']")
@@ -263,10 +258,27 @@ def test_the_map_shows_each_running_server_as_its_slice_on_its_node(stack: Stack
     page.wait_for_function("document.querySelectorAll('.node').length === 1")
     assert page.locator(".node").get_attribute("data-node") == where
 
-    # History: sampled every second into the store, drawn as SVG.
+    # History from Prometheus (the stand-in), drawn as SVG.
     stack.open(page, "history")
-    page.wait_for_selector("#aispike-panel[data-loaded='history']")
+    page.wait_for_selector("#aispike-panel[data-loaded='history'][data-source='prometheus']")
     assert page.locator("#chart-allocation polyline").count() == 1
+    assert page.locator("#history-note").is_hidden()
+    # Prometheus down: the service's own samples (every second into the store), with a note.
+    assert stack.prometheus is not None
+    stack.prometheus.shutdown()
+    stack.prometheus.server_close()
+    stack.prometheus = None
+    stack.open(page, "history")
+    page.wait_for_selector("#aispike-panel[data-loaded='history'][data-source='history']")
+    assert page.locator("#chart-allocation polyline").count() == 1
+    note = page.locator("#history-note")
+    assert note.is_visible() and "did not answer" in note.inner_text()
+
+    # The gauges Prometheus scrapes: for admins (a hub token with the admin scope) only.
+    metrics = requests.get(f"{stack.service_url}metrics", timeout=30,
+                           headers={"Authorization": f"token {stack.hub.token}"})
+    assert metrics.status_code == 200, metrics.text
+    assert 'aispike_panel_held_gpus{state="busy"} 0.1' in metrics.text.splitlines()
 
     # The same data as JSON.
     view = stack.service("GET", "panel/map", params={"node": where}).json()
@@ -284,13 +296,15 @@ def test_a_user_without_the_admin_scope_gets_403_on_pages_and_api(stack: Stack) 
         assert response.status == 403, (tail, response.status)
         assert "custom:aispike:admin" in page.locator("#aispike-error").inner_text()
     page.context.close()
-    token = stack.token(plain)
+    token = stack.user_token(plain)
     for path in ("panel/map", "panel/quotas", "panel/queue", "panel/history", "idle/report"):
         assert stack.service("GET", path, token=token).status_code == 403, path
+    assert requests.get(f"{stack.service_url}metrics", timeout=30,
+                        headers={"Authorization": f"token {token}"}).status_code == 403
     r = stack.service("POST", f"panel/idle/{stack.users['idle']}//stop", token=token,
                       json={"confirm": f"{stack.users['idle']}/"})
     assert r.status_code == 403
-    assert stack.ready(stack.users["idle"])
+    assert stack.running(stack.users["idle"])
 
 
 def test_editing_a_quota_works_and_a_bad_value_is_refused_naming_the_field(
@@ -338,12 +352,12 @@ def test_the_stop_action_needs_a_confirmation_then_stops_the_server(stack: Stack
     bad = stack.service("POST", f"panel/idle/{idle}//stop", json={})
     assert bad.status_code == 400 and bad.json()["field"] == "confirm"
     row.get_by_role("button", name="Stop").click()
-    assert stack.ready(idle), "one click must not stop anything"
+    assert stack.running(idle), "one click must not stop anything"
     row.locator("button.confirm").click()
     page.wait_for_selector("#idle-status .alert-success")
-    wait_until(lambda: not stack.ready(idle), 60, "the server stopped through the hub")
+    wait_until(lambda: not stack.running(idle), 60, "the server stopped through the hub")
     audit = stack.service("GET", "audit", params={"action": "panel.idle-stop"}).json()
     assert audit["entries"][0]["target"] == f"{idle}/"
     assert audit["entries"][0]["detail"]["by"] == f"user:{stack.admin}"
-    assert stack.ready(stack.users["busy"])
+    assert stack.running(stack.users["busy"])
     page.context.close()

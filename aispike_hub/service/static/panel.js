@@ -77,6 +77,10 @@
     const tip = document.getElementById("map-tip");
     const keys = ["model", "pool", "node", "group", "user", "colour"];
     let offset = 0;
+    // The service sends the first view inside the page (no second request to first paint).
+    const inline = document.getElementById("map-initial");
+    let initial = inline ? JSON.parse(inline.textContent) : null;
+    if (inline) inline.remove();
 
     function filters() {
       const q = new URLSearchParams(location.search);
@@ -105,9 +109,10 @@
     });
     window.addEventListener("popstate", load);
     map.addEventListener("mouseover", function (ev) {
-      const seg = ev.target.closest("[data-tip]");
+      const seg = ev.target.closest(".seg");
       if (!seg) { tip.hidden = true; return; }
-      tip.textContent = seg.dataset.tip;
+      // Tooltips are written when hovered, not for each of thousands of slices up front.
+      tip.textContent = seg.tipOf ? seg.tipOf() : seg.dataset.tip;
       tip.hidden = false;
     });
     map.addEventListener("mousemove", function (ev) {
@@ -117,7 +122,9 @@
     map.addEventListener("mouseleave", function () { tip.hidden = true; });
 
     function segment(width, cls, tipText, data, colour) {
-      const s = el("div", { cls: "seg " + cls, "data-tip": tipText });
+      const s = el("div", { cls: "seg " + cls });
+      if (typeof tipText === "function") s.tipOf = tipText;
+      else s.dataset.tip = tipText;
       s.style.width = Math.max(0, width) + "%";
       for (const k in data || {}) s.dataset[k] = data[k];
       if (colour) s.style.background = colour;
@@ -153,15 +160,18 @@
     function gpuBar(node, g, byOwner) {
       const bar = el("div", { cls: "bar" });
       g.segments.forEach(function (s) {
-        const who = s.user ? s.user + "/" + (s.server || "default") : "other workload";
-        let text = who + " · " + gib(s.mib) + " of GPU " + g.index + " on " + node.name +
-          " · " + s.state;
-        if (s.user) {
-          text += " · live " + gib(s.used_mib || 0) +
-            (s.util === null || s.util === undefined ? "" : ", " + Math.round(s.util) + " % util");
-          if (s.tier) text += " · tier " + s.tier;
-          if (s.groups && s.groups.length) text += " · groups " + s.groups.join(", ");
-          if (s.evidence && s.evidence.length) text += " · " + s.evidence.join("; ");
+        function text() {
+          const who = s.user ? s.user + "/" + (s.server || "default") : "other workload";
+          let t = who + " · " + gib(s.mib) + " of GPU " + g.index + " on " + node.name +
+            " · " + s.state;
+          if (s.user) {
+            t += " · live " + gib(s.used_mib || 0) +
+              (s.util === null || s.util === undefined ? "" : ", " + Math.round(s.util) + " % util");
+            if (s.tier) t += " · tier " + s.tier;
+            if (s.groups && s.groups.length) t += " · groups " + s.groups.join(", ");
+            if (s.evidence && s.evidence.length) t += " · " + s.evidence.join("; ");
+          }
+          return t;
         }
         const colour = byOwner && s.user ? "hsl(" + hue(s.user) + ",60%,55%)" : null;
         bar.append(segment(100 * s.mib / g.memory_mib, "s-" + s.state, text,
@@ -227,7 +237,10 @@
       const q = new URLSearchParams();
       ["model", "pool", "node", "group", "user"].forEach(function (k) { if (f[k]) q.set(k, f[k]); });
       if (offset) q.set("offset", offset);
-      return api("panel/map?" + q.toString()).then(function (view) {
+      const pre = initial && !offset && ["model", "pool", "node", "group", "user"].every(
+        function (k) { return (initial.filter[k] || "") === (f[k] || ""); }) ? initial : null;
+      initial = null;
+      return (pre ? Promise.resolve(pre) : api("panel/map?" + q.toString())).then(function (view) {
         fillSelect(form.elements.model, view.models, f.model);
         fillSelect(form.elements.pool, view.pools_all, f.pool);
         fillSelect(form.elements.group, view.groups, f.group);
@@ -246,6 +259,7 @@
         if (view.level === "pools") drawPools(view);
         else drawNodes(view, f.colour === "owner");
         root.dataset.loaded = view.level;
+        if (window.performance && performance.mark) performance.mark("aispike-map-drawn");
       }).catch(function (e) { showError(map, e); });
     }
     load();
@@ -524,11 +538,17 @@
     function load() {
       return api("panel/history?hours=" + sel.value).then(function (d) {
         const h = d.gpu_hours;
+        const note = document.getElementById("history-note");
+        note.textContent = d.note || "";
+        note.hidden = !d.note;
+        root.dataset.source = d.source || "history";
         document.getElementById("history-hours").replaceChildren(
           el("strong", { text: "GPU-hours in this window: " }),
           el("span", { id: "gpu-hours", text: "held " + h.held.toFixed(1) + " · busy " + h.busy.toFixed(1) +
             " · idle " + h.idle.toFixed(1) + " · no verdict " + h.unknown.toFixed(1) +
-            " (" + d.samples + " samples" + (d.sampling ? "" : "; sampling is off") + ")" }));
+            " (" + d.samples + " points from " +
+            (d.source === "prometheus" ? "Prometheus" : "the service's history") +
+            (d.sampling ? "" : "; sampling is off") + ")" }));
         lineChart(document.getElementById("chart-allocation"), d.points,
                   [{ key: "allocation", label: "allocated share of GPU memory", cls: "c1" }], 1);
         lineChart(document.getElementById("chart-fragmentation"), d.points,

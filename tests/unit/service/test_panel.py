@@ -180,9 +180,12 @@ def test_history_samples_and_series(panel: AdminPanel) -> None:
 def test_pages_extend_the_hubs_page_with_its_static_files(panel: AdminPanel) -> None:
     user = {"name": "root", "scopes": ["custom:aispike:admin"]}
     html = panel.render("panel/map.html", user, "tok", page_title="GPU map", active="map")
-    assert 'href="/hub/static/css/style.min.css' in html
-    assert "/hub/static/components/bootstrap/dist/js/bootstrap.bundle.min.js" in html
-    assert 'href="/services/aispike/panel-static/panel.css"' in html
+    # Static URLs carry the content hash the hub gives them (?v=...): browsers cache them.
+    assert 'href="/hub/static/css/style.min.css?v=' in html
+    assert "/hub/static/components/bootstrap/dist/js/bootstrap.bundle.min.js?v=" in html
+    assert 'href="/services/aispike/panel-static/panel.css?v=' in html
+    assert 'src="/services/aispike/panel-static/panel.js?v=' in html
+    assert "baseUrl: '/hub/static/js'" in html  # require.js' base: no version
     assert 'xsrf_token: "tok"' in html and 'id="map-filters"' in html
     assert '>aispike</a>' in html  # the Services menu
     for page in ("quotas", "queue", "idle", "history"):
