@@ -219,7 +219,7 @@ class ClusterMap:
             self._rows_of_pool.setdefault(self.pools[node.name], []).append(i)
         self._models_all = sorted({g.model for node in self.nodes for g in node.gpus})
         self._groups_all = sorted({g for h in self.holdings for g in h.groups})
-        self._held_for: tuple[int, Any] | None = None
+        self._held_for: tuple[Mapping[tuple[str, str], Live], Any] | None = None
 
     # -- classification ----------------------------------------------------------------------
     def holding_state(self, h: Holding) -> str:
@@ -230,14 +230,14 @@ class ClusterMap:
 
     def held_by_state(self) -> Any:
         """``[node, state]`` memory held (MiB) by :data:`HELD_STATES`, for the current ``live``."""
-        if self._held_for is not None and self._held_for[0] == id(self.live):
+        if self._held_for is not None and self._held_for[0] is self.live:
             return self._held_for[1]
         held = np.zeros((len(self.nodes), len(HELD_STATES)), dtype=np.int64)
         column = {s: i for i, s in enumerate(HELD_STATES)}
         for row, hs in enumerate(self._row_holdings):
             for h in hs:
                 held[row, column[self.holding_state(h)]] += h.memory_mib
-        self._held_for = (id(self.live), held)
+        self._held_for = (self.live, held)  # the mapping itself: its id stays unique
         return held
 
     def free_is_fragmented(self, row: int, free_mib: int) -> bool:

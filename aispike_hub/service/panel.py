@@ -208,7 +208,9 @@ class AdminPanel(LoggingConfigurable):
         self._parsed: dict[tuple[Any, ...], tuple[list[Holding], Any]] = {}
         """Raw reservation columns -> (holdings, request): rebuilds parse only new rows."""
         self._quotas: tuple[tuple[Any, ...], dict[str, Any]] | None = None
-        self._view: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+        self._view: tuple[ClusterMap, Any, tuple[Any, ...], dict[str, Any]] | None = None
+        """(map, its verdicts, the view's arguments, the view): the last view, reused while
+        none of them changed (compared by identity: holding them keeps their ids unique)."""
         self._env: Any = None
 
     @property
@@ -244,7 +246,7 @@ class AdminPanel(LoggingConfigurable):
             key = self.fingerprint()
             if not fresh and self._map is not None and (
                     key == self._map_key or now - self._map_at < self.map_cache_seconds):
-                if self._map_live_at != self.monitor.generated_at or not self.monitor.entries:
+                if self._map_live_at != self.monitor.generated_at:  # a new poll: new verdicts
                     self._map.live = self.live()
                     self._map_live_at = self.monitor.generated_at
                 return self._map
@@ -302,13 +304,14 @@ class AdminPanel(LoggingConfigurable):
         except ValueError:
             raise web.HTTPError(400, "offset, limit: expected whole numbers") from None
         cmap = self.cluster_map()
-        memo = (id(cmap), id(cmap.live), f, level, offset, limit)
+        live, args_key = cmap.live, (f, level, offset, limit)
         view = self._view
-        if view is not None and view[0] == memo:
-            return view[1]  # nothing changed since this very view was computed
+        if (view is not None and view[0] is cmap and view[1] is live
+                and view[2] == args_key):
+            return view[3]  # nothing changed since this very view was computed
         out = cmap.view(f, level, offset, limit, self.nodes_per_view)
         out["generated_at"] = utcnow().isoformat() + "Z"
-        self._view = (memo, out)
+        self._view = (cmap, live, args_key, out)
         return out
 
     # -- quotas ------------------------------------------------------------------------------

@@ -74,6 +74,27 @@ def test_totals_and_pools_add_up() -> None:
     assert view["totals"]["gpus"] == 5
 
 
+def test_new_verdicts_change_the_totals_of_a_built_map() -> None:
+    m = small_map()
+    before = m.view(MapFilter(), level="pools")["totals"]
+    assert (before["busy"], before["idle"]) == (8 * GIB, 40 * GIB)
+    m.live = {("carol", ""): Live("busy", 70 * GIB, 99.0)}  # a new poll: new verdicts
+    after = m.view(MapFilter(), level="pools")["totals"]
+    assert (after["busy"], after["idle"], after["unknown"]) == (78 * GIB, 0, 48 * GIB)
+
+
+def test_holdings_that_overfill_a_gpu_are_reported_not_drawn() -> None:
+    nodes = [node("a-0", gpus=1)]
+    holdings = [*holdings_of(Assignment("a-0", (0,), (60 * GIB,)), "erin", ""),
+                *holdings_of(Assignment("a-0", (0,), (30 * GIB,)), "fred", "x"),
+                *holdings_of(Assignment("a-0", (3,), (8 * GIB,)), "gina", "")]
+    m = ClusterMap(nodes, holdings, {}, default_notebook_workload())
+    assert m.stale == ["fred/x: node a-0 GPU 0: free memory would be -10240 of 81920 MiB",
+                       "gina/: node a-0 has no GPU 3"]
+    gpu = m.view(MapFilter())["nodes"][0]["gpus"][0]
+    assert [s["user"] for s in gpu["segments"]] == ["erin"] and gpu["free_mib"] == 20 * GIB
+
+
 def test_filters_by_model_node_group_and_user() -> None:
     m = small_map()
     names = lambda f: [n["name"] for n in m.view(f, level="nodes")["nodes"]]  # noqa: E731
