@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from traitlets import Float, Integer, List, Unicode
+from traitlets import Dict, Float, Integer, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 from aispike_hub.kube.api import KubeJson
@@ -533,6 +533,14 @@ class Inventory(LoggingConfigurable):
         help="""Taint keys (NoSchedule/NoExecute) that notebook pods tolerate: nodes with other
         such taints are left out of placement.""",
     ).tag(config=True)
+    node_selector = Dict(
+        value_trait=Unicode(),
+        default_value={},
+        help="""Labels a node must carry to host notebook servers (e.g. a notebook node pool:
+        {"aispike.io/pool": "notebooks"}); other nodes are left out of placement, the fit
+        preview and admission. Set the same for the hub (placer) and the AISpike service, and
+        match KubeSpawner.node_selector. Empty: every schedulable node.""",
+    ).tag(config=True)
     pod_field_selector = Unicode(
         "status.phase!=Succeeded,status.phase!=Failed",
         help="Field selector for the pod watch: only pods that can hold CPU and RAM.",
@@ -925,7 +933,7 @@ class Inventory(LoggingConfigurable):
         nodes: list[Node] = []
         for name in sorted(self._nodes):
             info = self._nodes[name]
-            if info.unschedulable:
+            if info.unschedulable or not self._selected(info):
                 continue
             gpus = tuple(g for g in node_gpus.get(name, []) if g.uuid not in dup_uuids)
             nodes.append(Node(name=name, cpu_milli=info.cpu_milli, memory_mib=info.memory_mib,
@@ -948,6 +956,13 @@ class Inventory(LoggingConfigurable):
                        key=lambda kv: (not kv[1].usage.hard, kv[0].startswith("hold:"), kv[0]))
         for ukey, entry in order:
             self._commit(ukey, entry)
+
+    def _selected(self, info: NodeInfo) -> bool:
+        """True when the node carries every label of :attr:`node_selector`."""
+        if not self.node_selector:
+            return True
+        labels = dict(info.labels)
+        return all(labels.get(k) == v for k, v in self.node_selector.items())
 
     # -- reading -------------------------------------------------------------------------------
     def state(self) -> ClusterState | None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,6 +33,7 @@ from aispike_hub.placement.engine import PlacementEngine
 from aispike_hub.placement.preemption import RunningServer, preemption_candidates
 from aispike_hub.placement.state import ClusterState
 from aispike_hub.quota import (
+    RESOURCES,
     Amounts,
     ClusterView,
     Policy,
@@ -169,9 +170,19 @@ class Ticket:
     assignment: dict[str, Any] | None = None
     charge: dict[str, int] = field(default_factory=dict)
     preempting: list[str] = field(default_factory=list)
+    ceiling: dict[str, int | None] = field(default_factory=dict)
+    """The user's ceilings (quota plus borrowing; None: unlimited), for the namespace's
+    ResourceQuota when servers run in user namespaces."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def user_ceiling(policy: Policy, user: str, groups: Iterable[str]) -> dict[str, int | None]:
+    """Per resource, the most ``user`` may hold: nominal quota plus borrowing (None: no limit).
+    """
+    limits = resolve_limits(policy, user, groups)
+    return {r: limits.ceiling(r) for r in RESOURCES}
 
 
 def key_of(user: str, server: str) -> str:
@@ -427,7 +438,8 @@ class AdmissionController:
         return Ticket(
             row.user, row.server, row.state, list(row.reasons), position, length, row.tier,
             tier.kube_priority_class if tier else "", row.borrowed, row.assignment,
-            dict(row.charge), list(row.preempting),
+            dict(row.charge), list(row.preempting), user_ceiling(self.policy, row.user,
+                                                                 row.groups or ()),
         )
 
     def _process(self, s: Session) -> None:

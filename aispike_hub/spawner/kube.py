@@ -34,10 +34,11 @@ from decimal import Decimal
 from typing import Any, ClassVar, cast
 
 from jupyterhub.spawner import SpawnException
+from kubernetes.client.exceptions import ApiException as SyncApiException
 from kubespawner import KubeSpawner
-from traitlets import Dict, Enum, Float, Integer, List, Unicode, default
+from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
 
-from aispike_hub.kube.api import kube_api_client
+from aispike_hub.kube.api import error_text, kube_api_client
 from aispike_hub.kube.claims import HUB_SERVER_ANNOTATION, REQUEST_ANNOTATION, request_to_json
 from aispike_hub.kube.inventory import parse_pod
 from aispike_hub.kube.resources import (
@@ -54,7 +55,12 @@ from aispike_hub.kube.resources import (
 from aispike_hub.kube.slices import GPU_MODEL_LABEL
 from aispike_hub.model import Node, SliceRequest
 from aispike_hub.service.client import AdmissionClient
-from aispike_hub.spawner.admission import Admission, admit_or_raise, form_choice_within_quota
+from aispike_hub.spawner.admission import (
+    Admission,
+    admit_or_raise,
+    fit_preview,
+    form_choice_within_quota,
+)
 from aispike_hub.spawner.form import (
     FormError,
     FormSettings,
@@ -135,6 +141,15 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
     ).tag(config=True)
     fit_token_seconds = Integer(
         1800, help="Lifetime of the token the form's script uses for the fit preview.",
+    ).tag(config=True)
+
+    user_namespace_quota = Bool(
+        True,
+        help="""With enable_user_namespaces: keep a ResourceQuota named aispike-user-quota in
+        each user's namespace matching the user's quota ceiling (quota plus borrowing: CPU,
+        RAM, servers as pods and claims, GPUs as devices of our DeviceClass; see
+        docs/quotas.md), rewritten at every start, so the API server refuses what admission
+        would. Group quotas stay with admission only.""",
     ).tag(config=True)
 
     unschedulable_timeout = Float(
@@ -299,36 +314,15 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
             raise SpawnException(f"Invalid server options: {e}", reason="options",
                                  status_code=400) from None
 
-    def _fit_access(self) -> tuple[str, str]:
-        """URL and token for the form's live preview ('' when there is none)."""
-        if not self.fit_preview_service or not issubclass(self.admission_class,
-                                                          AdmissionClient):
-            return "", ""
-        root = self.hub.base_url.rstrip("/").removesuffix("hub")
-        url = f"{root.rstrip('/')}/services/{self.fit_preview_service}/api/fit"
-        scopes = [f"access:services!service={self.fit_preview_service}"]
-        try:
-            token = self.user.new_api_token(
-                note="aispike options form: fit preview", expires_in=self.fit_token_seconds,
-                scopes=[*scopes, f"read:users:groups!user={self.user.name}"])
-        except Exception:
-            try:
-                token = self.user.new_api_token(
-                    note="aispike options form: fit preview",
-                    expires_in=self.fit_token_seconds, scopes=scopes)
-            except Exception as e:
-                self.log.warning("no fit preview for %s: %s", self.user.name, e)
-                return "", ""
-        return url, token
-
     async def render_options_form(self) -> str:
         settings, chosen, quota_gib, answered = await form_choice_within_quota(
             self.admission, self.user.name, [g.name for g in self.user.groups],
             self.user_options, await self.form_settings(), self.log)
         note = "" if answered else "Quota information is unavailable right now."
-        url, token = self._fit_access()
-        return render_form(settings, chosen=chosen, fit_url=url, fit_token=token,
-                           server_name=self.name or "", note=note, quota_gib=quota_gib)
+        preview = fit_preview(self)
+        return render_form(settings, chosen=chosen, fit_url=preview.url, fit_token=preview.token,
+                           fit_absent=preview.absent, server_name=self.name or "", note=note,
+                           quota_gib=quota_gib)
 
     # -- start ---------------------------------------------------------------------------------
     def _say(self, message: str) -> None:
@@ -360,6 +354,8 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
             ticket = await self._admit(options, request)
             admitted = True
             try:
+                if self.enable_user_namespaces and self.user_namespace_quota:
+                    await self._write_namespace_quota(ticket)
                 await self._prepare_pod(options, settings, request, resources, ticket)
                 if self.backend == "aispike" and request.gpu_count:
                     await self._pin_gpu(options, request, ticket)
@@ -374,6 +370,27 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
         finally:
             self._starting = False
             self._options = None
+
+    async def _write_namespace_quota(self, ticket: dict[str, Any]) -> None:
+        """The user's ceilings as the ResourceQuota of their namespace (second line of
+        defence: the API server then refuses pods and claims beyond them)."""
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        from aispike_hub.kube.namespace_quota import QUOTA_NAME, resource_quota
+
+        ceiling = ticket.get("ceiling")
+        if not isinstance(ceiling, dict):
+            self.log.warning("%s: admission gave no quota ceiling; namespace %s keeps its "
+                             "ResourceQuota as it is", self._log_name, self.namespace)
+            return
+        body = resource_quota(self.user.name, ceiling, self.backend)
+        await self._ensure_namespace()
+        try:
+            await self.api.replace_namespaced_resource_quota(QUOTA_NAME, self.namespace, body)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            await self.api.create_namespaced_resource_quota(self.namespace, body)
 
     async def _admit(self, options: Options, request: SliceRequest) -> dict[str, Any]:
         return await admit_or_raise(self.admission, self.user.name, self.name or "",
@@ -458,6 +475,12 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
             raise SpawnException(
                 f"Cannot start {options.describe()}: {'; '.join(e.reasons)}",
                 reason="capacity", status_code=503) from None
+        except SyncApiException as e:
+            if e.status != 403:
+                raise
+            raise SpawnException(
+                f"Kubernetes refused the GPU claim of {options.describe()}: "
+                f"{error_text(e)}", reason="quota", status_code=403) from None
         self._say(self._pin.describe())
 
     async def get_pod_manifest(self) -> Any:
