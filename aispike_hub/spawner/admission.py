@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Protocol
 
 from traitlets import Dict, Float, Unicode
@@ -196,3 +196,53 @@ async def admit_or_raise(admission: Admission, user: str, server: str, groups: I
                              status_code=403 if refused else 503)
     say(progress_message(ticket))
     return ticket
+
+
+@dataclass(frozen=True)
+class FitPreview:
+    """How the options form previews a fit as the user types: the service's ``api/fit`` URL
+    and a token to call it with, or (``absent``) why there is no live preview."""
+
+    url: str = ""
+    token: str = ""
+    absent: str = ""
+
+
+PREVIEW_OFF = "The live fit preview is off; your choice is checked when you start."
+PREVIEW_IN_PROCESS = (
+    "No live fit preview: this hub admits servers itself, without the AISpike service that "
+    "answers the preview; your choice is checked against your quota and the free GPUs when "
+    "you start.")
+PREVIEW_NO_TOKEN = "No live fit preview right now; your choice is checked when you start."
+
+
+def fit_preview(spawner: Any) -> FitPreview:
+    """The form's live fit preview for ``spawner`` (either AISpike spawner), one rule for both.
+
+    With the AISpike service as admission (``admission_class`` an :class:`AdmissionClient`) and
+    ``fit_preview_service`` set: the service's ``api/fit`` URL on the hub's public address and a
+    new token of the user, living ``fit_token_seconds`` and limited to that service (plus
+    reading the user's own groups, so the preview sees group quotas; without that scope
+    when the user may not have it).  In-process admission has no API the browser could ask:
+    the form then says so instead of pretending.
+    """
+    service = spawner.fit_preview_service
+    if not service:
+        return FitPreview(absent=PREVIEW_OFF)
+    if not issubclass(spawner.admission_class, AdmissionClient):
+        return FitPreview(absent=PREVIEW_IN_PROCESS)
+    root = spawner.hub.base_url.rstrip("/").removesuffix("hub")
+    url = f"{root.rstrip('/')}/services/{service}/api/fit"
+    scopes = [f"access:services!service={service}"]
+    note = "aispike options form: fit preview"
+    error: Exception | None = None
+    for wanted in ([*scopes, f"read:users:groups!user={spawner.user.name}"], scopes):
+        try:
+            token = spawner.user.new_api_token(note=note, expires_in=spawner.fit_token_seconds,
+                                               scopes=wanted)
+        except Exception as e:
+            error = e
+            continue
+        return FitPreview(url, str(token))
+    spawner.log.warning("no fit preview for %s: %s", spawner.user.name, error)
+    return FitPreview(absent=PREVIEW_NO_TOKEN)

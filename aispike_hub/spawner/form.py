@@ -395,6 +395,7 @@ def render_form(
     chosen: Options | None = None,
     fit_url: str = "",
     fit_token: str = "",
+    fit_absent: str = "",
     server_name: str = "",
     note: str = "",
     quota_gib: int | None = None,
@@ -402,7 +403,9 @@ def render_form(
     """HTML of the options form (a fragment the hub puts inside its spawn page).
 
     ``fit_url`` and ``fit_token`` let the form's script ask the fit-preview API as the user
-    types; without them (or when it does not answer) the form is a plain form.
+    types; without them (or when it does not answer) the form is a plain form, and
+    ``fit_absent`` says why there is no live preview (:func:`aispike_hub.spawner.admission.
+    fit_preview` decides both for every spawner).
     """
     from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -414,6 +417,7 @@ def render_form(
     config = {
         "fitUrl": fit_url,
         "token": fit_token,
+        "fitAbsent": fit_absent,
         "modelMaxGib": dict(settings.model_max_gib),
         "maxGpuGib": settings.max_gpu_gib,
         "images": {i.name: i.image for i in settings.images},
@@ -427,6 +431,7 @@ def render_form(
         cpu_value=f"{(Decimal(chosen.cpu_milli) / 1000).normalize():f}",
         server_name=server_name,
         note=note,
+        fit_absent=fit_absent if not (fit_url and fit_token) else "",
         quota_gib=quota_gib,
         # JSON inside <script>: escape "<" so no value can close the script element.
         config_json=json.dumps(config).replace("<", "\\u003c"),

@@ -48,7 +48,12 @@ from aispike_hub.placement.engine import POLICY_NAMES, PlacementEngine
 from aispike_hub.placement.state import ClusterState
 from aispike_hub.service.admission import assignment_from_dict, assignment_to_dict
 from aispike_hub.service.client import AdmissionClient
-from aispike_hub.spawner.admission import Admission, admit_or_raise, form_choice_within_quota
+from aispike_hub.spawner.admission import (
+    Admission,
+    admit_or_raise,
+    fit_preview,
+    form_choice_within_quota,
+)
 from aispike_hub.spawner.form import (
     FormError,
     FormSettings,
@@ -361,7 +366,9 @@ class LocalGPUSpawner(LocalProcessSpawner, SpawnerFormSettings):  # type: ignore
             self.admission, self.user.name, [g.name for g in self.user.groups],
             self.user_options, settings, self.log)
         note = self.inventory_note()
-        return render_form(settings, chosen=chosen, server_name=self.name or "", note=note,
+        preview = fit_preview(self)
+        return render_form(settings, chosen=chosen, fit_url=preview.url, fit_token=preview.token,
+                           fit_absent=preview.absent, server_name=self.name or "", note=note,
                            quota_gib=quota_gib)
 
     # -- placement on this machine -------------------------------------------------------------

@@ -7,7 +7,7 @@ their limits are declared once here (a traitlets mixin), so ``c.AISpikeSpawner.c
 
 from __future__ import annotations
 
-from traitlets import Bool, Float, Integer, Type
+from traitlets import Bool, Float, Integer, Type, Unicode
 from traitlets.config import Configurable
 
 from aispike_hub.service.client import AdmissionClient
@@ -37,4 +37,13 @@ class SpawnerFormSettings(Configurable):
         (the AISpike service; configure c.AdmissionClient.url and .api_token) or
         aispike_hub.spawner.admission.InProcessAdmission (inside the hub; configure
         c.InProcessAdmission.policy). Both answer the same calls.""",
+    ).tag(config=True)
+
+    fit_preview_service = Unicode(
+        "aispike",
+        help="""Name of the hub service whose api/fit the form's script calls as the user
+        (with a short-lived token limited to that service). Empty: no live preview.""",
+    ).tag(config=True)
+    fit_token_seconds = Integer(
+        1800, help="Lifetime of the token the form's script uses for the fit preview.",
     ).tag(config=True)

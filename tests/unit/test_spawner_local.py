@@ -77,3 +77,55 @@ def test_a_state_without_a_process_holds_nothing() -> None:
     s.load_state({STATE_KEY: {"node": "box", "gpu_indices": [0], "gpu_memory_mib": [1024],
                               "cpu_milli": 0, "memory_mib": 0}})
     assert s.assignment is None and not LocalGPUSpawner._held
+
+
+class _TokenUser(SimpleNamespace):
+    """A hub user that mints tokens (and may be refused the groups scope)."""
+
+    def new_api_token(self, note: str, expires_in: int, scopes: list[str]) -> str:
+        if self.refuse and any(s.startswith("read:users:groups") for s in scopes):
+            raise ValueError("not allowed")
+        self.minted.append((note, expires_in, scopes))
+        return f"tok-{len(self.minted)}"
+
+
+def previewing(user: str, refuse: bool = False, **config: Any) -> Any:
+    s = spawner(user)
+    s.user = _TokenUser(name=user, groups=[], url=f"/user/{user}/", escaped_name=user,
+                        refuse=refuse, minted=[])
+    s.hub = SimpleNamespace(base_url="/prefix/hub/")
+    for key, value in config.items():
+        setattr(s, key, value)
+    return s
+
+
+def test_the_form_previews_fits_through_the_service_with_the_shared_token_rule() -> None:
+    from aispike_hub.spawner.admission import fit_preview
+
+    s = previewing("ada", fit_token_seconds=600)
+    preview = fit_preview(s)
+    assert preview.url == "/prefix/services/aispike/api/fit" and preview.token == "tok-1"
+    (_note, seconds, scopes), = s.user.minted
+    assert seconds == 600 and scopes == ["access:services!service=aispike",
+                                         "read:users:groups!user=ada"]
+    # A user who may not read their groups still gets a preview (without group quotas).
+    refused = previewing("bob", refuse=True)
+    assert fit_preview(refused).token == "tok-1"
+    assert refused.user.minted[0][2] == ["access:services!service=aispike"]
+    assert fit_preview(previewing("cy", fit_preview_service="")).absent
+
+
+def test_in_process_admission_says_why_the_form_has_no_live_preview() -> None:
+    import asyncio
+    import json
+    import re
+
+    from aispike_hub.spawner.admission import PREVIEW_IN_PROCESS, InProcessAdmission
+
+    s = previewing("ada", admission_class=InProcessAdmission)
+    s.config.InProcessAdmission.db_url = "sqlite://"
+    html = asyncio.run(s.render_options_form())
+    assert not s.user.minted  # no token for a preview nobody can answer
+    config = json.loads(re.search(r'id="aispike-form-config">(.*?)</script>', html, re.S)[1])
+    assert config["fitUrl"] == "" and config["fitAbsent"] == PREVIEW_IN_PROCESS
+    assert "this hub admits servers itself" in html  # shown without script too

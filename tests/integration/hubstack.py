@@ -1,0 +1,276 @@
+"""What the hub tests share: a hub with the AISpike service, and one hub per spawner kind.
+
+- :class:`ServiceHub`: the calls every hub test makes (users, start, stop, ready, tokens, the
+  service's API, notices, audit), one implementation for the quota, idle, spawner and admin
+  panel tests.
+- :func:`aispike_service_config`: the hub config that runs the AISpike service as a hub-managed
+  service (custom scopes, its role, the admins' role, the users' access, admission client).
+- :func:`spawner_setup`: the same scenario on either spawner.  ``kube``: KubeSpawner (with
+  admission: ``quota_spawner.QuotaKubeSpawner`` pinned to a kwok node of the test's own) on the
+  test control plane, notebook pods run by the pod runner.  ``local``:
+  :class:`~aispike_hub.spawner.local.LocalGPUSpawner` over a simulated inventory of the same
+  GPUs, notebook servers as local processes; it needs no cluster, so it also runs where the
+  cluster binaries are absent.  Tests take the kind from a fixture parametrized with
+  :data:`SPAWNER_KINDS`, so one table of cases runs against both.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from .conftest import REPO, RunningHub, new_username, wait_until
+
+HERE = Path(__file__).parent
+IMAGE = "quay.io/jupyter/base-notebook:2026-01-05"
+SPAWNER_KINDS = ("kube", "local")
+"""Every hub test of quotas and idle handling runs once per kind."""
+CUSTOM_SCOPES = {
+    "custom:aispike:admin": "AISpike admin: panel, quotas, audit log",
+    "custom:aispike:admit": "ask AISpike to admit spawns",
+    "custom:aispike:idle": "read the AISpike idle report",
+}
+
+
+def service_answers(url: str) -> bool:
+    """Whether the AISpike service at ``url`` (ending in ``/services/aispike/``) is up."""
+    try:
+        return requests.get(f"{url}api/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def wait_for_service(url: str) -> None:
+    wait_until(lambda: service_answers(url), 60, "the AISpike service to answer")
+
+
+def service_command(workdir: Path, *args: str) -> list[str]:
+    """``aispike-hub service`` with a sqlite store in ``workdir``."""
+    return [sys.executable, "-m", "aispike_hub.cli", "service",
+            f"--db-url=sqlite:///{workdir}/aispike.sqlite", *args]
+
+
+def aispike_service_config(port: int, token: str, command: list[str], *,
+                           service_scopes: Iterable[str], admin_scopes: Iterable[str],
+                           admin_users: Iterable[str] = (), admission: bool = True,
+                           allowed_scopes: Iterable[str] = ()) -> str:
+    """Hub config lines: the AISpike service on ``port`` as a hub-managed service.
+
+    ``service_scopes``: the service's own hub scopes; ``admin_scopes``: what the ``tests``
+    service (and ``admin_users``) may do with it; every user may reach it (notices, fit).
+    ``admission``: spawners ask it to admit (``c.AdmissionClient``).
+    """
+    url = f"http://127.0.0.1:{port}/services/aispike/"
+    service: dict[str, Any] = {
+        "name": "aispike", "url": f"http://127.0.0.1:{port}", "api_token": token,
+        "command": command, "environment": {"PYTHONPATH": str(REPO)},
+        "oauth_no_confirm": True,
+    }
+    if allowed_scopes:
+        service["oauth_client_allowed_scopes"] = list(allowed_scopes)
+    admins: dict[str, Any] = {"name": "aispike-admins", "services": ["tests"],
+                              "scopes": [*admin_scopes, "access:services!service=aispike"]}
+    if admin_users:
+        admins["users"] = list(admin_users)
+    lines = [
+        f"c.JupyterHub.custom_scopes = {{k: {{'description': v}} for k, v in "
+        f"{CUSTOM_SCOPES!r}.items()}}",
+        f"c.JupyterHub.services.append({service!r})",
+        "c.JupyterHub.load_roles += [",
+        f"    {{'name': 'aispike', 'services': ['aispike'], 'scopes': {list(service_scopes)!r}}},",
+        f"    {admins!r},",
+        "    {'name': 'user', 'scopes': ['self', 'access:services!service=aispike']},",
+        "]",
+    ]
+    if admission:
+        lines += [f"c.AdmissionClient.url = {url!r}", f"c.AdmissionClient.api_token = {token!r}",
+                  "c.AdmissionClient.poll_interval = 0.5"]
+    return "\n".join(lines) + "\n"
+
+
+class ServiceHub:
+    """A running hub with the AISpike service, as the tests talk to it."""
+
+    def __init__(self, hub: RunningHub, service_url: str) -> None:
+        self.hub = hub
+        self.service_url = service_url
+
+    # -- the service -----------------------------------------------------------------------
+    def service(self, method: str, path: str, token: str | None = None, **kw: Any
+                ) -> requests.Response:
+        return requests.request(
+            method, f"{self.service_url}api/{path}", timeout=kw.pop("timeout", 30),
+            headers={"Authorization": f"token {token or self.hub.token}"}, **kw)
+
+    def set_user(self, user: str, entry: dict[str, Any]) -> None:
+        r = self.service("PUT", f"policy/users/{user}", json=entry)
+        assert r.status_code == 200, r.text
+
+    def audit(self, target: str | None = None, **params: Any) -> list[dict[str, Any]]:
+        r = self.service("GET", "audit", params={"limit": 500, **params})
+        entries = list(r.json()["entries"])
+        return [e for e in entries if target is None or e["target"] == target]
+
+    def notices(self, user: str) -> list[dict[str, Any]]:
+        return list(self.service("GET", "notices", token=self.user_token(user)).json()["notices"])
+
+    # -- the hub ---------------------------------------------------------------------------
+    def user(self, *groups: str) -> str:
+        """A new hub user, in ``groups``."""
+        name = new_username()
+        assert self.hub.api("POST", f"/users/{name}").status_code == 201
+        for group in groups:
+            r = self.hub.api("POST", f"/groups/{group}/users", json={"users": [name]})
+            assert r.status_code == 200, r.text
+        return name
+
+    def user_token(self, user: str) -> str:
+        r = self.hub.api("POST", f"/users/{user}/tokens", json={"note": "test"})
+        assert r.status_code == 201, r.text
+        return str(r.json()["token"])
+
+    def start(self, user: str, server: str = "", options: Mapping[str, Any] | None = None
+              ) -> requests.Response:
+        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+        return self.hub.api("POST", path, json=dict(options or {}), timeout=120)
+
+    def server(self, user: str, server: str = "") -> dict[str, Any]:
+        model = self.hub.api("GET", f"/users/{user}").json()
+        return dict((model.get("servers") or {}).get(server) or {})
+
+    def ready(self, user: str) -> set[str]:
+        """Names of the user's ready servers ("" is the default server)."""
+        model = self.hub.api("GET", f"/users/{user}").json()
+        return {name for name, s in (model.get("servers") or {}).items() if s.get("ready")}
+
+    def running(self, user: str, server: str = "") -> bool:
+        return server in self.ready(user)
+
+    def wait_ready(self, user: str, server: str = "", timeout: float = 120) -> dict[str, Any]:
+        try:
+            return dict(wait_until(lambda: (s := self.server(user, server)).get("ready") and s,
+                                   timeout, f"{user}/{server} ready"))
+        except AssertionError:
+            raise AssertionError(f"hub log:\n{self.log_tail()}") from None
+
+    def stop(self, user: str, server: str = "", wait: bool = False) -> None:
+        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+        r = self.hub.api("DELETE", path, timeout=120)
+        assert r.status_code in (202, 204), r.text
+        if wait:
+            wait_until(lambda: not self.server(user, server), 90, f"{user}/{server} stopped")
+
+    def log_tail(self, chars: int = 6000) -> str:
+        return self.hub.log_text()[-chars:]
+
+
+# --- one hub per spawner kind ----------------------------------------------------------------
+
+
+@dataclass
+class SpawnerSetup:
+    """The spawner part of a test hub: config lines, the service's inventory, cleanup."""
+
+    kind: str
+    config: str
+    nodes: list[dict[str, Any]]
+    """The AISpike service's inventory (node spec entries, :mod:`aispike_hub.kube.nodespec`)."""
+    cleanup: Callable[[], None] = field(default=lambda: None)
+
+
+def simulated_inventory(machine: Mapping[str, Any]) -> str:
+    """A node spec's GPUs as the local spawner's simulated inventory ("1x NVIDIA H200 141GB")."""
+    parts = []
+    for group in machine["gpus"]:
+        memory = str(group["memory"])
+        assert memory.endswith("Gi"), memory
+        parts.append(f"{group.get('count', 1)}x {group['model']} {memory[:-2]}GB")
+    return " + ".join(parts)
+
+
+def spawner_setup(kind: str, request: pytest.FixtureRequest, machine: Mapping[str, Any], *,
+                  workdir: Path, admission: bool) -> SpawnerSetup:
+    """The hub's spawner for ``kind`` on a machine like ``machine`` (a node spec entry).
+
+    ``admission``: starts are admitted by the AISpike service (``c.AdmissionClient``, which the
+    hub config must set up).  Without it the Kubernetes variant is plain KubeSpawner and the
+    local one admits in-process (the local spawner always has an admission).
+    """
+    name = f"{machine['name']}-{secrets.token_hex(3)}"
+    if kind == "kube":
+        return _kube_setup(request, {**machine, "name": name}, admission)
+    if kind == "local":
+        return _local_setup({**machine, "name": name}, workdir, admission)
+    raise ValueError(kind)
+
+
+def _kube_setup(request: pytest.FixtureRequest, machine: dict[str, Any], admission: bool
+                ) -> SpawnerSetup:
+    from .conftest import GpuNodes
+
+    cluster = request.getfixturevalue("cluster")
+    namespace = request.getfixturevalue("hub_namespace")
+    request.getfixturevalue("pod_runner")
+    spawner = "kubespawner.KubeSpawner"
+    nodes, cleanup = [machine], (lambda: None)
+    if admission:  # the service pins each pod to a node of the test's own
+        gpu_nodes = GpuNodes(cluster, f"h{secrets.token_hex(3)}")
+        (node,) = gpu_nodes({"nodes": [machine]})
+        nodes, cleanup = [{**machine, "name": node.name}], gpu_nodes.delete_all
+        spawner = "quota_spawner.QuotaKubeSpawner"
+    return SpawnerSetup("kube", kube_spawner_config(spawner, namespace), nodes, cleanup)
+
+
+def kube_spawner_config(spawner_class: str, namespace: str) -> str:
+    """Hub config lines: ``spawner_class`` (a KubeSpawner; this folder's modules importable)
+    starting notebook pods in ``namespace``, run by the pod runner."""
+    return f"""
+import sys
+sys.path.insert(0, {str(HERE)!r})
+c.JupyterHub.spawner_class = {spawner_class!r}
+c.KubeSpawner.namespace = {namespace!r}
+# kwok runs no containers: the image is never pulled, the pod runner runs the command.
+c.KubeSpawner.image = {IMAGE!r}
+c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
+c.KubeSpawner.start_timeout = 150
+c.KubeSpawner.http_timeout = 60
+"""
+
+
+def _local_setup(machine: dict[str, Any], workdir: Path, admission: bool) -> SpawnerSetup:
+    from aispike_hub.model import GIB_IN_MIB
+    from aispike_hub.spawner.local import machine_spec
+
+    simulated = simulated_inventory(machine)
+    cpus = float(str(machine.get("cpu", "64")))
+    memory_gib = int(str(machine.get("memory", "512Gi")).removesuffix("Gi"))
+    spec = machine_spec(machine["name"], int(cpus * 1000), memory_gib * GIB_IN_MIB,
+                        simulated=simulated)
+    args = ["--allow-root"] if os.getuid() == 0 else []
+    config = f"""
+c.JupyterHub.spawner_class = "aispike_hub.spawner.local.LocalGPUSpawner"
+c.LocalGPUSpawner.simulated_gpus = {simulated!r}
+c.LocalGPUSpawner.node_name = {machine["name"]!r}
+c.LocalGPUSpawner.machine_cpus = {cpus!r}
+c.LocalGPUSpawner.machine_memory_gib = {memory_gib!r}
+c.LocalGPUSpawner.system_users = False
+c.LocalGPUSpawner.home_dir_template = {str(workdir / "home" / "{username}")!r}
+c.LocalGPUSpawner.cmd = [{sys.executable!r}, "-m", "jupyterhub.singleuser"]
+c.LocalGPUSpawner.args = {args!r}
+c.LocalGPUSpawner.start_timeout = 150
+c.LocalGPUSpawner.http_timeout = 60
+"""
+    if not admission:
+        config += (
+            'c.LocalGPUSpawner.admission_class = '
+            '"aispike_hub.spawner.admission.InProcessAdmission"\n'
+            f'c.InProcessAdmission.db_url = "sqlite:///{workdir}/admission.sqlite"\n')
+    return SpawnerSetup("local", config, list(spec["nodes"]))
