@@ -133,15 +133,7 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
         are preferred.""",
     ).tag(config=True)
 
-
-    fit_preview_service = Unicode(
-        "aispike",
-        help="""Name of the hub service whose api/fit the form's script calls as the user
-        (with a short-lived token limited to that service). Empty: no live preview.""",
-    ).tag(config=True)
-    fit_token_seconds = Integer(
-        1800, help="Lifetime of the token the form's script uses for the fit preview.",
-    ).tag(config=True)
+    # fit_preview_service and fit_token_seconds: SpawnerFormSettings (shared with the local one)
 
     user_namespace_quota = Bool(
         True,
