@@ -4,22 +4,48 @@ nodes only; pre-pullers: per image, GPU images only on their GPU models); `helm 
 changed quota rolls the service; `helm uninstall` leaves no object of the release behind,
 cluster-scoped ones included.
 
-kwok runs no containers: readiness comes from kwok's simulated pod lifecycle, so this proves the
-manifests (API validation, RBAC objects, scheduling, affinity, rollout), not the processes. The
-processes' config is checked by tests/unit/helm (loaded as JupyterHub and the service load it)."""
+kwok runs no containers, so the test runs the chart's hub, proxy and AISpike service pods (and the
+notebook pods the installed hub spawns) itself, the way a kubelet would: tests/integration/
+podrunner.py in kubelet mode (private mount namespace per container with the pod's volumes, a real
+service-account token, the pod's securityContext, an /etc/hosts standing in for cluster DNS).  A
+user then logs in through the proxy pod, starts a notebook with an 8 GiB GPU slice through the
+hub's REST API, and the test checks what the installed hub and service did with the chart's own
+ServiceAccounts and RBAC: the pinned ResourceClaim allocated by kube-scheduler with
+``consumedCapacity: 8Gi``, the pod Running on a GPU node, the notebook reached through the proxy,
+and the claim gone when the server stops.  That part needs root (CI runs as root): without it the
+rest runs and the real-process part is skipped, except with CI=true, where it fails.  The agent and
+pre-puller DaemonSet pods are not run (NVML hardware, image pulls); kwok's lifecycle stands in."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import secrets
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+import requests
 from kubernetes.client.rest import ApiException
 
+from aispike_hub.kube.claims import HUB_SERVER_ANNOTATION
 from aispike_hub.kube.slices import DEVICE_CLASS, GPU_MODEL_LABEL, device_class
 
-from .conftest import REPO, TEST_GROUP_LABEL, GpuNodes, TestCluster, wait_until
+from .conftest import (
+    IN_CI,
+    REPO,
+    SESSION_NAMESPACES,
+    TEST_GROUP_LABEL,
+    GpuNodes,
+    TestCluster,
+    stack_paths,
+    unavailable,
+    wait_until,
+)
+from .podrunner import Kubelet, PodRunner, kubelet_unavailable
 
 CHART = REPO / "helm" / "aispike-hub"
 A100 = "NVIDIA A100-SXM4-80GB"
@@ -45,7 +71,10 @@ def values(release: str, quota_gib: int, group: str) -> dict[str, Any]:
     hundreds after the burst and panel tests, whose DaemonSet pods kwok would have to start)."""
     return {
         "prePuller": {"nodeSelector": {TEST_GROUP_LABEL: group}},
-        "hub": {"db": {"type": "sqlite-memory"}},
+        # The dummy authenticator lets anyone in with any password (a test hub, nothing else).
+        "hub": {"db": {"type": "sqlite-memory"},
+                "config": {"JupyterHub": {"authenticator_class": "dummy"},
+                           "Authenticator": {"allow_all": True}}},
         "proxy": {"service": {"type": "NodePort"}},
         "singleuser": {
             "images": [
@@ -115,8 +144,193 @@ def pods_by_node(cluster: TestCluster, namespace: str, selector: str) -> dict[st
     return {p.metadata.name: p.spec.node_name for p in pods}
 
 
+# --- the chart's processes, run for real --------------------------------------------------------
+
+RUN_COMPONENTS = {"hub", "proxy", "service"}
+NOTEBOOK_LABEL = ("component", "singleuser-server")
+
+
+def chart_pods(release: str) -> Callable[[Any], bool]:
+    """The pods the kubelet-mode runner runs: the release's hub, proxy and service, and the
+    notebook pods its hub spawns (the agent and the pre-pullers stay kwok's)."""
+
+    def accept(pod: Any) -> bool:
+        labels = pod.metadata.labels or {}
+        if labels.get(NOTEBOOK_LABEL[0]) == NOTEBOOK_LABEL[1]:
+            return True
+        return (labels.get("app.kubernetes.io/instance") == release
+                and labels.get("app.kubernetes.io/component") in RUN_COMPONENTS)
+
+    return accept
+
+
+@pytest.fixture
+def kubelet_runner(cluster: TestCluster, namespace: str) -> Iterator[PodRunner | None]:
+    """A pod runner in kubelet mode for this test's namespace (None where it cannot run)."""
+    reason = kubelet_unavailable()
+    if reason:
+        if IN_CI:
+            unavailable(reason)  # fails: CI must run the chart's processes
+        warnings.warn(f"the chart's processes are not run: {reason}", stacklevel=1)
+        yield None
+        return
+    # This namespace's notebook pods are this runner's, not the session's notebook runner's.
+    SESSION_NAMESPACES.discard(namespace)
+    runner = PodRunner(
+        cluster.api, label_selector="", watch_namespace=namespace,
+        namespaces={namespace}.__contains__, accept=None,
+        kubelet=Kubelet.for_api(cluster.api, [stack_paths()["proxy_bin"]]),
+    )
+    yield runner
+    runner.stop()
+    left = [(p.name, p.process.pid) for p in runner.alive()]
+    assert not left, f"the pod runner left processes behind: {left}"
+
+
+class HubUser:
+    """A browser-like session of one user on the installed hub, through the proxy pod."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.url, self.name = url, name
+        self.session = requests.Session()
+
+    @property
+    def xsrf(self) -> dict[str, str]:
+        return {"X-XSRFToken": self.session.cookies.get("_xsrf", path="/hub/") or ""}
+
+    def login(self) -> None:
+        r = self.session.get(f"{self.url}hub/login", timeout=30)
+        assert r.status_code == 200, r.text[:500]
+        r = self.session.post(f"{self.url}hub/login", timeout=30, allow_redirects=False,
+                              data={"username": self.name, "password": "any",
+                                    "_xsrf": self.xsrf["X-XSRFToken"]})
+        assert r.status_code == 302, (r.status_code, r.text[:500])
+
+    def api(self, method: str, path: str, **kw: Any) -> requests.Response:
+        return self.session.request(method, f"{self.url}hub/api{path}", headers=self.xsrf,
+                                    timeout=kw.pop("timeout", 60), **kw)
+
+    def server(self) -> dict[str, Any]:
+        r = self.api("GET", f"/users/{self.name}")
+        assert r.status_code == 200, r.text[:500]
+        return dict((r.json().get("servers") or {}).get("") or {})
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=3).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def only_pod(cluster: TestCluster, namespace: str, selector: str) -> Any:
+    pods = [p for p in cluster.core.list_namespaced_pod(namespace, label_selector=selector).items
+            if p.metadata.deletion_timestamp is None]
+    return pods[0] if len(pods) == 1 else None
+
+
+def claim_or_none(cluster: TestCluster, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return dict(cluster.custom.get_namespaced_custom_object(
+            "resource.k8s.io", "v1", namespace, "resourceclaims", name))
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def proxy_url(cluster: TestCluster, runner: PodRunner, namespace: str, release: str) -> str:
+    base = f"app.kubernetes.io/instance={release},app.kubernetes.io/component=proxy"
+    pod = wait_until(lambda: only_pod(cluster, namespace, base), 60, "one proxy pod")
+    running = runner.wait_running(namespace, pod.metadata.name, 60)
+    return f"http://{running.ip}:8000/"
+
+
+def start_a_gpu_notebook(cluster: TestCluster, runner: PodRunner, namespace: str,
+                         release: str) -> None:
+    """A user logs in through the proxy and starts an 8 GiB slice through the hub's REST API;
+    the installed hub and service place it, kube-scheduler allocates the pinned claim."""
+    url = proxy_url(cluster, runner, namespace, release)
+    wait_until(lambda: answers(f"{url}hub/health"), 120,
+               "the installed hub to answer through the proxy pod")
+    wait_until(lambda: answers(f"{url}services/aispike/api/health"), 90,
+               "the installed AISpike service to answer through the hub's route")
+
+    # Who runs as whom: the chart's securityContext, applied by the runner.
+    full = f"{release}-aispike-hub"
+    hub = runner.running(namespace, only_pod(
+        cluster, namespace, f"app.kubernetes.io/instance={release},"
+        "app.kubernetes.io/component=hub").metadata.name)
+    assert hub is not None and os.stat(f"/proc/{hub.process.pid}").st_uid == 1000
+    assert "KUBECONFIG" not in hub.env and hub.env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
+
+    user = HubUser(url, f"helm-{secrets.token_hex(3)}")
+    user.login()
+    options = {"image": "pytorch", "gpu_gib": 8, "cpu": 1, "memory_gib": 1}
+    r = user.api("POST", f"/users/{user.name}/server", json=options)
+    assert r.status_code in (201, 202), (r.status_code, r.text[:500])
+    server = wait_until(lambda: (s := user.server()).get("ready") and s, 150,
+                        f"{user.name}'s notebook ready")
+    assert server["user_options"] == options
+
+    # The pod, spawned by the hub with its own ServiceAccount, on a GPU node ...
+    pod = only_pod(cluster, namespace, "component=singleuser-server")
+    assert pod is not None and pod.status.phase == "Running"
+    nodes = {n.metadata.name: n.metadata.labels or {} for n in cluster.core.list_node().items}
+    assert GPU_MODEL_LABEL in nodes[pod.spec.node_name], pod.spec.node_name
+    # ... with the claim the hub's placer pinned, allocated by kube-scheduler as pinned.
+    claim_name = pod.spec.resource_claims[0].resource_claim_name
+    claim = claim_or_none(cluster, namespace, claim_name)
+    assert claim is not None
+    assert claim["metadata"]["annotations"][HUB_SERVER_ANNOTATION] == f"{user.name}/"
+    assert pod.metadata.annotations[HUB_SERVER_ANNOTATION] == f"{user.name}/"
+    request = claim["spec"]["devices"]["requests"][0]["exactly"]
+    assert request["capacity"]["requests"]["memory"] == "8Gi"
+    (result,) = claim["status"]["allocation"]["devices"]["results"]
+    assert result["consumedCapacity"]["memory"] == "8Gi"
+    assert result["pool"] == pod.spec.node_name
+    assert claim["metadata"]["ownerReferences"][0]["uid"] == pod.metadata.uid
+    notebook = runner.wait_running(namespace, pod.metadata.name, 30)
+    assert notebook.env["AISPIKE_GPU_MEMORY_LIMIT"] == "8192"
+    # The user reaches their notebook through the proxy (OAuth with the hub, from the notebook
+    # pod through the hub's Service name).
+    r = user.session.get(f"{url}user/{user.name}/lab", timeout=60)
+    assert r.status_code == 200 and r.url.startswith(f"{url}user/{user.name}/lab"), r.url
+    xsrf = user.session.cookies.get("_xsrf", path=f"/user/{user.name}/") or ""
+    r = user.session.get(f"{url}user/{user.name}/api/status", timeout=60,
+                         headers={"X-XSRFToken": xsrf})
+    assert r.status_code == 200 and "started" in r.json(), (r.status_code, r.text[:300])
+
+    # The service admitted it from the cluster it reads with its own ServiceAccount (no nodes
+    # file in the chart's config), and tells the user what they use (OAuth with the hub).
+    said = [line.split(f"{user.name}: ", 1)[1] for line in hub.log_text().splitlines()
+            if f"{user.name}: " in line]
+    assert any(s.startswith(f"Admitted on {pod.spec.node_name}") for s in said), said
+    assert any(s.startswith(f"placed on {pod.spec.node_name}") for s in said), said
+    service = runner.running(namespace, only_pod(
+        cluster, namespace, f"app.kubernetes.io/instance={release},"
+        "app.kubernetes.io/component=service").metadata.name)
+    assert service is not None and service.restarts == 0, service and service.log_text()
+    # Its idle monitor reads the hub with the scopes the chart's role gives it.
+    assert "HTTP 403" not in service.log_text(), service.log_text()
+    assert hub.hosts_file is not None and f"{full}-service" in hub.hosts_file.read_text()
+
+    # Stopping the server deletes the pod and its claim.
+    r = user.api("DELETE", f"/users/{user.name}/server")
+    assert r.status_code in (202, 204), (r.status_code, r.text[:500])
+    wait_until(lambda: not user.server(), 90, f"{user.name}'s notebook stopped")
+    wait_until(lambda: only_pod(cluster, namespace, "component=singleuser-server") is None
+               and not cluster.core.list_namespaced_pod(
+                   namespace, label_selector="component=singleuser-server").items,
+               90, "notebook pod deleted")
+    wait_until(lambda: claim_or_none(cluster, namespace, claim_name) is None, 60,
+               "pinned claim deleted")
+    wait_until(lambda: notebook.process.poll() is not None, 30, "notebook process ended")
+
+
 def test_helm_install_upgrade_uninstall_on_kwok_gpu_nodes(
-    cluster: TestCluster, namespace: str, gpu_nodes: GpuNodes, tmp_path: Path
+    cluster: TestCluster, namespace: str, gpu_nodes: GpuNodes, tmp_path: Path,
+    kubelet_runner: PodRunner | None,
 ) -> None:
     a100, h100, cpu = gpu_nodes({"nodes": [
         {"name": "a100", "cpu": "32", "memory": "128Gi",
@@ -126,6 +340,10 @@ def test_helm_install_upgrade_uninstall_on_kwok_gpu_nodes(
         {"name": "cpu", "cpu": "16", "memory": "64Gi"},
     ]})
     release = f"hub{secrets.token_hex(2)}"
+    runner = kubelet_runner
+    if runner is not None:
+        runner.accept = chart_pods(release)
+        runner.start()
     values_file = tmp_path / "values.json"
     values_file.write_text(json.dumps(values(release, 16, gpu_nodes.group)))
     helm_args = [str(CHART), "--namespace", namespace, "--values", str(values_file),
@@ -166,9 +384,15 @@ def test_helm_install_upgrade_uninstall_on_kwok_gpu_nodes(
             "resource.k8s.io", "v1", "deviceclasses", DEVICE_CLASS)
         assert dc["metadata"]["labels"]["app.kubernetes.io/instance"] == release
 
+        # The installed hub and service, running for real, start a GPU notebook.
+        if runner is not None:
+            start_a_gpu_notebook(cluster, runner, namespace, release)
+
         # Upgrade with a changed quota: new service config, the service rolled, still ready.
         service_name = f"{release}-aispike-hub-service"
         before = cluster.apps.read_namespaced_deployment(service_name, namespace)
+        unchanged = {c: pods_by_node(cluster, namespace, f"{base},app.kubernetes.io/component={c}")
+                     for c in ("hub", "proxy")}
         values_file.write_text(json.dumps(values(release, 40, gpu_nodes.group)))
         cluster.helm("upgrade", release, *helm_args, timeout=240)
         cm = cluster.core.read_namespaced_config_map(service_name, namespace)
@@ -185,13 +409,43 @@ def test_helm_install_upgrade_uninstall_on_kwok_gpu_nodes(
         # The Secret's generated tokens survive the upgrade (looked up, not regenerated).
         secret = cluster.core.read_namespaced_secret(f"{release}-aispike-hub-secret", namespace)
         assert len(secret.data["serviceToken"]) > 40
+        # Only the service rolled: the hub and the proxy (whose routes live in memory) stay, as
+        # their config and the Secret's tokens did not change.
+        for c, pods in unchanged.items():
+            assert pods_by_node(
+                cluster, namespace, f"{base},app.kubernetes.io/component={c}") == pods, c
+        if runner is not None:
+            # The rolled service runs the new config and the proxy reaches it by name again.
+            url = proxy_url(cluster, runner, namespace, release)
+            wait_until(lambda: answers(f"{url}services/aispike/api/health"), 90,
+                       "the rolled AISpike service to answer through the proxy")
 
         # Uninstall: nothing of the release is left, cluster-scoped objects included.
         cluster.helm("uninstall", release, "--namespace", namespace, "--wait",
                      "--timeout", "120s", timeout=180)
         wait_until(lambda: not release_objects(cluster, namespace, release), 60,
                    "every object of the release gone")
+        if runner is not None:
+            wait_until(lambda: not runner.alive(), 60, "every process of the release ended")
+    except BaseException:
+        if runner is not None:
+            print(runner.logs())
+        raise
     finally:
         if release in cluster.helm("list", "-n", namespace, "--short", check=False).stdout:
             cluster.helm("uninstall", release, "--namespace", namespace, "--wait", check=False)
         restore_device_class(cluster)
+        release_claims(cluster, namespace)
+
+
+def release_claims(cluster: TestCluster, namespace: str) -> None:
+    """After a failure the hub that would have released a notebook's claim may be gone: drop the
+    placer's finalizers, so the namespace can go."""
+    claims = cluster.custom.list_namespaced_custom_object(
+        "resource.k8s.io", "v1", namespace, "resourceclaims")["items"]
+    for claim in claims:
+        if claim["metadata"].get("finalizers"):
+            with contextlib.suppress(ApiException):
+                cluster.custom.patch_namespaced_custom_object(
+                    "resource.k8s.io", "v1", namespace, "resourceclaims",
+                    claim["metadata"]["name"], {"metadata": {"finalizers": None}})

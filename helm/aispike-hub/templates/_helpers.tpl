@@ -44,17 +44,29 @@ app.kubernetes.io/component: {{ .component }}
 {{- if eq $v "auto" -}}{{ eq .Values.singleuser.backend "aispike" }}{{- else -}}{{ eq $v "true" }}{{- end -}}
 {{- end -}}
 
-{{/* A generated secret value kept across upgrades: (dict "root" $ "key" "proxyToken" "given" "...") */}}
+{{/* A generated secret value kept across upgrades: (dict "root" $ "key" "proxyToken" "given" "...")
+     Generated once per render and remembered (in .Values._aispikeGenerated, which only lives for
+     this render), so every template that renders the Secret again (the checksum/secret
+     annotations) sees the same value: otherwise a fresh install's checksums would hash other
+     random values than the Secret holds, and the first `helm upgrade` would roll the proxy, whose
+     routes live in memory. */}}
 {{- define "aispike.secretValue" -}}
 {{- if .given -}}
 {{- .given -}}
 {{- else -}}
+{{- if not (hasKey .root.Values "_aispikeGenerated") -}}
+{{- $_ := set .root.Values "_aispikeGenerated" dict -}}
+{{- end -}}
+{{- $cache := .root.Values._aispikeGenerated -}}
+{{- if not (hasKey $cache .key) -}}
 {{- $existing := lookup "v1" "Secret" .root.Release.Namespace (printf "%s-secret" (include "aispike.fullname" .root)) -}}
 {{- if and $existing (hasKey $existing.data .key) -}}
-{{- index $existing.data .key | b64dec -}}
+{{- $_ := set $cache .key (index $existing.data .key | b64dec) -}}
 {{- else -}}
-{{- randAlphaNum 64 -}}
+{{- $_ := set $cache .key (randAlphaNum 64) -}}
 {{- end -}}
+{{- end -}}
+{{- index $cache .key -}}
 {{- end -}}
 {{- end -}}
 
