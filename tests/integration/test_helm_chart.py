@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 import requests
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from aispike_hub.kube.claims import HUB_SERVER_ANNOTATION
@@ -229,6 +230,21 @@ def only_pod(cluster: TestCluster, namespace: str, selector: str) -> Any:
     return pods[0] if len(pods) == 1 else None
 
 
+def in_container(pid: int, path: str) -> Path:
+    """``path`` as the container of process ``pid`` sees it (its root's absolute symlinks,
+    such as /var/run, resolved as on this machine, whose file system the container's mirrors)."""
+    return Path(f"/proc/{pid}/root{os.path.realpath(path)}")
+
+
+def read_only_root(pid: int) -> bool:
+    """Whether the process sees its root file system read-only (readOnlyRootFilesystem)."""
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == "/":
+            root_options = fields[5].split(",")
+    return "ro" in root_options
+
+
 def claim_or_none(cluster: TestCluster, namespace: str, name: str) -> dict[str, Any] | None:
     try:
         return dict(cluster.custom.get_namespaced_custom_object(
@@ -262,7 +278,21 @@ def start_a_gpu_notebook(cluster: TestCluster, runner: PodRunner, namespace: str
         cluster, namespace, f"app.kubernetes.io/instance={release},"
         "app.kubernetes.io/component=hub").metadata.name)
     assert hub is not None and os.stat(f"/proc/{hub.process.pid}").st_uid == 1000
+    assert read_only_root(hub.process.pid)
+    # In-cluster credentials only: the ServiceAccount volume the API server's admission added,
+    # with a token the TokenRequest API gave for the hub's ServiceAccount.
     assert "KUBECONFIG" not in hub.env and hub.env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
+    account = in_container(hub.process.pid, "/var/run/secrets/kubernetes.io/serviceaccount")
+    assert (account / "namespace").read_text() == namespace
+    review = client.AuthenticationV1Api(cluster.api).create_token_review(
+        {"spec": {"token": (account / "token").read_text()}})
+    assert review.status.user.username == (
+        f"system:serviceaccount:{namespace}:{full}-hub"), review.status
+    proxy = runner.running(namespace, only_pod(
+        cluster, namespace, f"app.kubernetes.io/instance={release},"
+        "app.kubernetes.io/component=proxy").metadata.name)
+    assert proxy is not None and not in_container(  # automountServiceAccountToken: false
+        proxy.process.pid, "/var/run/secrets/kubernetes.io/serviceaccount").exists()
 
     user = HubUser(url, f"helm-{secrets.token_hex(3)}")
     user.login()
