@@ -4,6 +4,8 @@ and the hub's and service's config as the processes will load it."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -282,6 +284,15 @@ def test_hub_config_loads_and_wires_spawner_service_and_proxy(
         assert hub.services == [{"name": "aispike", "url": "http://rel-aispike-hub-service:10101",
                                  "api_token": "s3cret", "oauth_no_confirm": True}]
         assert {r["name"] for r in hub.load_roles} == {"aispike", "user"}
+        # The service's idle monitor lists users and their servers' activity, stops servers and
+        # asks their kernels (aispike_hub/service/idle.py); admission needs admin:servers.
+        (service_role,) = [r for r in hub.load_roles if r["name"] == "aispike"]
+        assert set(service_role["scopes"]) == {
+            "admin:servers", "list:users", "read:users", "read:users:activity",
+            "read:users:groups", "read:groups", "read:servers", "servers", "access:servers",
+            "custom:aispike:admit"}
+        # A restarted proxy pod (routes in memory) gets its routes back within a minute.
+        assert hub.last_activity_interval == 60
         assert config.AdmissionClient.url == (
             "http://rel-aispike-hub-service:10101/services/aispike/")
         traits = set(AISpikeSpawner.class_trait_names(config=True))
@@ -318,3 +329,21 @@ def test_service_config_is_a_valid_policy_and_traits(
     env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["JUPYTERHUB_API_URL"]["value"] == "http://rel-aispike-hub-hub:8081/hub/api"
     assert env["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "serviceToken"
+
+
+def test_secret_checksums_hash_the_secret_this_render_holds() -> None:
+    """Generated tokens are made once per render: the hub's, proxy's and service's
+    checksum/secret hash the very Secret rendered beside them.  (Were each include to draw new
+    random values, a fresh install's checksums would not match the stored Secret, and the first
+    `helm upgrade`, which finds the Secret, would roll the proxy and lose its routes.)"""
+    out = helm(*template_args()).stdout
+    (secret_text,) = [part.split("\n", 1)[1] for part in out.split("---\n# Source: ")
+                      if part.startswith("aispike-hub/templates/secret.yaml\n")]
+    digest = hashlib.sha256(secret_text.encode()).hexdigest()
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    for name in ("hub", "proxy", "service"):
+        deployment = one(docs, "Deployment", f"rel-aispike-hub-{name}")
+        assert deployment["spec"]["template"]["metadata"]["annotations"]["checksum/secret"] == (
+            digest), name
+    secret = one(docs, "Secret", "rel-aispike-hub-secret")
+    assert {len(base64.b64decode(v)) for v in secret["data"].values()} == {64}
