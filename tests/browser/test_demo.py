@@ -5,7 +5,9 @@ inventory "2x A100 80GB": a real JupyterHub with configurable-http-proxy, the AI
 the local spawner and real JupyterLab servers.  Debian's Chromium (driven by Playwright) logs in
 as a student, sees the form say the GPUs are simulated, starts a server with a 4 GiB slice, sees
 the lab extension's status bar show it (and the server extension's API say the same), stops it;
-then a Ctrl-C stops everything.
+then a Ctrl-C stops everything.  On the way the form's live fit preview says "does not fit" for
+a slice over the student's quota and "fits" for the 4 GiB one (the local spawner's preview
+through the AISpike service).
 
 With ``AISPIKE_UPDATE_SCREENSHOTS=1`` the README's screenshot (docs/demo.png) is taken again.
 """
@@ -24,6 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,7 +120,15 @@ def test_demo_login_start_4gib_slice_status_bar_stop_and_ctrl_c(demo: Demo) -> N
             assert "simulated" in form and "2x A100 80GB" in form, form
             assert "your quota: 8 GiB" in form, form  # the student's quota, from the service
             page.select_option("#aispike-gpu-count", "1")
+            # The live fit preview (the service's api/fit, asked as alice with the token the
+            # local spawner minted) answers as the slice changes: over her quota it does not
+            # fit, within it it does.
+            page.fill("#aispike-gpu-gib", "9")
+            refused = _fit_answer(page, "refused")
+            assert "Cannot start" in refused and "8 GiB" in refused, refused
             page.fill("#aispike-gpu-gib", "4")
+            fits = _fit_answer(page, "fits")
+            assert fits.startswith("Fits now"), fits
             if os.environ.get("AISPIKE_UPDATE_SCREENSHOTS"):
                 page.screenshot(path=str(ROOT / "docs" / "demo.png"))
             page.click("form#spawn_form [type=submit]")
@@ -159,3 +170,9 @@ def test_demo_login_start_4gib_slice_status_bar_stop_and_ctrl_c(demo: Demo) -> N
             os.kill(pid, 0)
     machine = json.loads((demo.workdir / "machine.json").read_text())
     assert machine["nodes"][0]["labels"]["aispike.io/inventory"] == "simulated"
+
+
+def _fit_answer(page: Any, kind: str) -> str:
+    """The fit preview's text once it shows ``kind`` (fits, waits, refused, unknown)."""
+    page.wait_for_selector(f"#aispike-fit.{kind}", timeout=30_000)
+    return str(page.inner_text("#aispike-fit"))

@@ -16,18 +16,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+import yaml
 
-from .conftest import REPO, RunningHub, new_username, wait_until
+from .conftest import REPO, RunningHub, _free_port, new_username, wait_until
 
 HERE = Path(__file__).parent
 IMAGE = "quay.io/jupyter/base-notebook:2026-01-05"
@@ -210,6 +212,38 @@ def spawner_setup(kind: str, request: pytest.FixtureRequest, machine: Mapping[st
     if kind == "local":
         return _local_setup({**machine, "name": name}, workdir, admission)
     raise ValueError(kind)
+
+
+@contextlib.contextmanager
+def hub_of_kind(kind: str, request: pytest.FixtureRequest,
+                hub_factory: Callable[..., RunningHub], machine: Mapping[str, Any], *,
+                name: str, workdir: Path, admission: bool, service_args: Iterable[str],
+                service_scopes: Iterable[str], admin_scopes: Iterable[str],
+                hub_config: str = "") -> Iterator[ServiceHub]:
+    """A hub with ``kind``'s spawner on a machine like ``machine`` and the AISpike service
+    (inventory: that machine; ``service_args`` added to its command); stopped afterwards, with
+    its servers, so the other kind's hub runs alone."""
+    spawner = spawner_setup(kind, request, machine, workdir=workdir, admission=admission)
+    spec = workdir / "nodes.yaml"
+    spec.write_text(yaml.safe_dump({"nodes": spawner.nodes}))
+    port = _free_port()
+    token = secrets.token_hex(16)
+    command = service_command(workdir, f"--nodes-file={spec}", *service_args)
+    try:
+        hub = hub_factory(
+            f"{name}-{kind}",
+            spawner.config
+            + aispike_service_config(port, token, command, service_scopes=service_scopes,
+                                     admin_scopes=admin_scopes, admission=admission)
+            + hub_config)
+        try:
+            stack = ServiceHub(hub, f"http://127.0.0.1:{port}/services/aispike/")
+            wait_for_service(stack.service_url)
+            yield stack
+        finally:
+            hub.stop()
+    finally:
+        spawner.cleanup()
 
 
 def _kube_setup(request: pytest.FixtureRequest, machine: dict[str, Any], admission: bool

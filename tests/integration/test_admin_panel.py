@@ -17,11 +17,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +28,6 @@ import yaml
 
 from .conftest import (
     IN_CI,
-    REPO,
     GpuNodes,
     RunningHub,
     TestCluster,
@@ -38,11 +35,17 @@ from .conftest import (
     new_username,
     wait_until,
 )
+from .hubstack import (
+    ServiceHub,
+    aispike_service_config,
+    kube_spawner_config,
+    service_command,
+    wait_for_service,
+)
 from .podrunner import PodRunner
 from .recorded_agent import RecordedAgent
 
 pytestmark = pytest.mark.browser
-HERE = Path(__file__).parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
@@ -92,32 +95,16 @@ def browser_or_skip() -> Any:
     return sync_playwright
 
 
-class Stack:
+class Stack(ServiceHub):
     def __init__(self, hub: RunningHub, service_url: str, admin: str, users: dict[str, str],
                  nodes: list[str], browser: Any) -> None:
-        self.hub = hub
-        self.service_url = service_url
+        super().__init__(hub, service_url)
         self.admin = admin
         self.users = users
         self.nodes = nodes
         self.browser = browser
         self.placed: dict[str, str] = {}
         self.prometheus: ThreadingHTTPServer | None = None
-
-    def service(self, method: str, path: str, token: str | None = None, **kw: Any
-                ) -> requests.Response:
-        return requests.request(method, f"{self.service_url}api/{path}", timeout=30,
-                                headers={"Authorization": f"token {token or self.hub.token}"},
-                                **kw)
-
-    def token(self, user: str) -> str:
-        r = self.hub.api("POST", f"/users/{user}/tokens", json={"note": "panel test"})
-        assert r.status_code == 201, r.text
-        return str(r.json()["token"])
-
-    def ready(self, user: str) -> bool:
-        model = self.hub.api("GET", f"/users/{user}").json()
-        return bool((model.get("servers") or {}).get("", {}).get("ready"))
 
     def login(self, user: str) -> Any:
         """A browser page logged in to the hub as ``user`` (dummy authenticator)."""
@@ -168,45 +155,19 @@ c.AdminPanel.prometheus_timeout = 2
     port = _free_port()
     token = secrets.token_hex(16)
     service_url = f"http://127.0.0.1:{port}/services/aispike/"
-    command = [sys.executable, "-m", "aispike_hub.cli", "service",
-               f"--db-url=sqlite:///{workdir}/aispike.sqlite",
-               f"--config={workdir / 'aispike_service_config.py'}"]
+    command = service_command(workdir, f"--config={workdir / 'aispike_service_config.py'}")
     hub = hub_factory(
         "panel",
-        f"""
-        import sys
-        sys.path.insert(0, {str(HERE)!r})
-        c.JupyterHub.spawner_class = "quota_spawner.QuotaKubeSpawner"
-        c.KubeSpawner.namespace = {hub_namespace!r}
-        c.KubeSpawner.image = "quay.io/jupyter/base-notebook:2026-01-05"
-        c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
-        c.KubeSpawner.start_timeout = 150
-        c.JupyterHub.custom_scopes = {{
-            "custom:aispike:admin": {{"description": "AISpike admin: panel, policy"}},
-            "custom:aispike:admit": {{"description": "ask AISpike to admit spawns"}},
-            "custom:aispike:idle": {{"description": "read the AISpike idle report"}},
-        }}
-        c.JupyterHub.services.append({{
-            "name": "aispike", "url": "http://127.0.0.1:{port}", "api_token": {token!r},
-            "command": {command!r}, "environment": {{"PYTHONPATH": {str(REPO)!r}}},
-            "oauth_no_confirm": True,
+        kube_spawner_config("quota_spawner.QuotaKubeSpawner", hub_namespace)
+        + aispike_service_config(
+            port, token, command,
+            service_scopes=["admin:servers", "list:users", "read:users", "read:groups",
+                            "read:users:activity", "servers", "custom:aispike:admit"],
+            admin_scopes=["custom:aispike:admin"], admin_users=[admin],
             # Browser logins carry the admin scope to the service (only for users who have it).
-            "oauth_client_allowed_scopes": ["custom:aispike:admin"],
-        }})
-        c.JupyterHub.load_roles += [
-            {{"name": "aispike", "services": ["aispike"],
-              "scopes": ["admin:servers", "list:users", "read:users", "read:groups",
-                         "read:users:activity", "servers", "custom:aispike:admit"]}},
-            {{"name": "aispike-admins", "services": ["tests"], "users": [{admin!r}],
-              "scopes": ["custom:aispike:admin", "access:services!service=aispike"]}},
-            {{"name": "user", "scopes": ["self", "access:services!service=aispike"]}},
-        ]
-        c.AdmissionClient.url = {service_url!r}
-        c.AdmissionClient.api_token = {token!r}
-        c.AdmissionClient.poll_interval = 0.5
-        """,
+            allowed_scopes=["custom:aispike:admin"]),
     )
-    wait_until(lambda: _answers(service_url), 60, "the AISpike service to answer")
+    wait_for_service(service_url)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         s = Stack(hub, service_url, admin, users, names, browser)
@@ -219,7 +180,7 @@ c.AdminPanel.prometheus_timeout = 2
                 assert r.status_code in (201, 202), r.text
             assert hub.api("POST", f"/users/{users['plain']}").status_code == 201
             try:
-                wait_until(lambda: s.ready(users["busy"]) and s.ready(users["idle"]), 150,
+                wait_until(lambda: s.running(users["busy"]) and s.running(users["idle"]), 150,
                            "both servers ready")
             except AssertionError:
                 raise AssertionError(hub.log_text()[-5000:]) from None
@@ -242,13 +203,6 @@ c.AdminPanel.prometheus_timeout = 2
                 s.prometheus.shutdown()
                 s.prometheus.server_close()
             gpu_nodes.delete_all()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(f"{url}api/health", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def test_the_map_shows_each_running_server_as_its_slice_on_its_node(stack: Stack) -> None:
@@ -342,7 +296,7 @@ def test_a_user_without_the_admin_scope_gets_403_on_pages_and_api(stack: Stack) 
         assert response.status == 403, (tail, response.status)
         assert "custom:aispike:admin" in page.locator("#aispike-error").inner_text()
     page.context.close()
-    token = stack.token(plain)
+    token = stack.user_token(plain)
     for path in ("panel/map", "panel/quotas", "panel/queue", "panel/history", "idle/report"):
         assert stack.service("GET", path, token=token).status_code == 403, path
     assert requests.get(f"{stack.service_url}metrics", timeout=30,
@@ -350,7 +304,7 @@ def test_a_user_without_the_admin_scope_gets_403_on_pages_and_api(stack: Stack) 
     r = stack.service("POST", f"panel/idle/{stack.users['idle']}//stop", token=token,
                       json={"confirm": f"{stack.users['idle']}/"})
     assert r.status_code == 403
-    assert stack.ready(stack.users["idle"])
+    assert stack.running(stack.users["idle"])
 
 
 def test_editing_a_quota_works_and_a_bad_value_is_refused_naming_the_field(
@@ -398,12 +352,12 @@ def test_the_stop_action_needs_a_confirmation_then_stops_the_server(stack: Stack
     bad = stack.service("POST", f"panel/idle/{idle}//stop", json={})
     assert bad.status_code == 400 and bad.json()["field"] == "confirm"
     row.get_by_role("button", name="Stop").click()
-    assert stack.ready(idle), "one click must not stop anything"
+    assert stack.running(idle), "one click must not stop anything"
     row.locator("button.confirm").click()
     page.wait_for_selector("#idle-status .alert-success")
-    wait_until(lambda: not stack.ready(idle), 60, "the server stopped through the hub")
+    wait_until(lambda: not stack.running(idle), 60, "the server stopped through the hub")
     audit = stack.service("GET", "audit", params={"action": "panel.idle-stop"}).json()
     assert audit["entries"][0]["target"] == f"{idle}/"
     assert audit["entries"][0]["detail"]["by"] == f"user:{stack.admin}"
-    assert stack.ready(stack.users["busy"])
+    assert stack.running(stack.users["busy"])
     page.context.close()

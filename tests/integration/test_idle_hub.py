@@ -26,23 +26,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import yaml
 
 from .conftest import RunningHub, _free_port, new_username, wait_until
-from .hubstack import (
-    SPAWNER_KINDS,
-    ServiceHub,
-    aispike_service_config,
-    service_command,
-    spawner_setup,
-    wait_for_service,
-)
+from .hubstack import SPAWNER_KINDS, ServiceHub, hub_of_kind
 from .recorded_agent import RecordedAgent
 
 TIMEOUT, GRACE = 2, 3
@@ -94,16 +85,13 @@ def stack(request: pytest.FixtureRequest, hub_factory: Callable[..., RunningHub]
     kind = request.param
     users = {c.role: new_username() for c in CASES}
     workdir = tmp_path_factory.mktemp(f"aispike-idle-{kind}")
-    spawner = spawner_setup(kind, request, MACHINE, workdir=workdir, admission=False)
     agent = RecordedAgent().start()
     agent.nodes = {"node-a": [], "node-b": []}
     for case in CASES:
         agent.nodes[case.node].append((users[case.role], "", case.gpu))
     agent.down = {"node-b"}
     modes = {users[c.role]: {"mode": c.mode} for c in CASES if c.mode != "stop"}
-    (workdir / "nodes.yaml").write_text(yaml.safe_dump({"nodes": spawner.nodes}))
     (workdir / "aispike_service_config.py").write_text(f"""
-c.AISpikeService.nodes_file = {str(workdir / "nodes.yaml")!r}
 c.IdleMonitor.poll_interval = 0.5
 c.IdleMonitor.timeout = {TIMEOUT}
 c.IdleMonitor.gpu_window = 2
@@ -112,35 +100,26 @@ c.IdleMonitor.mode = "stop"
 c.IdleMonitor.agent_urls = [{agent.url("node-a")!r}, {agent.url("node-b")!r}]
 c.IdleMonitor.policy = {{"users": {modes!r}}}
 """)
-    port = _free_port()
-    token = secrets.token_hex(16)
-    command = service_command(workdir, f"--config={workdir / 'aispike_service_config.py'}")
-    hub = hub_factory(
-        f"idle-{kind}",
-        spawner.config
-        + aispike_service_config(
-            port, token, command,
-            # The idle monitor's least scopes (docs/idle.md).
-            service_scopes=["list:users", "read:users:activity", "read:users:groups",
-                            "read:servers", "servers", "access:servers"],
-            admin_scopes=["custom:aispike:admin", "custom:aispike:idle"], admission=False)
-        # the monitor polls the servers' kernels through the proxy
-        + "c.JupyterHub.services[-1]['command'].append("
-          "'--IdleMonitor.proxy_url=' + c.JupyterHub.bind_url)\n",
-    )
-    stack = Stack(hub, f"http://127.0.0.1:{port}/services/aispike/", users)
     try:
-        wait_for_service(stack.service_url)
-        for user in users.values():
-            assert hub.api("POST", f"/users/{user}").status_code == 201
-        with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:
-            for r in pool.map(stack.start, users.values()):
-                assert r.status_code in (201, 202), r.text
-        yield stack
+        with hub_of_kind(
+                kind, request, hub_factory, MACHINE, name="idle", workdir=workdir,
+                admission=False, service_args=[f"--config={workdir / 'aispike_service_config.py'}"],
+                # The idle monitor's least scopes (docs/idle.md).
+                service_scopes=["list:users", "read:users:activity", "read:users:groups",
+                                "read:servers", "servers", "access:servers"],
+                admin_scopes=["custom:aispike:admin", "custom:aispike:idle"],
+                # the monitor polls the servers' kernels through the proxy
+                hub_config="c.JupyterHub.services[-1]['command'].append("
+                           "'--IdleMonitor.proxy_url=' + c.JupyterHub.bind_url)\n") as base:
+            stack = Stack(base.hub, base.service_url, users)
+            for user in users.values():
+                assert stack.hub.api("POST", f"/users/{user}").status_code == 201
+            with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:
+                for r in pool.map(stack.start, users.values()):
+                    assert r.status_code in (201, 202), r.text
+            yield stack
     finally:
-        hub.stop()  # stops its servers too
         agent.stop()
-        spawner.cleanup()
 
 
 def test_idle_is_warned_then_stopped_after_grace_busy_dry_run_and_missing_are_kept(

@@ -25,21 +25,12 @@ test (the table below) runs unchanged against both kinds.
 from __future__ import annotations
 
 import concurrent.futures
-import secrets
 from collections.abc import Callable, Iterator
 
 import pytest
-import yaml
 
-from .conftest import RunningHub, _free_port, wait_until
-from .hubstack import (
-    SPAWNER_KINDS,
-    ServiceHub,
-    aispike_service_config,
-    service_command,
-    spawner_setup,
-    wait_for_service,
-)
+from .conftest import RunningHub, wait_until
+from .hubstack import SPAWNER_KINDS, ServiceHub, hub_of_kind
 
 MACHINE = {"name": "quota-gpu", "cpu": "64", "memory": "512Gi",
            "gpus": [{"model": "NVIDIA A100-SXM4-80GB", "memory": "80Gi", "count": 1}]}
@@ -49,34 +40,18 @@ MACHINE = {"name": "quota-gpu", "cpu": "64", "memory": "512Gi",
 def stack(request: pytest.FixtureRequest, hub_factory: Callable[..., RunningHub],
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceHub]:
     kind = request.param
-    workdir = tmp_path_factory.mktemp(f"aispike-quota-{kind}")
-    spawner = spawner_setup(kind, request, MACHINE, workdir=workdir, admission=True)
-    spec = workdir / "nodes.yaml"
-    spec.write_text(yaml.safe_dump({"nodes": spawner.nodes}))
-    port = _free_port()
-    token = secrets.token_hex(16)
-    command = service_command(workdir, f"--nodes-file={spec}",
-                              "--AISpikeService.preemption_grace=2",
-                              "--AISpikeService.tick_interval=0.5",
-                              "--AISpikeService.queue_timeout=120")
-    hub = hub_factory(
-        f"quota-{kind}",
-        spawner.config
-        + "c.JupyterHub.allow_named_servers = True\n"
-        + "c.JupyterHub.named_server_limit_per_user = 0\n"
-        + aispike_service_config(
-            port, token, command,
+    with hub_of_kind(
+            kind, request, hub_factory, MACHINE, name="quota", admission=True,
+            workdir=tmp_path_factory.mktemp(f"aispike-quota-{kind}"),
+            service_args=["--AISpikeService.preemption_grace=2",
+                          "--AISpikeService.tick_interval=0.5",
+                          "--AISpikeService.queue_timeout=120"],
             service_scopes=["admin:servers", "read:users", "read:groups",
                             "custom:aispike:admit"],
-            admin_scopes=["custom:aispike:admin"]),
-    )
-    stack = ServiceHub(hub, f"http://127.0.0.1:{port}/services/aispike/")
-    try:
-        wait_for_service(stack.service_url)
+            admin_scopes=["custom:aispike:admin"],
+            hub_config="c.JupyterHub.allow_named_servers = True\n"
+                       "c.JupyterHub.named_server_limit_per_user = 0\n") as stack:
         yield stack
-    finally:
-        hub.stop()  # its servers with it: the other kind's hub runs alone
-        spawner.cleanup()
 
 
 def test_twenty_concurrent_starts_end_exactly_at_the_quota(stack: ServiceHub) -> None:

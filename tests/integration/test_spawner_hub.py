@@ -14,14 +14,13 @@ import json
 import os
 import secrets
 import shutil
-import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 from kubernetes.client.rest import ApiException
 
@@ -36,9 +35,9 @@ from .conftest import (
     RunningHub,
     TestCluster,
     _free_port,
-    new_username,
     wait_until,
 )
+from .hubstack import ServiceHub, aispike_service_config, service_command, wait_for_service
 from .podrunner import PodRunner
 
 A100 = "NVIDIA A100-SXM4-80GB"
@@ -54,46 +53,16 @@ BACKEND_GROUPS = ("hami", "gpushare", "mig", "nvidia")
 PRIORITY_CLASSES = {"aispike-low": 0, "aispike-normal": 100, "aispike-high": 200}
 
 
-class Stack:
+class Stack(ServiceHub):
     def __init__(self, cluster: TestCluster, hub: RunningHub, service_url: str,
                  namespace: str, node: str) -> None:
+        super().__init__(hub, service_url)
         self.cluster = cluster
-        self.hub = hub
-        self.service_url = service_url
         self.namespace = namespace
         self.node = node
 
-    def service(self, method: str, path: str, **kw: Any) -> requests.Response:
-        return requests.request(method, f"{self.service_url}api/{path}", timeout=30,
-                                headers={"Authorization": f"token {self.hub.token}"}, **kw)
-
-    def user(self, *groups: str) -> str:
-        name = new_username()
-        assert self.hub.api("POST", f"/users/{name}").status_code == 201
-        for group in groups:
-            r = self.hub.api("POST", f"/groups/{group}/users", json={"users": [name]})
-            assert r.status_code == 200, r.text
-        return name
-
-    def start(self, user: str, server: str, options: dict[str, Any]) -> requests.Response:
-        return self.hub.api("POST", f"/users/{user}/servers/{server}", json=options,
-                            timeout=120)
-
-    def server(self, user: str, server: str) -> dict[str, Any]:
-        model = self.hub.api("GET", f"/users/{user}").json()
-        return dict((model.get("servers") or {}).get(server) or {})
-
-    def wait_ready(self, user: str, server: str, timeout: float = 120) -> dict[str, Any]:
-        try:
-            return dict(wait_until(lambda: (s := self.server(user, server)).get("ready") and s,
-                                   timeout, f"{user}/{server} ready"))
-        except AssertionError:
-            raise AssertionError(f"hub log:\n{self.hub.log_text()[-6000:]}") from None
-
-    def stop(self, user: str, server: str) -> None:
-        r = self.hub.api("DELETE", f"/users/{user}/servers/{server}", timeout=120)
-        assert r.status_code in (202, 204), r.text
-        wait_until(lambda: not self.server(user, server), 90, f"{user}/{server} stopped")
+    def stop(self, user: str, server: str = "", wait: bool = True) -> None:
+        super().stop(user, server, wait=wait)
 
     def pod_name(self, user: str, server: str) -> str:
         return f"jupyter-{user}--{server}"
@@ -166,9 +135,9 @@ def stack(cluster: TestCluster, hub_factory: Callable[..., RunningHub], hub_name
     port = _free_port()
     token = secrets.token_hex(16)
     service_url = f"http://127.0.0.1:{port}/services/aispike/"
-    command = [sys.executable, "-m", "aispike_hub.cli", "service",
-               f"--db-url=sqlite:///{workdir}/aispike.sqlite", f"--nodes-file={spec}",
-               "--AISpikeService.tick_interval=0.5", "--AISpikeService.queue_timeout=5"]
+    command = service_command(workdir, f"--nodes-file={spec}",
+                              "--AISpikeService.tick_interval=0.5",
+                              "--AISpikeService.queue_timeout=5")
     selector = {TEST_GROUP_LABEL: nodes.group}
     overrides = {
         backend: {"groups": [backend], "spawner_override": {
@@ -177,7 +146,7 @@ def stack(cluster: TestCluster, hub_factory: Callable[..., RunningHub], hub_name
     }
     hub = hub_factory(
         "aispike-spawner",
-        f"""
+        textwrap.dedent(f"""
         c.JupyterHub.spawner_class = "aispike"
         c.AISpikeSpawner.namespace = {hub_namespace!r}
         c.AISpikeSpawner.images = [
@@ -197,44 +166,21 @@ def stack(cluster: TestCluster, hub_factory: Callable[..., RunningHub], hub_name
         c.AISpikeSpawner.group_overrides = {overrides!r}
         c.JupyterHub.allow_named_servers = True
         c.JupyterHub.named_server_limit_per_user = 0
-        c.JupyterHub.custom_scopes = {{
-            "custom:aispike:admin": {{"description": "edit AISpike quotas"}},
-            "custom:aispike:admit": {{"description": "ask AISpike to admit spawns"}},
-        }}
-        c.JupyterHub.services.append({{
-            "name": "aispike", "url": "http://127.0.0.1:{port}", "api_token": {token!r},
-            "command": {command!r}, "environment": {{"PYTHONPATH": {str(REPO)!r}}},
-            "oauth_no_confirm": True,
-        }})
-        c.JupyterHub.load_roles += [
-            {{"name": "aispike", "services": ["aispike"],
-              "scopes": ["admin:servers", "read:users", "read:groups",
-                         "custom:aispike:admit"]}},
-            {{"name": "aispike-admins", "services": ["tests"],
-              "scopes": ["custom:aispike:admin", "access:services!service=aispike",
-                         "admin:groups"]}},
-            {{"name": "user", "scopes": ["self", "access:services!service=aispike"]}},
-        ]
         c.JupyterHub.load_groups = {{g: {{"users": []}} for g in {list(BACKEND_GROUPS)!r}}}
-        c.AdmissionClient.url = {service_url!r}
-        c.AdmissionClient.api_token = {token!r}
-        c.AdmissionClient.poll_interval = 0.5
-        """,
+        """)
+        + aispike_service_config(
+            port, token, command,
+            service_scopes=["admin:servers", "read:users", "read:groups",
+                            "custom:aispike:admit"],
+            admin_scopes=["custom:aispike:admin", "admin:groups"]),
     )
-    wait_until(lambda: _answers(service_url), 60, "the AISpike service to answer")
+    wait_for_service(service_url)
     try:
         yield Stack(cluster, hub, service_url, hub_namespace, node.name)
     finally:
         nodes.delete_all()
         for name in made:
             cluster.scheduling.delete_priority_class(name)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(f"{url}api/health", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def test_a_4_gib_slice_gets_its_pinned_claim_and_everything_else(stack: Stack) -> None:
