@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import secrets
+import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -330,6 +331,21 @@ def start_a_gpu_notebook(cluster: TestCluster, runner: PodRunner, namespace: str
     r = user.session.get(f"{url}user/{user.name}/api/status", timeout=60,
                          headers={"X-XSRFToken": xsrf})
     assert r.status_code == 200 and "started" in r.json(), (r.status_code, r.text[:300])
+
+    # The notebook's server extension reaches the service where the chart says (by Service name,
+    # through the notebook pod's /etc/hosts) with the server's own token: its user's quota.
+    service_url = urllib.parse.urlsplit(notebook.env["AISPIKE_SERVICE_URL"])
+    assert service_url.hostname == f"{full}-service.{namespace}.svc"
+    assert notebook.hosts_file is not None
+    (ip,) = [line.split()[0] for line in notebook.hosts_file.read_text().splitlines()
+             if service_url.hostname in line.split()[1:]]
+    r = requests.get(service_url._replace(netloc=f"{ip}:{service_url.port}").geturl()
+                     + "api/quota", timeout=30,
+                     headers={"Authorization": f"token {notebook.env['JUPYTERHUB_API_TOKEN']}"})
+    assert r.status_code == 200, (r.status_code, r.text[:300])
+    quota = r.json()
+    assert quota["user"] == user.name and quota["usage"]["gpu_memory_mib"] == 8192, quota
+    assert quota["limits"]["gpu_memory_mib"] == 16384, quota  # the chart's policy values
 
     # The service admitted it from the cluster it reads with its own ServiceAccount (no nodes
     # file in the chart's config), and tells the user what they use (OAuth with the hub).

@@ -29,6 +29,19 @@ c.JupyterHub.services = [
 ]
 c.AdmissionClient.api_token = service_token
 
+# Notebook servers ask the service for their user's quota and idle state (the lab extension's
+# server extension, aispike_hub.serverext): where it is, by Service name (also from other
+# namespaces), and a server token that may call it.  What the admin set wins.
+environment: dict = {}
+for section in ("Spawner", "KubeSpawner", "AISpikeSpawner"):
+    environment.update(c[section].get("environment", {}) if section in c else {})
+environment.setdefault("AISPIKE_SERVICE_URL", chart["notebookServiceUrl"])
+c.AISpikeSpawner.environment = environment
+if not any("server_token_scopes" in c[s] for s in ("Spawner", "KubeSpawner", "AISpikeSpawner")
+           if s in c):
+    c.AISpikeSpawner.server_token_scopes = [
+        "users:activity!user", "access:servers!server", "access:services!service=aispike"]
+
 # The service's roles, added to any the admin loads in hub.config (same name: the admin's wins).
 roles = list(c.JupyterHub.get("load_roles", []))
 named = {r["name"] for r in roles}

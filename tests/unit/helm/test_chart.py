@@ -293,6 +293,11 @@ def test_hub_config_loads_and_wires_spawner_service_and_proxy(
             "custom:aispike:admit"}
         # A restarted proxy pod (routes in memory) gets its routes back within a minute.
         assert hub.last_activity_interval == 60
+        # Notebook servers find the service by name, with a token that may call it.
+        spawner = config.AISpikeSpawner
+        assert spawner.environment["AISPIKE_SERVICE_URL"] == (
+            "http://rel-aispike-hub-service.hubns.svc:10101/services/aispike/")
+        assert "access:services!service=aispike" in spawner.server_token_scopes
         assert config.AdmissionClient.url == (
             "http://rel-aispike-hub-service:10101/services/aispike/")
         traits = set(AISpikeSpawner.class_trait_names(config=True))
