@@ -48,7 +48,8 @@ GROUP_LABEL = "aispike.io/test-group"
 
 
 def client(pool: int = 64) -> Any:
-    api = config.new_client_from_config()
+    # The kubernetes package reads $KUBECONFIG at import, before main() may have set it.
+    api = config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
     api.configuration.connection_pool_maxsize = pool
     return ApiClient(api.configuration)
 
@@ -154,12 +155,22 @@ def latency(n_nodes: int, pins: int) -> dict[str, Any]:
 
 
 MEMORY_CHILD = """
-import json, resource, sys, time
+import json, resource, sys, tempfile, time
 from kubernetes import config
-from aispike_hub.kube.inventory import Inventory
 from aispike_hub.kube.placer import Placer
+from aispike_hub.model import SliceRequest
+from aispike_hub.quota import User, policy_from_dict
+from aispike_hub.service.admission import AdmissionController
+from aispike_hub.service.kube_inventory import KubeClusterInventory
+from aispike_hub.service.store import Store
 t = time.monotonic()
-inv = Inventory(config.new_client_from_config()).start(timeout=600)
+# What the AISpike service holds: its Kubernetes inventory, the admission controller over it
+# (one fit computed), and a placer (the hub's side, for the same view).
+kube = KubeClusterInventory.start(config.new_client_from_config(), timeout=600)
+inv = kube.inventory
+controller = AdmissionController(Store(f"sqlite:///{tempfile.mkdtemp()}/s.sqlite"), kube,
+                                 policy_from_dict({}))
+controller.fit(User("bench"), SliceRequest(gpu_memory_mib=8192))
 with inv.lock:
     st = inv.state()
 placer = Placer(inv)
