@@ -104,13 +104,19 @@ def kubelet_unavailable() -> str | None:
     missing = [t for t in KUBELET_TOOLS if not os.path.isabs(_tool(t))]
     if missing:
         return f"the pod runner's kubelet mode needs {', '.join(missing)} on PATH"
-    probe = subprocess.run(
-        [_tool("unshare"), "--mount", "--propagation", "private", "--", _tool("sh"), "-c",
-         f"{_tool('mount')} -t tmpfs aispike-probe /mnt"],
-        capture_output=True, text=True, check=False,
-    )
+    # What a container needs: a private mount namespace with a tmpfs and an overlay on it.
+    with tempfile.TemporaryDirectory(prefix="aispike-kubelet-probe-") as d:
+        mount = _tool("mount")
+        script = (f"{mount} -t tmpfs aispike-probe {d} && mkdir {d}/l {d}/u {d}/w {d}/m && "
+                  f"{mount} -t overlay aispike-probe -o lowerdir={d}/l,upperdir={d}/u,"
+                  f"workdir={d}/w {d}/m")
+        probe = subprocess.run(
+            [_tool("unshare"), "--mount", "--propagation", "private", "--", _tool("sh"), "-c",
+             script], capture_output=True, text=True, check=False,
+        )
     if probe.returncode != 0:
-        return f"cannot make a private mount namespace here: {probe.stderr.strip()}"
+        return f"cannot mount a tmpfs and an overlay in a private mount namespace here: " \
+               f"{probe.stderr.strip()}"
     return None
 
 
@@ -217,6 +223,8 @@ class PodRunner:
         self.kubelet = kubelet
         self.pods: dict[str, RunningPod] = {}
         self.finished: dict[str, RunningPod] = {}
+        self.errors: list[str] = []
+        """Pods the runner could not start, and why."""
         self._stop = threading.Event()
         self._lock = threading.RLock()
         self._thread = threading.Thread(target=self._loop, name="pod-runner", daemon=True)
@@ -264,8 +272,10 @@ class PodRunner:
         """The end of every pod's log this runner wrote, for a failing test's message."""
         with self._lock:
             every = [*self.pods.values(), *self.finished.values()]
-        return "\n".join(f"--- {p.namespace}/{p.name} (exit {p.process.poll()}, "
-                         f"restarts {p.restarts}):\n{p.log_text()[-tail:]}" for p in every)
+        errors = [f"--- could not start {e}" for e in self.errors]
+        return "\n".join(errors + [f"--- {p.namespace}/{p.name} (exit {p.process.poll()}, "
+                                   f"restarts {p.restarts}):\n{p.log_text()[-tail:]}"
+                                   for p in every])
 
     # --- the watch loop ------------------------------------------------------------------------
 
@@ -341,8 +351,10 @@ class PodRunner:
                 return
             try:
                 self.pods[uid] = self._start_pod(pod)
-            except Exception:
+            except Exception as e:
+                # As a kubelet would report it in the pod's events; the test's message shows it.
                 log.exception("pod runner could not start %s", pod.metadata.name)
+                self.errors.append(f"{pod.metadata.namespace}/{pod.metadata.name}: {e!r}")
                 return
             self._refresh_hosts()
 
@@ -548,16 +560,13 @@ class PodRunner:
 
     # --- kubelet mode: DNS without DNS ---------------------------------------------------------
 
-    def _hosts_for(self, namespace: str, pod: Any | None = None) -> str:
+    def _hosts_for(self, namespace: str, pod: Any) -> str:
         """/etc/hosts for a pod of ``namespace``: localhost, the pod itself, every Service."""
         text = self._hosts_text.get(namespace)
         if text is None:
             text = self._services_hosts(namespace)
             self._hosts_text[namespace] = text
-        own = f"{pod.status.pod_ip}\t{pod.metadata.name}\n" if pod is not None else ""
-        return ("# Kubernetes-managed hosts file (tests/integration/podrunner.py).\n"
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                + own + text)
+        return _hosts_file(pod.status.pod_ip, pod.metadata.name, text)
 
     def _services_hosts(self, namespace: str) -> str:
         pods = [p for p in self.core.list_namespaced_pod(namespace).items
@@ -599,10 +608,7 @@ class PodRunner:
             self._hosts_text[namespace] = services
             for running in pods:
                 assert running.hosts_file is not None
-                head = ("# Kubernetes-managed hosts file (tests/integration/podrunner.py).\n"
-                        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                        f"{running.ip}\t{running.name}\n")
-                text = head + services
+                text = _hosts_file(running.ip, running.name, services)
                 if running.hosts_file.read_text() != text:
                     # In place (same inode): the file is bind-mounted into the container.
                     with open(running.hosts_file, "r+") as f:
@@ -773,10 +779,10 @@ class PodRunner:
                                "the pod runner provides")
         base.mkdir(parents=True, exist_ok=True)
         base.chmod(0o755)
-        for rel, data in files.items():
+        for rel, content in files.items():
             path = base / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+            path.write_bytes(content)
             if fs_group is not None:
                 os.chown(path, 0, int(fs_group))
                 path.chmod(mode | 0o040)
@@ -818,6 +824,12 @@ class PodRunner:
                     value = fields.get(path, "")
                 out[item.path] = value.encode()
         return out
+
+
+def _hosts_file(ip: str, hostname: str, services: str) -> str:
+    return ("# Kubernetes-managed hosts file (tests/integration/podrunner.py).\n"
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"{ip}\t{hostname}\n{services}")
 
 
 def _untraversable(paths: Iterable[str]) -> set[str]:
