@@ -1,8 +1,8 @@
 """The aispike-hub chart on the real test control plane: `helm install --wait` with kwok GPU nodes
 brings every Deployment to ready and every DaemonSet pod onto the nodes it belongs on (agent: GPU
 nodes only; pre-pullers: per image, GPU images only on their GPU models); `helm upgrade` with a
-changed quota rolls the service; `helm uninstall` leaves no object of the release behind,
-cluster-scoped ones included.
+changed quota rolls the service (only: the hub and the proxy keep their pods); `helm uninstall`
+leaves no object of the release behind, cluster-scoped ones included, and no process.
 
 kwok runs no containers, so the test runs the chart's hub, proxy and AISpike service pods (and the
 notebook pods the installed hub spawns) itself, the way a kubelet would: tests/integration/
@@ -12,9 +12,11 @@ user then logs in through the proxy pod, starts a notebook with an 8 GiB GPU sli
 hub's REST API, and the test checks what the installed hub and service did with the chart's own
 ServiceAccounts and RBAC: the pinned ResourceClaim allocated by kube-scheduler with
 ``consumedCapacity: 8Gi``, the pod Running on a GPU node, the notebook reached through the proxy,
-and the claim gone when the server stops.  That part needs root (CI runs as root): without it the
-rest runs and the real-process part is skipped, except with CI=true, where it fails.  The agent and
-pre-puller DaemonSet pods are not run (NVML hardware, image pulls); kwok's lifecycle stands in."""
+the user's quota read from the service with the notebook's own token, the hub's token and
+read-only root, and the claim gone when the server stops.  That part needs root (CI runs as
+root): without it the rest runs and the real-process part is skipped with a warning, except with
+CI=true, where it fails.  The agent and pre-puller DaemonSet pods are not run (NVML hardware, image
+pulls); kwok's lifecycle stands in."""
 
 from __future__ import annotations
 
@@ -180,7 +182,7 @@ def kubelet_runner(cluster: TestCluster, namespace: str) -> Iterator[PodRunner |
     SESSION_NAMESPACES.discard(namespace)
     runner = PodRunner(
         cluster.api, label_selector="", watch_namespace=namespace,
-        namespaces={namespace}.__contains__, accept=None,
+        namespaces={namespace}.__contains__, accept=None,  # the test sets it: release known
         kubelet=Kubelet.for_api(cluster.api, [stack_paths()["proxy_bin"]]),
     )
     yield runner
@@ -351,7 +353,7 @@ def start_a_gpu_notebook(cluster: TestCluster, runner: PodRunner, namespace: str
     # file in the chart's config), and tells the user what they use (OAuth with the hub).
     said = [line.split(f"{user.name}: ", 1)[1] for line in hub.log_text().splitlines()
             if f"{user.name}: " in line]
-    assert any(s.startswith(f"Admitted on {pod.spec.node_name}") for s in said), said
+    assert any(s.startswith("Admitted on ") for s in said), said  # (the placer may re-decide)
     assert any(s.startswith(f"placed on {pod.spec.node_name}") for s in said), said
     service = runner.running(namespace, only_pod(
         cluster, namespace, f"app.kubernetes.io/instance={release},"
