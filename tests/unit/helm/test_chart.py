@@ -95,6 +95,7 @@ ALLOWED: dict[str, dict[tuple[str, str], set[str]]] = {
         ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "delete", "patch"},
         ("", "events"): {"get", "list", "watch"},
         ("", "namespaces"): {"get", "create"},
+        ("", "resourcequotas"): {"get", "create", "update"},
         ("resource.k8s.io", "resourceclaims"): {"get", "list", "watch", "create", "delete",
                                                 "patch"},
         ("resource.k8s.io", "resourceslices"): {"get", "list", "watch"},
