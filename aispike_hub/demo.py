@@ -263,6 +263,9 @@ c.LocalGPUSpawner.cmd = [{sys.executable!r}, "-m", "jupyterhub.singleuser"]
 c.LocalGPUSpawner.args = {args!r}
 c.LocalGPUSpawner.default_url = "/lab"
 c.LocalGPUSpawner.environment = {environment!r}
+# The server extension calls the service (notices, quota) with the server's own token.
+c.LocalGPUSpawner.server_token_scopes = [
+    "users:activity!user", "access:servers!server", "access:services!service=aispike"]
 c.LocalGPUSpawner.start_timeout = 120
 c.LocalGPUSpawner.http_timeout = 90
 
