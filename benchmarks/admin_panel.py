@@ -237,6 +237,10 @@ c.AdminPanel.nodes_per_view = 20
     drawn = zoom_dom = 0
     try:
         wait(lambda: requests.get(f"{service}api/health", timeout=2).ok, 120, "the service")
+        # ... and the hub behind its proxy (routes are added after the service has started).
+        wait(lambda: requests.get(f"{url}hub/health", timeout=2).ok
+             and requests.get(f"{url}services/aispike/api/health", timeout=2).ok,
+             120, "the hub's proxy")
         from playwright.sync_api import sync_playwright
 
         headers = {"Authorization": f"token {tests_token}"}
