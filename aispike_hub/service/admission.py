@@ -362,6 +362,8 @@ class AdmissionController:
             for q in queued.values():
                 for victim in q.preempting:
                     wanted.setdefault(victim, q)
+            if not wanted:
+                return out
             for row in self.store.reservations(s, "admitted"):
                 k = key_of(row.user, row.server)
                 if k in wanted and row.deadline is not None and row.deadline <= now:
@@ -445,11 +447,13 @@ class AdmissionController:
     def _process(self, s: Session) -> None:
         """Admit what can be admitted, in tier then arrival order; plan preemptions."""
         now = self.clock()
+        queued = self.store.reservations(s, "queued")
+        if not queued:
+            return  # nothing waits: no need to read (and place) every admitted server
         admitted = self.store.reservations(s, "admitted")
         state = self._state(admitted)
         usage = [server_of(r) for r in admitted]
-        victims_taken: set[str] = {v for r in self.store.reservations(s, "queued")
-                                   for v in r.preempting}
+        victims_taken: set[str] = {v for r in queued for v in r.preempting}
         for row in self._queue_order(s):
             user = User(row.user, frozenset(row.groups))
             key = key_of(row.user, row.server)
