@@ -355,7 +355,7 @@ class AdmissionController:
     def due_preemptions(self) -> list[tuple[str, str, str]]:
         """Victims whose grace is over: (user, server, reason) to stop through the hub now."""
         now = self.clock()
-        out = []
+        out: list[tuple[str, str, str]] = []
         with self.store.session() as s:
             queued = {key_of(r.user, r.server): r for r in self.store.reservations(s, "queued")}
             wanted: dict[str, ReservationRow] = {}

@@ -58,6 +58,11 @@ class KubeClusterInventory:
                 self._nodes = list(state.nodes) if state is not None else []
             return self._nodes
 
+    @property
+    def version(self) -> int:
+        """Grows with every change the inventory saw (watch events, re-lists)."""
+        return self.inventory.events_seen + self.inventory.relists
+
     def server_assignments(self) -> Mapping[str, Sequence[Assignment]]:
         return self.inventory.usage_by_server()[0]
 

@@ -68,7 +68,9 @@ from aispike_hub.quota import (
 from aispike_hub.service.admission import (
     AdmissionController,
     assignment_from_dict,
+    key_of,
     request_from_dict,
+    server_assignments,
 )
 from aispike_hub.service.api import ADMIN_SCOPE, ADMIT_SCOPE, APIHandler, ServiceContext
 from aispike_hub.service.gpumap import ClusterMap, Holding, Live, MapFilter, holdings_of
@@ -235,7 +237,10 @@ class AdminPanel(LoggingConfigurable):
                 .where(ReservationRow.state == "admitted")).one()
             queued = s.scalar(select(func.count()).where(ReservationRow.state == "queued"))
         inv = self.controller.inventory
-        return (count, top, queued, id(inv.nodes()), len(inv.foreign_assignments()),
+        # A live inventory (Kubernetes) counts its events; a fixed one only changes by object.
+        changes = getattr(inv, "version", None)
+        return (count, top, queued, id(inv.nodes()),
+                changes if changes is not None else len(inv.foreign_assignments()),
                 id(self.controller.policy))
 
     def cluster_map(self, fresh: bool = False) -> ClusterMap:
@@ -265,19 +270,32 @@ class AdminPanel(LoggingConfigurable):
         with self.controller.store.session() as s:
             rows = s.execute(select(*cols).where(ReservationRow.state == "admitted")).all()
         parsed: dict[tuple[Any, ...], tuple[list[Holding], Any]] = {}
+        # What the cluster says each hub server holds (Kubernetes inventory): shown instead of
+        # the admission's decision, which it replaces once the server's claim exists.
+        actual = dict(server_assignments(self.controller.inventory))
         for row in rows:
             raw = tuple(row)
             entry = self._parsed.get(raw) or parsed.get(raw)
+            user, server, groups, tier = raw[0], raw[1], raw[2], raw[3]
             if entry is None:
-                user, server, groups, tier, assignment, request = raw
-                a = json.loads(assignment) if assignment else None
+                a = json.loads(raw[4]) if raw[4] else None
                 entry = (holdings_of(assignment_from_dict(a), user, server,
                                      json.loads(groups) if groups else (), tier) if a else [],
-                         request_from_dict(json.loads(request)))
+                         request_from_dict(json.loads(raw[5])))
             parsed[raw] = entry
-            holdings += entry[0]
+            held = actual.pop(key_of(user, server), None)
+            if held is None:
+                holdings += entry[0]
+            else:
+                owner_groups = json.loads(groups) if groups else ()
+                for a in held:
+                    holdings += holdings_of(a, user, server, owner_groups, tier)
             seen.append(entry[1])
         self._parsed = parsed
+        for key, held in actual.items():  # a server the service no longer admits (stopping)
+            user, _, server = key.partition("/")
+            for a in held:
+                holdings += holdings_of(a, user, server)
         for a in self.controller.inventory.foreign_assignments():
             holdings += holdings_of(a)
         workload = (Workload.from_requests(seen) if len(seen) >= 20

@@ -63,7 +63,8 @@ def service_command(workdir: Path, *args: str) -> list[str]:
 def aispike_service_config(port: int, token: str, command: list[str], *,
                            service_scopes: Iterable[str], admin_scopes: Iterable[str],
                            admin_users: Iterable[str] = (), admission: bool = True,
-                           allowed_scopes: Iterable[str] = ()) -> str:
+                           allowed_scopes: Iterable[str] = (),
+                           environment: Mapping[str, str] | None = None) -> str:
     """Hub config lines: the AISpike service on ``port`` as a hub-managed service.
 
     ``service_scopes``: the service's own hub scopes; ``admin_scopes``: what the ``tests``
@@ -73,7 +74,7 @@ def aispike_service_config(port: int, token: str, command: list[str], *,
     url = f"http://127.0.0.1:{port}/services/aispike/"
     service: dict[str, Any] = {
         "name": "aispike", "url": f"http://127.0.0.1:{port}", "api_token": token,
-        "command": command, "environment": {"PYTHONPATH": str(REPO)},
+        "command": command, "environment": {"PYTHONPATH": str(REPO), **(environment or {})},
         "oauth_no_confirm": True,
     }
     if allowed_scopes:
@@ -308,3 +309,24 @@ c.LocalGPUSpawner.http_timeout = 60
             '"aispike_hub.spawner.admission.InProcessAdmission"\n'
             f'c.InProcessAdmission.db_url = "sqlite:///{workdir}/admission.sqlite"\n')
     return SpawnerSetup("local", config, list(spec["nodes"]))
+
+
+PRIORITY_CLASSES = {"aispike-low": 0, "aispike-normal": 100, "aispike-high": 200}
+"""The chart's PriorityClasses of the default tiers (pods of the real spawner carry them)."""
+
+
+def ensure_priority_classes(cluster: Any) -> list[str]:
+    """Create the default tiers' PriorityClasses that are missing; the names made (to delete)."""
+    from kubernetes.client.rest import ApiException
+
+    made = []
+    for name, value in PRIORITY_CLASSES.items():
+        try:
+            cluster.scheduling.create_priority_class(
+                {"metadata": {"name": name}, "value": value,
+                 "description": "AISpike tier (tests)"})
+            made.append(name)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+    return made

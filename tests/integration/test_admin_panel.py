@@ -3,13 +3,14 @@
 Playwright drives Debian's ``/usr/bin/chromium`` (headless, never ``playwright install``).  It
 lives beside the other hub tests to share their session fixtures (one cluster, one pod runner).
 
-One hub for the module: ``QuotaKubeSpawner`` asks the service for admission and pins each pod to
-the node the service chose; the pod runner runs ``jupyterhub-singleuser`` for each pod kwok marks
-Running; a recorded agent serves GPU use for the node (alice computes, bob holds memory idle);
-the idle monitor runs in dry-run, so only the panel's stop action stops anything.  The history
-charts read from a stand-in for Prometheus (a small HTTP server in this process answering
-``/api/v1/query_range`` in Prometheus' format; not a real Prometheus), then fall back to the
-service's own history when it stops.
+One hub for the module with the real ``AISpikeSpawner``: the service (reading the cluster from
+Kubernetes: ResourceSlices, claims, nodes, pods) admits each server, the hub's placer pins its
+ResourceClaim and kube-scheduler allocates it; the pod runner runs ``jupyterhub-singleuser`` for
+each pod kwok marks Running; a recorded agent serves GPU use for the node (alice computes, bob
+holds memory idle); the idle monitor runs in dry-run, so only the panel's stop action stops
+anything.  The history charts read from a stand-in for Prometheus (a small HTTP server in this
+process answering ``/api/v1/query_range`` in Prometheus' format; not a real Prometheus), then
+fall back to the service's own history when it stops.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 
 from .conftest import (
     IN_CI,
@@ -38,6 +38,7 @@ from .conftest import (
 from .hubstack import (
     ServiceHub,
     aispike_service_config,
+    ensure_priority_classes,
     kube_spawner_config,
     service_command,
     wait_for_service,
@@ -105,6 +106,13 @@ class Stack(ServiceHub):
         self.browser = browser
         self.placed: dict[str, str] = {}
         self.prometheus: ThreadingHTTPServer | None = None
+        self.cluster: Any = None
+        self.namespace = ""
+
+    def hub_claim(self, user: str) -> dict[str, Any]:
+        """The pinned ResourceClaim of ``user``'s default server (real AISpikeSpawner)."""
+        return dict(self.cluster.custom.get_namespaced_custom_object(
+            "resource.k8s.io", "v1", self.namespace, "resourceclaims", f"jupyter-{user}-gpu"))
 
     def login(self, user: str) -> Any:
         """A browser page logged in to the hub as ``user`` (dummy authenticator)."""
@@ -135,10 +143,12 @@ def stack(cluster: TestCluster, hub_factory: Callable[..., RunningHub], hub_name
     workdir = tmp_path_factory.mktemp("aispike-panel")
     prometheus = ThreadingHTTPServer(("127.0.0.1", 0), StandInPrometheus)
     threading.Thread(target=prometheus.serve_forever, daemon=True).start()
-    (workdir / "nodes.yaml").write_text(yaml.safe_dump(
-        {"nodes": [{**spec, "name": name} for spec, name in zip(NODES, names, strict=True)]}))
+    made = ensure_priority_classes(cluster)
+    # The service reads the cluster from Kubernetes (ResourceSlices, claims, nodes, pods),
+    # limited to this test's nodes like the hub's placer.
     (workdir / "aispike_service_config.py").write_text(f"""
-c.AISpikeService.nodes_file = {str(workdir / "nodes.yaml")!r}
+c.AISpikeService.inventory = "kubernetes"
+c.Inventory.node_selector = {gpu_nodes.selector!r}
 c.AISpikeService.policy = {{"users": {{{users["busy"]!r}: {{"quota": {{"gpu_memory": "16Gi"}}}}}}}}
 c.AISpikeService.tick_interval = 0.5
 c.IdleMonitor.poll_interval = 0.5
@@ -158,19 +168,23 @@ c.AdminPanel.prometheus_timeout = 2
     command = service_command(workdir, f"--config={workdir / 'aispike_service_config.py'}")
     hub = hub_factory(
         "panel",
-        kube_spawner_config("quota_spawner.QuotaKubeSpawner", hub_namespace)
+        kube_spawner_config("aispike", hub_namespace)
+        + f"c.AISpikeSpawner.node_selector = {gpu_nodes.selector!r}\n"
+        + f"c.Inventory.node_selector = {gpu_nodes.selector!r}\n"
         + aispike_service_config(
             port, token, command,
             service_scopes=["admin:servers", "list:users", "read:users", "read:groups",
                             "read:users:activity", "servers", "custom:aispike:admit"],
             admin_scopes=["custom:aispike:admin"], admin_users=[admin],
             # Browser logins carry the admin scope to the service (only for users who have it).
-            allowed_scopes=["custom:aispike:admin"]),
+            allowed_scopes=["custom:aispike:admin"],
+            environment={"KUBECONFIG": os.environ.get("KUBECONFIG", "")}),
     )
     wait_for_service(service_url)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         s = Stack(hub, service_url, admin, users, names, browser)
+        s.cluster, s.namespace = cluster, hub_namespace
         s.prometheus = prometheus
         try:
             for role, gib in (("busy", 8), ("idle", 24)):
@@ -203,6 +217,8 @@ c.AdminPanel.prometheus_timeout = 2
                 s.prometheus.shutdown()
                 s.prometheus.server_close()
             gpu_nodes.delete_all()
+            for name in made:
+                cluster.scheduling.delete_priority_class(name)
 
 
 def test_the_map_shows_each_running_server_as_its_slice_on_its_node(stack: Stack) -> None:
@@ -240,6 +256,14 @@ def test_the_map_shows_each_running_server_as_its_slice_on_its_node(stack: Stack
     bar_width = gpu.locator(".bar").bounding_box()["width"]
     assert abs(mine.bounding_box()["width"] / bar_width - 0.1) < 0.03
     assert page.locator(f".node[data-node='{other}'] .seg[data-user]").count() == 0
+    # Drawn where Kubernetes allocated it: the GPU of the pinned claim's allocation (the
+    # service reads claims and pods from the API server, by their aispike.io/hub-server).
+    claim = stack.hub_claim(busy)
+    (result,) = claim["status"]["allocation"]["devices"]["results"]
+    assert result["pool"] == where
+    index = result["device"].removeprefix("gpu-")
+    assert gpu.get_attribute("data-gpu") == index
+    assert claim["metadata"]["annotations"]["aispike.io/hub-server"] == f"{busy}/"
 
     mine.hover()
     tip = page.locator("#map-tip")

@@ -37,7 +37,13 @@ from .conftest import (
     _free_port,
     wait_until,
 )
-from .hubstack import ServiceHub, aispike_service_config, service_command, wait_for_service
+from .hubstack import (
+    ServiceHub,
+    aispike_service_config,
+    ensure_priority_classes,
+    service_command,
+    wait_for_service,
+)
 from .podrunner import PodRunner
 
 A100 = "NVIDIA A100-SXM4-80GB"
@@ -50,7 +56,6 @@ EXTENDED = {"nvidia.com/gpumem": str(4 * 80 * 1024), "aliyun.com/gpu-mem": "320"
             "nvidia.com/mig-1g.10gb": "28"}
 """What the other backends' device plugins would advertise on the test node (no MIG 2g)."""
 BACKEND_GROUPS = ("hami", "gpushare", "mig", "nvidia")
-PRIORITY_CLASSES = {"aispike-low": 0, "aispike-normal": 100, "aispike-high": 200}
 
 
 class Stack(ServiceHub):
@@ -107,20 +112,6 @@ class Stack(ServiceHub):
         return out
 
 
-def _priority_classes(cluster: TestCluster) -> list[str]:
-    made = []
-    for name, value in PRIORITY_CLASSES.items():
-        try:
-            cluster.scheduling.create_priority_class(
-                {"metadata": {"name": name}, "value": value,
-                 "description": "AISpike tier (tests)"})
-            made.append(name)
-        except ApiException as e:
-            if e.status != 409:
-                raise
-    return made
-
-
 @pytest.fixture(scope="module")
 def stack(cluster: TestCluster, hub_factory: Callable[..., RunningHub], hub_namespace: str,
           pod_runner: PodRunner, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
@@ -128,7 +119,7 @@ def stack(cluster: TestCluster, hub_factory: Callable[..., RunningHub], hub_name
     (node,) = nodes({"nodes": [NODE]})
     cluster.kubectl("patch", "node", node.name, "--subresource=status", "--type=merge", "-p",
                     json.dumps({"status": {"capacity": EXTENDED, "allocatable": EXTENDED}}))
-    made = _priority_classes(cluster)
+    made = ensure_priority_classes(cluster)
     workdir = tmp_path_factory.mktemp("aispike-spawner-service")
     spec = workdir / "nodes.yaml"
     spec.write_text(yaml.safe_dump({"nodes": [{**NODE, "name": node.name}]}))
