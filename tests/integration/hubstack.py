@@ -6,7 +6,7 @@
 - :func:`aispike_service_config`: the hub config that runs the AISpike service as a hub-managed
   service (custom scopes, its role, the admins' role, the users' access, admission client).
 - :func:`spawner_setup`: the same scenario on either spawner.  ``kube``: KubeSpawner (with
-  admission: ``quota_spawner.QuotaKubeSpawner`` pinned to a kwok node of the test's own) on the
+  admission: the product's ``AISpikeSpawner`` on a kwok node of the test's own) on the
   test control plane, notebook pods run by the pod runner.  ``local``:
   :class:`~aispike_hub.spawner.local.LocalGPUSpawner` over a simulated inventory of the same
   GPUs, notebook servers as local processes; it needs no cluster, so it also runs where the
@@ -256,12 +256,22 @@ def _kube_setup(request: pytest.FixtureRequest, machine: dict[str, Any], admissi
     request.getfixturevalue("pod_runner")
     spawner = "kubespawner.KubeSpawner"
     nodes, cleanup = [machine], (lambda: None)
-    if admission:  # the service pins each pod to a node of the test's own
+    extra = ""
+    if admission:  # the product's spawner: the service admits, the placer pins a claim
         gpu_nodes = GpuNodes(cluster, f"h{secrets.token_hex(3)}")
         (node,) = gpu_nodes({"nodes": [machine]})
-        nodes, cleanup = [{**machine, "name": node.name}], gpu_nodes.delete_all
-        spawner = "quota_spawner.QuotaKubeSpawner"
-    return SpawnerSetup("kube", kube_spawner_config(spawner, namespace), nodes, cleanup)
+        made = ensure_priority_classes(cluster)
+        nodes = [{**machine, "name": node.name}]
+
+        def cleanup() -> None:
+            gpu_nodes.delete_all()
+            for name in made:
+                cluster.scheduling.delete_priority_class(name)
+
+        spawner = "aispike"
+        extra = (f"c.AISpikeSpawner.node_selector = {gpu_nodes.selector!r}\n"
+                 f"c.Inventory.node_selector = {gpu_nodes.selector!r}\n")
+    return SpawnerSetup("kube", kube_spawner_config(spawner, namespace) + extra, nodes, cleanup)
 
 
 def kube_spawner_config(spawner_class: str, namespace: str) -> str:

@@ -4,8 +4,9 @@ spawner kind.
 One hub per spawner kind (``stack`` is parametrized with ``hubstack.SPAWNER_KINDS``), each on a
 machine with one 80 GiB GPU that the service's inventory describes:
 
-- ``kube``: ``quota_spawner.QuotaKubeSpawner`` (KubeSpawner asking the service for admission,
-  pods pinned to the kwok node the service chose) on the test control plane;
+- ``kube``: the product's ``AISpikeSpawner`` (admission by the service, each GPU slice a
+  ResourceClaim pinned by the hub's placer and allocated by kube-scheduler) on a kwok node of
+  the test's own on the test control plane;
 - ``local``: ``LocalGPUSpawner`` over the simulated inventory "1x NVIDIA A100-SXM4-80GB 80GB",
   notebook servers as local processes, no cluster.
 
