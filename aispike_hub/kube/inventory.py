@@ -708,9 +708,25 @@ class Inventory(LoggingConfigurable):
         except (ValueError, TypeError) as e:
             self._warn_once(f"node/{name}/{e}", f"node {name}: {e}")
             return
-        if info != old:
-            self._nodes[name] = info
+        if info == old:
+            return
+        self._nodes[name] = info
+        if old is None or self._topology_dirty or self._state is None:
             self._topology_dirty = True
+            return
+        placed_before = not old.unschedulable and self._selected(old)
+        placed_now = not info.unschedulable and self._selected(info)
+        if not placed_before and not placed_now:
+            return  # a node we do not place on changed: nothing placement sees
+        if placed_before and placed_now:
+            state = self._state
+            i = state.node_index.get(name)
+            if i is not None and state.update_node(Node(
+                    name=name, cpu_milli=info.cpu_milli, memory_mib=info.memory_mib,
+                    gpus=state.nodes[i].gpus, labels=dict(info.labels),
+                    images=dict(info.images), datasets=dict(info.datasets))):
+                return  # labels, images, datasets or CPU/RAM: changed in place
+        self._topology_dirty = True
 
     def _on_claim(self, etype: str, obj: Mapping[str, Any]) -> None:
         meta = _meta(obj)

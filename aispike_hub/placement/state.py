@@ -123,6 +123,30 @@ class ClusterState:
         """Give the assignment's resources back (a server stopped)."""
         self._apply(assignment, sign=+1)
 
+    def update_node(self, node: Node) -> bool:
+        """Replace a node's facts other than its GPUs (labels, cached images and datasets,
+        allocatable CPU and RAM) in place; False when that cannot be done (unknown node, other
+        GPUs, or less CPU/RAM than is in use): the caller then builds a new state.
+
+        Why: a live cluster changes such facts often (every image pull changes a node's image
+        list), and rebuilding the whole state for each costs far more than a decision.
+        """
+        i = self.node_index.get(node.name)
+        if i is None or self.nodes[i].gpus != node.gpus:
+            return False
+        old = self.nodes[i]
+        d_cpu, d_mem = node.cpu_milli - old.cpu_milli, node.memory_mib - old.memory_mib
+        if self.cpu_free[i] + d_cpu < 0 or self.mem_free[i] + d_mem < 0:
+            return False
+        self.nodes = (*self.nodes[:i], node, *self.nodes[i + 1:])
+        self.cpu_cap[i] += d_cpu
+        self.cpu_free[i] += d_cpu
+        self.mem_cap[i] += d_mem
+        self.mem_free[i] += d_mem
+        self.version += 1
+        self.changed_nodes.append(i)
+        return True
+
     def _apply(self, a: Assignment, sign: int) -> None:
         try:
             n = self.node_index[a.node]

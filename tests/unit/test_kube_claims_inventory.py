@@ -260,3 +260,33 @@ def test_an_earlier_decision_is_honoured_only_while_it_still_serves_the_request(
                                                  memory_mib=GIB, allowed_models={"H100"}))
     state.commit(Assignment("n0", (1,), (75 * GIB,)))
     assert not honours(state, good, req)  # no longer fits
+
+
+def test_node_facts_change_in_place_and_only_placement_changes_rebuild() -> None:
+    """Image pulls, labels and CPU/RAM changes update the state in place (no rebuild of the
+    whole cluster inside the next decision); readiness changes and new GPUs rebuild it."""
+    inv = inventory.Inventory(api_client=None)
+
+    def node(name: str = "n0", cpu: str = "8", ready: str = "True",
+             images: tuple[str, ...] = ()) -> dict[str, Any]:
+        return {"metadata": {"name": name, "labels": {"pool": "a"}}, "spec": {},
+                "status": {"allocatable": {"cpu": cpu, "memory": "32Gi"},
+                           "images": [{"names": [i], "sizeBytes": 1000} for i in images],
+                           "conditions": [{"type": "Ready", "status": ready}]}}
+
+    inv._apply("nodes", "ADDED", node())
+    inv._apply("nodes", "ADDED", node("down", ready="False"))
+    inv._apply("resourceslices", "ADDED", slice_obj())
+    inv._apply("resourceclaims", "ADDED", allocated_claim("70Gi"))
+    state = inv.state()
+    assert state is not None and int(state.gpu_free[0, 0]) == 10 * GIB
+    inv._apply("nodes", "MODIFIED", node(images=("quay.io/x:1",)))
+    inv._apply("nodes", "MODIFIED", node(cpu="6", images=("quay.io/x:1",)))
+    inv._apply("nodes", "MODIFIED", node("down", cpu="4", ready="False"))
+    assert inv.state() is state  # the same state object: nothing rebuilt
+    assert state.nodes[0].images == {"quay.io/x:1": 1000}
+    assert int(state.cpu_free[0]) == 6000 and int(state.gpu_free[0, 0]) == 10 * GIB
+    inv._apply("nodes", "MODIFIED", node("down"))  # ready now: a node to place on
+    rebuilt = inv.state()
+    assert rebuilt is not state and rebuilt is not None and "down" in rebuilt.node_index
+    assert int(rebuilt.gpu_free[rebuilt.node_index["n0"], 0]) == 10 * GIB
