@@ -66,6 +66,9 @@ from aispike_hub.kube.slices import DRIVER, MEMORY_CAPACITY, RESOURCE_API_VERSIO
 
 log = logging.getLogger("podrunner")
 
+_REPO = Path(__file__).resolve().parents[2]
+"""The checkout this runs from (installed in editable mode: part of the "image")."""
+
 NOTEBOOK_SELECTOR = "component=singleuser-server"
 """KubeSpawner's label on notebook pods (``KubeSpawner.component_label``'s default)."""
 
@@ -703,6 +706,19 @@ class PodRunner:
             lines.append(f"$MOUNT --bind {q(str(source))} {point}")
             if read_only:
                 lines.append(f"$MOUNT -o remount,bind,ro {point}")
+        # What an image would hold (this virtualenv, the checkout it is installed from, the
+        # proxy's directory) stays visible where it is when a volume covers one of its parents
+        # (an emptyDir at /tmp while the checkout is under /tmp): bound back over the volume.
+        image = {os.path.realpath(p) for p in (sys.prefix, str(_REPO), *(
+            self.kubelet.search_path if self.kubelet else ()))}
+        covered = sorted(p for p in image
+                         if any(p == r or p.startswith(r.rstrip("/") + "/") for r, _, _ in plan))
+        for path in covered:
+            if any(path.startswith(o.rstrip("/") + "/") for o in covered if o != path):
+                continue  # inside another one bound back already
+            point = f'"$R"{q(path)}'
+            lines += [f"mkdir -p {point}", f"$MOUNT --rbind {q(path)} {point}",
+                      f"$MOUNT -o remount,bind,ro {point}"]
         if security.get("read_only_root"):
             lines.append('$MOUNT -o remount,bind,ro "$R"')
         setpriv = [_tool("setpriv")]
