@@ -80,6 +80,26 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+CHROMIUM = "/usr/bin/chromium"
+"""Debian's chromium: the browser tests drive it headless (never ``playwright install``)."""
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def browser_or_skip() -> Any:
+    """Playwright's ``sync_playwright`` when it and Debian's chromium are here; else
+    :func:`unavailable` (skip on a laptop, fail under CI)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright not installed (pip install -e '.[test]')")
+    if not os.path.exists(CHROMIUM):
+        unavailable(f"{CHROMIUM} missing (apt-get install chromium)")
+    os.environ.pop("DISPLAY", None)
+    return sync_playwright
+
+
 def stack_paths() -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, str(SCRIPT), "paths"], capture_output=True, text=True, check=True

@@ -27,11 +27,13 @@ import pytest
 import requests
 
 from .conftest import (
-    IN_CI,
+    CHROMIUM,
+    CHROMIUM_ARGS,
     GpuNodes,
     RunningHub,
     TestCluster,
     _free_port,
+    browser_or_skip,
     new_username,
     wait_until,
 )
@@ -47,10 +49,6 @@ from .podrunner import PodRunner
 from .recorded_agent import RecordedAgent
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 NODES = [
     {"name": "panel-a100", "cpu": "64", "memory": "512Gi",
      "gpus": [{"model": "NVIDIA A100-SXM4-80GB", "memory": "80Gi", "count": 2,
@@ -80,20 +78,6 @@ class StandInPrometheus(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
-
-
-def browser_or_skip() -> Any:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if IN_CI:
-            raise
-        pytest.skip("playwright not installed (pip install -e '.[test]')")
-    if not os.path.exists(CHROMIUM):
-        if IN_CI:
-            pytest.fail(f"CI=true and {CHROMIUM} is missing (apt-get install chromium)")
-        pytest.skip(f"{CHROMIUM} missing (apt-get install chromium)")
-    return sync_playwright
 
 
 class Stack(ServiceHub):

@@ -26,15 +26,18 @@ from typing import Any
 import pytest
 import requests
 
-from .conftest import IN_CI, RunningHub, unavailable, wait_until
+from .conftest import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    RunningHub,
+    browser_or_skip,
+    unavailable,
+    wait_until,
+)
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).parents[2]
 DOCS = ROOT / "docs"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 FIXTURE = ROOT / "tests" / "fixtures" / "nvml" / "h200-1gpu.json"
 EXT = "aispike-hub-lab"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -164,14 +167,7 @@ def test_another_users_token_gets_403(lab_hub: RunningHub) -> None:
 
 
 def test_status_bar_in_real_jupyterlab(lab_hub: RunningHub) -> None:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if IN_CI:
-            raise
-        pytest.skip("playwright not installed (pip install -e '.[test]')")
-    if not os.path.exists(CHROMIUM):
-        unavailable(f"{CHROMIUM} missing (apt-get install chromium)")
+    sync_playwright = browser_or_skip()
     start_server(lab_hub, "alice")
     alice = token_for(lab_hub, "alice")
     # A kernel: the recorded machine's notebook process (4458 MiB, 91 %) stands for it.

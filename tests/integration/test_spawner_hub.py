@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
 import secrets
-import shutil
 import textwrap
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,13 +25,15 @@ from aispike_hub.kube.claims import REQUEST_ANNOTATION, claim_name
 from aispike_hub.kube.slices import DRIVER, label_value
 
 from .conftest import (
-    IN_CI,
+    CHROMIUM,
+    CHROMIUM_ARGS,
     REPO,
     TEST_GROUP_LABEL,
     GpuNodes,
     RunningHub,
     TestCluster,
     _free_port,
+    browser_or_skip,
     wait_until,
 )
 from .hubstack import (
@@ -297,29 +296,15 @@ def test_an_unschedulable_pod_is_aborted_early_with_the_reason(stack: Stack) -> 
 
 # --- the browser ---------------------------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 SCREENSHOT = REPO / "docs" / "images" / "options-form.png"
 
 
 @pytest.mark.browser
 def test_browser_form_live_fit_and_spawn_progress(stack: Stack) -> None:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if IN_CI:
-            raise
-        pytest.skip("playwright is not installed (pip install -e '.[integration]')")
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        if IN_CI:
-            pytest.fail("CI=true and Debian's chromium is missing (apt-get install chromium)")
-        pytest.skip("Debian's chromium is not installed")
+    sync_playwright = browser_or_skip()
     user = stack.user()
     r = stack.service("PUT", f"policy/users/{user}", json={"quota": {"gpu_memory": "24Gi"}})
     assert r.status_code == 200, r.text
-    os.environ.pop("DISPLAY", None)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
