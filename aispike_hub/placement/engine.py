@@ -28,12 +28,16 @@ from aispike_hub.placement.scorers import (
     RandomScorer,
     Scorer,
     ScoringContext,
+    SliceValueScorer,
     SpreadScorer,
     TopologyScorer,
 )
 from aispike_hub.placement.state import ClusterState, FloatArray, IntArray
 
 TIE_TOLERANCE = 1e-9
+SLICE_VALUE_WEIGHT = 50.0
+"""Weight of the slice-value loss in ``aispike``: nearly lexicographic on the GPU a slice joins
+(measured on `default`, seeds 42-51: weight 20 left 3.97 % unallocated, 50 3.95 %)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,7 @@ def _build_policy(name: str, workload: Workload | None, affinity: Affinity) -> P
                 (FragmentationScorer(need_workload(), measure="capacity"), 2.0),
                 (FragmentationScorer(need_workload()), 1.0),
                 (CpuBalanceScorer(need_workload()), 1.0),
+                (SliceValueScorer(need_workload()), SLICE_VALUE_WEIGHT),
             ),
             (GpuPackingScorer(), BestFitScorer(), gpu_bestfit),
             random_ties=False,

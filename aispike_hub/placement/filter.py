@@ -49,9 +49,15 @@ def demand_matrix(state: ClusterState, request: SliceRequest) -> IntArray:
     cap = state.gpu_cap
     if request.whole_gpus:
         return np.where(state.gpu_exists, cap, 0)
+    return slice_demand(request, cap)
+
+
+def slice_demand(request: SliceRequest, cap: IntArray) -> IntArray:
+    """MiB a one-GPU slice takes on GPUs of memory ``cap``: its memory, or its share rounded up."""
     if request.gpu_memory_mib:
         return np.full_like(cap, request.gpu_memory_mib)
-    return -(-request.gpu_share_milli * np.maximum(cap, 0) // FULL_GPU_MILLI)
+    out: IntArray = -(-request.gpu_share_milli * np.maximum(cap, 0) // FULL_GPU_MILLI)
+    return out
 
 
 def host_mask(state: ClusterState, request: SliceRequest) -> BoolArray:

@@ -16,6 +16,7 @@ import numpy as np
 from aispike_hub.model import FULL_GPU_MILLI, SliceRequest
 from aispike_hub.placement.filter import Options, topology_group_fit
 from aispike_hub.placement.fragmentation import FragmentationModel, Workload
+from aispike_hub.placement.slice_values import SliceValueTable, slice_mix, slice_value_table
 from aispike_hub.placement.state import ClusterState, FloatArray, IntArray
 
 MAX_NODE_SCORE = 100
@@ -220,6 +221,37 @@ class FragmentationScorer:
         if self.faithful:
             return np.floor(MAX_NODE_SCORE / (1.0 + np.exp(delta)))
         return -delta
+
+
+class SliceValueScorer:
+    """Minus the share of a GPU a slice's placement destroys (see :mod:`.slice_values`).
+
+    Prices come from the packing LP of the workload's slice mix, per GPU memory size; a
+    placement that continues one of the best combinations of slices on its GPU loses nothing,
+    one that strands space only rare sizes could use loses that space's worth.  Whole GPUs and
+    CPU-only requests score 0.
+    """
+
+    name = "slice-value"
+
+    def __init__(self, workload: Workload) -> None:
+        self.workload = workload
+
+    def table(self, capacity_mib: int) -> SliceValueTable:
+        return slice_value_table(capacity_mib, slice_mix(self.workload.types, capacity_mib))
+
+    def score(self, ctx: ScoringContext) -> FloatArray:
+        opts = ctx.options
+        out: FloatArray = np.zeros(len(opts))
+        if not opts.slice or len(opts) == 0:
+            return out
+        st = ctx.state
+        caps = st.gpu_cap[opts.node, opts.slot]
+        free = st.gpu_free[opts.node, opts.slot]
+        for cap in np.unique(caps).tolist():
+            on = caps == cap
+            out[on] = -self.table(int(cap)).loss(free[on], opts.demand[on])
+        return out
 
 
 class TopologyScorer:
