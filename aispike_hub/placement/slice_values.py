@@ -41,10 +41,13 @@ from aispike_hub.model import SliceRequest
 from aispike_hub.placement.filter import slice_demand
 from aispike_hub.placement.state import FloatArray, IntArray
 
-MAX_UNITS = 1000
-"""The finest grid a GPU is divided into (a thousandth of its memory)."""
+MAX_UNITS = 200
+"""The finest grid a GPU is divided into (half a percent of its memory): it bounds the LP to 200
+sizes, whatever the workload asks."""
 MAX_COLUMNS = 2000
 """Column generation stops after this many combinations (never reached on real mixes)."""
+COLUMNS_PER_SOLVE = 20
+"""Combinations added to the LP between two solves."""
 _TOLERANCE = 1e-9
 
 
@@ -171,8 +174,16 @@ def lp_prices(sizes: list[int], demand: list[float], units: int) -> list[float]:
         value, last = knapsack(sizes, prices, units)
         if value[units] <= 1.0 + 1e-7:
             break
-        combo = sorted(_combination(last, units), reverse=True)
-        if combo in columns:  # numerical stall: the prices are as good as they get
+        # The best combination around each size, most undervalued first: many columns per
+        # LP solve (one per solve needs hundreds of solves when the workload has many sizes).
+        worth = sorted(((y + value[units - s], s) for s, y in zip(sizes, prices, strict=True)),
+                       reverse=True)
+        added = 0
+        for total, s in worth[:COLUMNS_PER_SOLVE]:
+            combo = sorted([s, *_combination(last, units - s)], reverse=True)
+            if total > 1.0 + 1e-7 and combo not in columns:
+                columns.append(combo)
+                added += 1
+        if not added:  # numerical stall: the prices are as good as they get
             break
-        columns.append(combo)
     return prices
