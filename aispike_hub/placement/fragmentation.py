@@ -41,6 +41,30 @@ measure): its weight is multiplied by GPU nodes / hosts, at most :data:`SCARCE_B
 SCARCE_BOOST_MAX = 50.0
 
 
+def is_scarce(hosts: int, gpu_nodes: int) -> bool:
+    """True for a task type that fewer than :data:`SCARCE_HOSTS_SHARE` of the GPU nodes can host."""
+    return gpu_nodes > 0 and hosts < SCARCE_HOSTS_SHARE * gpu_nodes
+
+
+def scarce_server_types(state: ClusterState, workload: Workload) -> list[SliceRequest]:
+    """The workload's whole-GPU server types that few nodes can ever host (GPU count and model,
+    CPU and RAM capacity): on the Alibaba trace the 8-GPU, 120-core server (39 of 1,213 nodes)."""
+    gpu_nodes = state.gpu_count > 0
+    out: list[SliceRequest] = []
+    for request, _ in workload.types:
+        if not request.whole_gpus:
+            continue
+        hosts = (gpu_nodes & (state.gpu_count >= request.gpu_count)
+                 & (state.cpu_cap >= request.cpu_milli) & (state.mem_cap >= request.memory_mib))
+        if request.allowed_models:
+            allowed = [i for i, m in enumerate(state.models) if m in request.allowed_models]
+            hosts &= (np.isin(state.gpu_model, allowed) & state.gpu_exists).sum(axis=1) \
+                >= request.gpu_count
+        if is_scarce(int(np.count_nonzero(hosts)), int(np.count_nonzero(gpu_nodes))):
+            out.append(request)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class GpuClass:
     """The GPU part of a request type: how many GPUs, and how much of each."""
@@ -191,12 +215,12 @@ class FragmentationModel:
         Such a type (hosts below ``SCARCE_HOSTS_SHARE`` of the GPU nodes) weighs
         ``GPU nodes / hosts`` times its share (at most ``SCARCE_BOOST_MAX``); the rest keep 1.
         """
-        gpu_nodes = float(np.count_nonzero(state.gpu_count > 0))
+        gpu_nodes = int(np.count_nonzero(state.gpu_count > 0))
         boost = np.ones(self.type_p.size, dtype=np.float64)
         for i, j in enumerate(self.type_class.tolist()):
             hosts = int(np.count_nonzero(self.allow[:, j] & (state.gpu_count >= self.k[j])
                                          & (state.cpu_cap >= self.type_cpu[i])))
-            if gpu_nodes and hosts < SCARCE_HOSTS_SHARE * gpu_nodes:
+            if is_scarce(hosts, gpu_nodes):
                 boost[i] = min(gpu_nodes / max(hosts, 1), SCARCE_BOOST_MAX)
         return boost
 

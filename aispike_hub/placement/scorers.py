@@ -14,8 +14,8 @@ from typing import Protocol
 import numpy as np
 
 from aispike_hub.model import FULL_GPU_MILLI, SliceRequest
-from aispike_hub.placement.filter import Options, topology_group_fit
-from aispike_hub.placement.fragmentation import FragmentationModel, Workload
+from aispike_hub.placement.filter import Options, model_mask, topology_group_fit
+from aispike_hub.placement.fragmentation import FragmentationModel, Workload, scarce_server_types
 from aispike_hub.placement.slice_values import SliceValueTable, slice_mix, slice_value_table
 from aispike_hub.placement.state import ClusterState, FloatArray, IntArray
 
@@ -251,6 +251,39 @@ class SliceValueScorer:
         for cap in np.unique(caps).tolist():
             on = caps == cap
             out[on] = -self.table(int(cap)).loss(free[on], opts.demand[on])
+        return out
+
+
+class ScarceHostScorer:
+    """-1 on a node that can host one of the workload's scarce server types right now.
+
+    The capacity measure raises such a type's weight, but a strong CPU balance term outweighs
+    it: a node with more CPU than its GPUs need is exactly where CPU balance sends slices, and
+    exactly what an 8-GPU, 120-core server needs.  With a large weight this term makes those
+    nodes the last resort for other work (the server itself, or a request at least as big in
+    GPUs and CPU, is not held back), so a rare big server does not wait for ever behind slices.
+    """
+
+    name = "scarce-hosts"
+
+    def __init__(self, workload: Workload) -> None:
+        self.workload = workload
+        self._scarce: tuple[int, list[SliceRequest]] | None = None
+
+    def scarce(self, state: ClusterState) -> list[SliceRequest]:
+        if self._scarce is None or self._scarce[0] != id(state):
+            self._scarce = (id(state), scarce_server_types(state, self.workload))
+        return self._scarce[1]
+
+    def score(self, ctx: ScoringContext) -> FloatArray:
+        st, req, n = ctx.state, ctx.request, ctx.options.node
+        out: FloatArray = np.zeros(len(n))
+        for server in self.scarce(st):
+            if req.gpu_count >= server.gpu_count and req.cpu_milli >= server.cpu_milli:
+                continue
+            idle = ((st.gpu_free[n] == st.gpu_cap[n]) & model_mask(st, server)[n]).sum(axis=1)
+            out -= ((idle >= server.gpu_count) & (st.cpu_free[n] >= server.cpu_milli)
+                    & (st.mem_free[n] >= server.memory_mib))
         return out
 
 
