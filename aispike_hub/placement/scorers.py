@@ -240,6 +240,11 @@ class SliceValueScorer:
     def table(self, capacity_mib: int) -> SliceValueTable:
         return slice_value_table(capacity_mib, slice_mix(self.workload.types, capacity_mib))
 
+    def prepare(self, state: ClusterState) -> None:
+        """Price the slices on every GPU size of the cluster (the tables are cached)."""
+        for cap in np.unique(state.gpu_cap[state.gpu_exists]).tolist():
+            self.table(int(cap))
+
     def score(self, ctx: ScoringContext) -> FloatArray:
         opts = ctx.options
         out: FloatArray = np.zeros(len(opts))

@@ -26,6 +26,7 @@ from traitlets.config import Application
 from aispike_hub.kube.inventory import Inventory as KubeInventoryConfig
 from aispike_hub.model import Node
 from aispike_hub.placement.engine import POLICY_NAMES, PlacementEngine
+from aispike_hub.placement.state import ClusterState
 from aispike_hub.service.admission import AdmissionController, Inventory, StaticInventory
 from aispike_hub.service.api import ServiceContext, handlers
 from aispike_hub.service.idle import IdleMonitor, idle_handlers
@@ -218,6 +219,8 @@ class AISpikeService(Application):
             strict_fifo=self.strict_fifo,
         )
         self.idle = IdleMonitor(store, self.hub_api_url, self.api_token, parent=self)
+        # admission decides on the event loop: solve the placement LP before the first request
+        self.controller.engine.prepare(ClusterState(list(self.controller.inventory.nodes())))
 
     def make_app(self) -> web.Application:
         self.ctx = ServiceContext(self.controller, self.service_name)

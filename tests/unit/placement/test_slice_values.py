@@ -116,3 +116,15 @@ def test_aispike_starts_a_pair_instead_of_stranding_a_lone_slice() -> None:
 def test_bad_capacity_is_named() -> None:
     with pytest.raises(ValueError, match="capacity_mib"):
         slice_value_table(0, ())
+
+
+def test_prepare_prices_every_gpu_size_before_the_first_decision() -> None:
+    workload = Workload.from_requests([share(470)] * 3 + [share(320)])
+    nodes = [make_node("a", gpus=2, gib=16), make_node("b", gpus=2, gib=24)]
+    state = ClusterState(nodes)
+    slice_value_table.cache_clear()
+    PlacementEngine("aispike", workload=workload).prepare(state)
+    assert slice_value_table.cache_info().currsize == 2  # 16 and 24 GiB GPUs
+    misses = slice_value_table.cache_info().misses
+    PlacementEngine("aispike", workload=workload).place(state, share(470))
+    assert slice_value_table.cache_info().misses == misses  # nothing solved at decision time
