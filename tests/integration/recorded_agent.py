@@ -40,6 +40,16 @@ def usage_doc(node: str, notebooks: Sequence[tuple[str, str, str]], now: float) 
     return usage_document(Snapshot(node, now, reading, tuple(notebook_usage(procs, owners))))
 
 
+def send_json(handler: BaseHTTPRequestHandler, document: Any, status: int = 200) -> None:
+    """Answer a stand-in server's request with ``document`` as JSON."""
+    body = json.dumps(document).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class RecordedAgent:
     """``GET /<node>/usage`` for any number of nodes, on a loopback port."""
 
@@ -54,12 +64,7 @@ class RecordedAgent:
                 if node in agent.down or node not in agent.nodes:
                     self.send_error(503, "agent restarting")
                     return
-                body = json.dumps(usage_doc(node, agent.nodes[node], time.time())).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_json(self, usage_doc(node, agent.nodes[node], time.time()))
 
             def log_message(self, *args: Any) -> None:
                 pass

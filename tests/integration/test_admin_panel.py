@@ -15,7 +15,6 @@ fall back to the service's own history when it stops.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import threading
@@ -46,7 +45,7 @@ from .hubstack import (
     wait_for_service,
 )
 from .podrunner import PodRunner
-from .recorded_agent import RecordedAgent
+from .recorded_agent import RecordedAgent, send_json
 
 pytestmark = pytest.mark.browser
 NODES = [
@@ -68,13 +67,9 @@ class StandInPrometheus(BaseHTTPRequestHandler):
         args = {k: float(v[0]) for k, v in parse_qs(url.query).items() if k != "query"}
         start, end, step = args["start"], args["end"], args["step"]
         values = [[start + i * step, "0.5"] for i in range(int((end - start) // step) + 1)]
-        body = json.dumps({"status": "success", "data": {
-            "resultType": "matrix", "result": [{"metric": {}, "values": values}]}}).encode()
-        self.send_response(200 if url.path == "/api/v1/query_range" else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, {"status": "success", "data": {
+            "resultType": "matrix", "result": [{"metric": {}, "values": values}]}},
+            200 if url.path == "/api/v1/query_range" else 404)
 
     def log_message(self, *args: Any) -> None:
         pass

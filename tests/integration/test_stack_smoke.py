@@ -14,7 +14,7 @@ from kubernetes.client.rest import ApiException
 
 from aispike_hub.kube.slices import DEVICE_CLASS, DRIVER, resource_slice_name, uuid_selector
 
-from .conftest import REPO, GpuNodes, TestCluster, stack_paths, wait_until
+from .conftest import REPO, GpuNodes, TestCluster, stack_paths, unavailable, wait_until
 from .sockets import non_loopback
 
 POD_NETWORK = ipaddress.ip_network("127.1.0.0/16")
@@ -95,7 +95,7 @@ def test_control_plane_reports_pinned_version_and_gpu_nodes(cluster: TestCluster
 def test_control_plane_processes_use_loopback_only(cluster: TestCluster) -> None:
     processes = cluster.processes()
     if not processes:
-        pytest.skip("reused a cluster whose processes this session cannot see")
+        unavailable("reused a cluster whose processes this session cannot see")
     names = {p["name"] for p in processes}
     assert names == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
     for p in processes:
