@@ -30,6 +30,7 @@ import functools
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, ClassVar, cast
 
@@ -349,9 +350,7 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
                 if self.enable_user_namespaces and self.user_namespace_quota:
                     await self._write_namespace_quota(ticket)
                 await self._prepare_pod(options, settings, request, resources, ticket)
-                if self.backend == "aispike" and request.gpu_count:
-                    await self._pin_gpu(options, request, ticket)
-                return await self._create_and_wait(options, request)
+                return await self._create_and_wait(options, request, ticket)
             except BaseException:
                 await self._abandon()
                 raise
@@ -488,83 +487,110 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
         finally:
             await api.close()
 
-    async def _create_and_wait(self, options: Options, request: SliceRequest) -> Any:
+    async def _create_and_wait(self, options: Options, request: SliceRequest,
+                               ticket: dict[str, Any]) -> Any:
+        """Pin (native), create the pod and wait: a thin driver of
+        :func:`aispike_hub.kube.startflow.step`, KubeSpawner creating the pod and waiting for it
+        to run while this loop adopts and re-pins the claim and gives up on a pod that stays
+        unschedulable for ``unschedulable_timeout`` seconds."""
+        from aispike_hub.kube.startflow import Action, Flow, Observation, Rules, step
+
+        flow = Flow(pins=self.backend == "aispike" and request.gpu_count > 0)
+        rules = Rules(unschedulable_timeout=self.unschedulable_timeout)
+        seen = Observation()
+        started: asyncio.Future[Any] | None = None
+        told = ""
+        try:
+            while True:
+                s = step(flow, seen, rules)
+                flow = s.flow
+                if s.action is Action.PIN:
+                    await self._pin_gpu(options, request, ticket)
+                elif s.action is Action.CREATE_POD:
+                    started = asyncio.ensure_future(KubeSpawner._start(self))
+                elif s.action is Action.ADOPT:
+                    await self._adopt(seen.pod_uid)
+                elif s.action is Action.REPIN:
+                    self._say(f"The chosen GPU is taken ({s.reason}); placing again")
+                    if await self._repin(options, request, s.reason):
+                        flow = flow.repinned()
+                        seen = Observation()  # a fresh pin: look again
+                    else:
+                        seen = replace(seen, claim=None)
+                elif s.action is Action.DONE:
+                    assert started is not None
+                    return await self._started_url(started, options)
+                elif s.action is Action.GIVE_UP:
+                    raise SpawnException(
+                        f"Kubernetes cannot place {options.describe()}: {s.reason}. Ask for "
+                        "less, or try again later.", reason="unschedulable", status_code=503)
+                else:  # Action.WAIT
+                    if s.reason and s.reason != told:
+                        told = s.reason
+                        self._say(f"Waiting for a node: {s.reason}")
+                    assert started is not None
+                    seen = await self._observe(started, flow.pins)
+        finally:
+            if started is not None and not started.done():
+                started.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await started
+
+    async def _observe(self, started: asyncio.Future[Any], pins: bool) -> Any:
+        """What the start loop sees after half a second (or once KubeSpawner's start ends):
+        the pod from KubeSpawner's reflector, the placer's judgement of the pin (native)."""
+        from aispike_hub.kube.startflow import Observation
+
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(started), 0.5)
+        reflector = self.pod_reflector
+        pod = reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+        uid = str((pod.get("metadata") or {}).get("uid", "")) if pod is not None else ""
+        if started.done():
+            # A start that failed is not adopted: its error is what the caller must see.
+            failed = started.cancelled() or started.exception() is not None
+            return Observation(pod_uid="" if failed else uid, running=True)
+        if pod is None:
+            return Observation()
+        claim = None
+        if pins and self._pin is not None:
+            placer = await self.placer()
+            claim = await asyncio.to_thread(placer.status, self.namespace, self.pod_name)
+        return Observation(pod_uid=uid, claim=claim, unschedulable=parse_pod(pod).unschedulable,
+                           now=time.monotonic())
+
+    async def _started_url(self, started: asyncio.Future[Any], options: Options) -> Any:
+        """KubeSpawner's start result; a 403 from a ResourceQuota as a ``SpawnException``."""
         from kubernetes_asyncio.client.exceptions import ApiException
 
-        started = asyncio.ensure_future(KubeSpawner._start(self))
-        watching = asyncio.ensure_future(self._watch_scheduling(options, request))
         try:
-            await asyncio.wait({started, watching}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not watching.done():
-                watching.cancel()
-        if started.done():
-            try:
-                url = started.result()
-                pod = self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}")
-                if pod is not None and self._pin is not None:
-                    await self._adopt(pod)  # when the pod ran before the watch saw it
-                return url
-            except ApiException as e:
-                if e.status == 403:
-                    raise SpawnException(
-                        f"Kubernetes refused {options.describe()}: {_api_message(e)}",
-                        reason="quota", status_code=403) from None
-                raise
-        started.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await started
-        watching.result()  # raises why it stopped
-        raise SpawnException("the scheduling watch ended", reason="unschedulable")
+            return await started
+        except ApiException as e:
+            if e.status == 403:
+                raise SpawnException(
+                    f"Kubernetes refused {options.describe()}: {_api_message(e)}",
+                    reason="quota", status_code=403) from None
+            raise
 
-    async def _watch_scheduling(self, options: Options, request: SliceRequest) -> None:
-        """Adopt and re-pin the claim (native); abort a pod that stays unschedulable."""
+    async def _repin(self, options: Options, request: SliceRequest, reason: str) -> bool:
+        """Re-pin the stale claim; True when a fresh pin was made."""
         from aispike_hub.kube.placer import PlacementFailed, PlacementRefused
 
-        key = f"{self.namespace}/{self.pod_name}"
-        since: float | None = None
-        told = ""
-        while True:
-            await asyncio.sleep(0.5)
-            reflector = self.pod_reflector
-            pod = reflector.pods.get(key) if reflector is not None else None
-            if pod is None:
-                continue
-            if self._pin is not None:
-                placer = await self.placer()
-                await self._adopt(pod)
-                status = await asyncio.to_thread(placer.status, self.namespace, self.pod_name)
-                if status.phase == "stale":
-                    self._say(f"The chosen GPU is taken ({status.reason}); placing again")
-                    try:
-                        new = await asyncio.to_thread(placer.repin, self.namespace,
-                                                      self.pod_name, status.reason, request)
-                    except (PlacementFailed, PlacementRefused) as e:
-                        raise SpawnException(f"Cannot start {options.describe()}: {e}",
-                                             reason="unschedulable", status_code=503) from None
-                    if new is not None:
-                        self._pin = new
-                        self._say(new.describe())
-                        since = None
-                        continue
-            why = parse_pod(pod).unschedulable
-            if not why:
-                since = None
-                continue
-            now = time.monotonic()
-            if since is None:
-                since = now
-            if why != told:
-                told = why
-                self._say(f"Waiting for a node: {why}")
-            if now - since >= self.unschedulable_timeout:
-                raise SpawnException(
-                    f"Kubernetes cannot place {options.describe()}: {why}. Ask for less, "
-                    "or try again later.", reason="unschedulable", status_code=503)
+        placer = await self.placer()
+        try:
+            new = await asyncio.to_thread(placer.repin, self.namespace, self.pod_name, reason,
+                                          request)
+        except (PlacementFailed, PlacementRefused) as e:
+            raise SpawnException(f"Cannot start {options.describe()}: {e}",
+                                 reason="unschedulable", status_code=503) from None
+        if new is None:
+            return False
+        self._pin = new
+        self._say(new.describe())
+        return True
 
-    async def _adopt(self, pod: dict[str, Any]) -> None:
-        """Make the server's claim owned by its pod (deleted with it), once per pod."""
-        uid = str((pod.get("metadata") or {}).get("uid", ""))
+    async def _adopt(self, uid: str) -> None:
+        """Make the server's claim owned by its pod ``uid`` (deleted with it), once per pod."""
         if uid and uid != self._adopted_uid and self._pin is not None:
             placer = await self.placer()
             await asyncio.to_thread(placer.adopt, self._pin, self.pod_name, uid)
