@@ -182,7 +182,8 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
     _options: Options | None = None
     _pin: Any = None
     _adopted_uid = ""
-    _starting = False
+    _kube_start: asyncio.Future[Any] | None = None
+    """KubeSpawner's own start (creates the pod and waits for it) while ours is in flight."""
     _base: dict[str, Any] | None = None
 
     @default("options_form")
@@ -328,10 +329,9 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
         return self._start_future
 
     async def _start_admitted(self) -> Any:
-        self._starting = True
         self._pin = None
         self._adopted_uid = ""
-        admitted = False
+        asked = False
         try:
             if self._options is None:  # JupyterHub < 5.3 has no apply_user_options
                 await self.apply_options(self.user_options)
@@ -344,8 +344,10 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
             except BackendError as e:
                 raise SpawnException(f"Cannot start {options.describe()}: {e}",
                                      reason="options", status_code=400) from None
+            # From here on every way out but success gives the admission back, also a
+            # cancel (the hub's start timeout, a user's cancel) while the ticket is queued.
+            asked = True
             ticket = await self._admit(options, request)
-            admitted = True
             try:
                 if self.enable_user_namespaces and self.user_namespace_quota:
                     await self._write_namespace_quota(ticket)
@@ -355,12 +357,12 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
                 await self._abandon()
                 raise
         except BaseException:
-            if admitted:
+            if asked:
                 await self._release_admission()
             raise
         finally:
-            self._starting = False
             self._options = None
+            self._kube_start = None
 
     async def _write_namespace_quota(self, ticket: dict[str, Any]) -> None:
         """The user's ceilings as the ResourceQuota of their namespace (second line of
@@ -459,7 +461,7 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
                 self.log.warning("%s: ignoring a malformed admission assignment %r",
                                  self._log_name, ticket["assignment"])
         try:
-            self._pin = await asyncio.to_thread(
+            self._pin = await _to_thread_to_the_end(
                 functools.partial(placer.pin, self.namespace, self.pod_name, request,
                                   hub_server=self._hub_server(), prefer=prefer))
         except PlacementRefused as e:
@@ -507,7 +509,7 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
                 if s.action is Action.PIN:
                     await self._pin_gpu(options, request, ticket)
                 elif s.action is Action.CREATE_POD:
-                    started = asyncio.ensure_future(KubeSpawner._start(self))
+                    started = self._kube_start = asyncio.ensure_future(KubeSpawner._start(self))
                 elif s.action is Action.ADOPT:
                     await self._adopt(seen.pod_uid)
                 elif s.action is Action.REPIN:
@@ -578,8 +580,8 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
 
         placer = await self.placer()
         try:
-            new = await asyncio.to_thread(placer.repin, self.namespace, self.pod_name, reason,
-                                          request)
+            new = await _to_thread_to_the_end(
+                functools.partial(placer.repin, self.namespace, self.pod_name, reason, request))
         except (PlacementFailed, PlacementRefused) as e:
             raise SpawnException(f"Cannot start {options.describe()}: {e}",
                                  reason="unschedulable", status_code=503) from None
@@ -618,9 +620,23 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
             self.log.warning("releasing the admission of %s failed: %s", self._log_name, e)
 
     async def stop(self, now: bool = False) -> None:
+        """Delete the pod, release the claim and the admission at once.
+
+        Called while a start is in flight (a cancel, the hub's start timeout), the start is
+        cancelled first and its own cleanup runs; called from inside the start (KubeSpawner's
+        retry after a 409, or its cleanup), only the pod goes: the start cleans up the rest.
+        """
+        current = asyncio.current_task()
+        start = self._start_future
+        in_flight = start is not None and not start.done()
+        if in_flight and current is not None and current in (self._kube_start, start):
+            await super().stop(now=now)
+            return
+        if in_flight:
+            start.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await start
         await super().stop(now=now)
-        if self._starting:
-            return  # KubeSpawner's own retry (a 409) or our abort: the start cleans up
         await self._release_claim()
         await self._release_admission()
 
@@ -648,6 +664,22 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
             if finished:
                 break
             await asyncio.sleep(0.5)
+
+
+async def _to_thread_to_the_end(call: Callable[[], Any]) -> Any:
+    """``call()`` in a thread; cancelled, wait for the thread all the same, then re-raise.
+
+    A thread cannot be stopped: a pin or re-pin cancelled halfway would create its claim after
+    the start's cleanup ran, and the claim would outlive the start.  Waiting for it lets the
+    cleanup see (and delete) what it made.
+    """
+    task = asyncio.ensure_future(asyncio.to_thread(call))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
 
 
 def _literal(text: str) -> str:
