@@ -20,8 +20,9 @@ The flow for one notebook server (the pod's name is the server's key):
 
 :meth:`Placer.start_server` runs steps 1-6 for a pod manifest (what the benchmarks and the
 integration tests call; the order of the steps and when to re-pin or give up is
-:mod:`aispike_hub.kube.startflow`, which the spawner drives too); :meth:`Placer.reconcile` re-pins and cleans up whatever a crashed or restarted
-process left behind (what the AISpike service runs periodically).  All I/O is synchronous (the
+:mod:`aispike_hub.kube.startflow`, which the spawner drives too); :meth:`Placer.reconcile`
+re-pins and cleans up whatever a crashed or restarted process left behind (what the AISpike
+service runs periodically).  All I/O is synchronous (the
 official ``kubernetes`` client); async callers use ``asyncio.to_thread``.
 """
 
