@@ -235,3 +235,41 @@ def test_kubespawners_own_stop_inside_the_start_does_not_end_it(
         assert placer.calls == ["pin", "release"]
 
     asyncio.run(scenario())
+
+
+def _pending_pod(spawner: AISpikeSpawner, uid: str, why: str) -> dict[str, Any]:
+    return {"metadata": {"name": spawner.pod_name, "namespace": spawner.namespace, "uid": uid},
+            "spec": {}, "status": {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                 "message": why}]}}
+
+
+def test_the_watch_adopts_repins_and_gives_up_on_an_unschedulable_pod(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kube: SimpleNamespace) -> None:
+    from jupyterhub.spawner import SpawnException
+
+    async def scenario() -> None:
+        placer = FakePlacer()
+        verdicts = [ServerStatus("stale", "device gone")]
+        placer.status = lambda *_a: verdicts.pop() if verdicts else ServerStatus("pending")
+
+        def repin(namespace: str, server: str, reason: str, request: SliceRequest) -> Any:
+            placer.calls.append(f"repin: {reason}")
+            return SimpleNamespace(claim="claim", describe=lambda: "pinned again")
+
+        placer.repin = repin
+        spawner = _spawner(tmp_path, monkeypatch, placer)
+        spawner.unschedulable_timeout = 0.6
+        kube.start_seconds = 60
+        pods = {f"{spawner.namespace}/{spawner.pod_name}":
+                _pending_pod(spawner, "uid-1", "0/1 nodes are available")}
+        monkeypatch.setattr(AISpikeSpawner, "pod_reflector", SimpleNamespace(pods=pods))
+        with pytest.raises(SpawnException) as raised:
+            await spawner.start()
+        assert raised.value.status_code == 503
+        assert "0/1 nodes are available" in str(raised.value)
+        assert placer.calls == ["pin", "adopt", "repin: device gone", "release"]
+        assert await _state(spawner) == "unknown"
+        assert "Waiting for a node: 0/1 nodes are available" in spawner._messages
+
+    asyncio.run(scenario())
