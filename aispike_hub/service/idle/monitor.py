@@ -2,7 +2,8 @@
 
 One poll (every ``poll_interval`` seconds):
 
-1. the hub's REST API: users with ready servers (their groups, servers' start and last activity);
+1. the hub's REST API through the service's :class:`~aispike_hub.service.hubclient.HubClient`:
+   users with ready servers (their groups, servers' start and last activity);
 2. every node agent's ``/usage`` document (``agent_urls``): GPU memory and utilisation per
    notebook, appended to each server's samples;
 3. each server's ``api/kernels`` through the proxy (``proxy_url``), with
@@ -11,6 +12,9 @@ One poll (every ``poll_interval`` seconds):
    the monitor carries it out according to the user's ``mode``: ``dry-run`` reports (and audits
    what it would do), ``warn`` tells the owner (a notice for the lab extension, the webhook and
    the notify hook), ``stop`` also stops the server through the hub after ``grace``.
+
+Steps 2 and 3 only fetch; :mod:`.signals` turns the answers into each server's
+:class:`~aispike_hub.idle.policy.ServerSignals`.
 
 Robustness: a hub that does not answer means no action at all in that poll (the report keeps
 the last state, marked stale); an agent that does not answer (or whose NVML is down, or whose
