@@ -10,16 +10,15 @@ hub's REST API.  Every setting is a trait: ``aispike-hub service --help-all`` li
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler
-from tornado import httpclient, web
+from tornado import web
 from traitlets import Bool, Dict, Enum, Float, Unicode, default
 from traitlets.config import Application
 
@@ -29,6 +28,7 @@ from aispike_hub.placement.engine import POLICY_NAMES, PlacementEngine
 from aispike_hub.placement.state import ClusterState
 from aispike_hub.service.admission import AdmissionController, Inventory, StaticInventory
 from aispike_hub.service.api import ServiceContext, handlers
+from aispike_hub.service.hubclient import HubAPIError, HubClient
 from aispike_hub.service.idle import IdleMonitor, idle_handlers
 from aispike_hub.service.panel import AdminPanel, panel_handlers
 from aispike_hub.service.store import Store
@@ -172,6 +172,7 @@ class AISpikeService(Application):
     controller: AdmissionController
     ctx: ServiceContext
     idle: IdleMonitor
+    hub: HubClient
     panel: AdminPanel | None = None
     _inventory: Inventory | None = None
 
@@ -219,6 +220,7 @@ class AISpikeService(Application):
             strict_fifo=self.strict_fifo,
         )
         self.idle = IdleMonitor(store, self.hub_api_url, self.api_token, parent=self)
+        self.hub = self.idle.hub  # one hub client: the monitor's timeouts and concurrency
         # admission decides on the event loop: solve the placement LP before the first request
         self.controller.engine.prepare(ClusterState(list(self.controller.inventory.nodes())))
 
@@ -235,19 +237,12 @@ class AISpikeService(Application):
         return web.Application(routes, cookie_secret=os.urandom(32), xsrf_cookies=False)
 
     async def stop_server(self, user: str, server: str) -> bool:
-        """Stop a server through the hub's API; True once the hub accepted it."""
-        path = (f"/users/{quote(user)}/servers/{quote(server)}" if server
-                else f"/users/{quote(user)}/server")
-        client = httpclient.AsyncHTTPClient()
+        """Stop a preempted server through the hub; True once the hub stopped it, is stopping
+        it or has no such server (:meth:`.HubClient.stop_server`); False (logged) when the hub
+        refused or did not answer: the next tick tries again."""
         try:
-            await client.fetch(
-                self.hub_api_url.rstrip("/") + path, method="DELETE",
-                headers={"Authorization": f"token {self.api_token}"},
-                body=json.dumps({"remove": False}) if server else None,
-                allow_nonstandard_methods=True, request_timeout=60)
-        except httpclient.HTTPClientError as e:
-            if e.code == 404 or e.code == 400:  # already gone
-                return True
+            await self.hub.stop_server(user, server)
+        except HubAPIError as e:
             self.log.warning("stopping %s/%s for preemption failed: %s", user, server, e)
             return False
         return True

@@ -2,7 +2,8 @@
 
 One poll (every ``poll_interval`` seconds):
 
-1. the hub's REST API: users with ready servers (their groups, servers' start and last activity);
+1. the hub's REST API through the service's :class:`~aispike_hub.service.hubclient.HubClient`:
+   users with ready servers (their groups, servers' start and last activity);
 2. every node agent's ``/usage`` document (``agent_urls``): GPU memory and utilisation per
    notebook, appended to each server's samples;
 3. each server's ``api/kernels`` through the proxy (``proxy_url``), with
@@ -11,6 +12,9 @@ One poll (every ``poll_interval`` seconds):
    the monitor carries it out according to the user's ``mode``: ``dry-run`` reports (and audits
    what it would do), ``warn`` tells the owner (a notice for the lab extension, the webhook and
    the notify hook), ``stop`` also stops the server through the hub after ``grace``.
+
+Steps 2 and 3 only fetch; :mod:`.signals` turns the answers into each server's
+:class:`~aispike_hub.idle.policy.ServerSignals`.
 
 Robustness: a hub that does not answer means no action at all in that poll (the report keeps
 the last state, marked stale); an agent that does not answer (or whose NVML is down, or whose
@@ -34,13 +38,11 @@ import datetime as dt
 import inspect
 import json
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
 
-from tornado import httpclient, web
+from tornado import httpclient
 from traitlets import Bool, Dict, Float, Int, List, Unicode, Union
 from traitlets import Callable as CallableTrait
 from traitlets.config import LoggingConfigurable
@@ -48,143 +50,26 @@ from traitlets.config import LoggingConfigurable
 from aispike_hub.idle.policy import (
     Assessment,
     Decision,
-    GpuSample,
-    GpuSignals,
     IdlePolicy,
     IdleRule,
-    KernelSignals,
-    ServerSignals,
     assess,
     decide,
     describe_seconds,
     user_removable,
 )
-from aispike_hub.service.api import ADMIN_SCOPE, APIHandler, ServiceContext
+from aispike_hub.service.hubclient import HubAPIError, HubClient
+from aispike_hub.service.idle.signals import (
+    KernelAnswer,
+    SampleBook,
+    ServerKey,
+    SourceState,
+    iso,
+    kernel_signals,
+    parse_time,
+    server_signals,
+    with_user_activity,
+)
 from aispike_hub.service.store import Store
-
-IDLE_SCOPE = "custom:aispike:idle"
-"""Read the idle report (the admin panel, jupyterhub-idle-culler's arbiter hook)."""
-
-ServerKey = tuple[str, str]
-
-
-def parse_time(value: Any) -> float | None:
-    """Epoch seconds of an ISO 8601 time from the hub or jupyter-server (None stays None)."""
-    if not value:
-        return None
-    when = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
-
-
-def iso(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-# --- agent usage documents -> samples ------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ServerGpuUse:
-    """One server's GPU use in one agent document: summed memory, highest utilisation."""
-
-    node: str
-    memory_used_mib: int
-    utilization_percent: float
-    memory_total_mib: int
-
-
-def usage_by_server(doc: Mapping[str, Any]) -> dict[ServerKey, ServerGpuUse]:
-    """Per (user, server): what the agent's ``/usage`` document says it uses.
-
-    Processes whose owner the agent does not know (no user) are left out.
-    """
-    totals = {g.get("index"): int(g.get("memory_total_mib") or 0) for g in doc.get("gpus", [])}
-    out: dict[ServerKey, ServerGpuUse] = {}
-    for nb in doc.get("notebooks", []):
-        if not nb.get("user"):
-            continue
-        key = (str(nb["user"]), str(nb.get("server") or ""))
-        prev = out.get(key)
-        mem = int(nb.get("memory_used_mib") or 0)
-        util = float(nb.get("utilization_percent") or 0.0)
-        total = totals.get(nb.get("gpu_index"), 0)
-        if prev:
-            mem, util = prev.memory_used_mib + mem, max(prev.utilization_percent, util)
-            total += prev.memory_total_mib
-        out[key] = ServerGpuUse(str(doc.get("node", "")), mem, util, total)
-    return out
-
-
-@dataclass
-class SourceState:
-    """What one agent answered last."""
-
-    url: str
-    ok: bool = False
-    error: str = "not polled yet"
-    node: str = ""
-    at: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"url": self.url, "ok": self.ok, "error": self.error, "node": self.node,
-                "at": iso(self.at)}
-
-
-class SampleBook:
-    """Each server's GPU samples without gaps, and which agent reports it.
-
-    A poll in which the server's agent did not answer clears its samples (a gap).  A server no
-    agent has reported yet gets a zero sample when every agent answered (it holds no GPU), and a
-    gap otherwise (it may be on the node that did not answer).
-    """
-
-    def __init__(self, history: float) -> None:
-        self.history = history
-        self.samples: dict[ServerKey, deque[GpuSample]] = {}
-        self.source: dict[ServerKey, str] = {}
-        self.total_mib: dict[ServerKey, int] = {}
-
-    def record(self, now: float, answered: Mapping[str, Mapping[str, Any]],
-               failed: Mapping[str, str], servers: Sequence[ServerKey]
-               ) -> dict[ServerKey, tuple[GpuSignals, tuple[str, ...]]]:
-        """Add this poll's readings; return each server's signals and what is missing."""
-        seen: dict[ServerKey, tuple[str, ServerGpuUse]] = {}
-        for url, doc in answered.items():
-            for key, use in usage_by_server(doc).items():
-                seen[key] = (url, use)
-        out: dict[ServerKey, tuple[GpuSignals, tuple[str, ...]]] = {}
-        for key in servers:
-            book = self.samples.setdefault(key, deque())
-            missing: tuple[str, ...] = ()
-            if key in seen:
-                url, use = seen[key]
-                self.source[key] = url
-                self.total_mib[key] = use.memory_total_mib
-                book.append(GpuSample(now, use.memory_used_mib, use.utilization_percent))
-            else:
-                url = self.source.get(key, "")
-                down = [failed[url]] if url in failed else (
-                    [] if url else list(failed.values()))
-                if down:
-                    book.clear()
-                    missing = tuple(down)
-                else:
-                    book.append(GpuSample(now, 0, 0.0))
-            while book and book[0].time < now - self.history:
-                book.popleft()
-            out[key] = (GpuSignals(tuple(book), self.total_mib.get(key, 0)), missing)
-        for key in set(self.samples) - set(servers):  # stopped servers
-            self.samples.pop(key, None)
-            self.source.pop(key, None)
-            self.total_mib.pop(key, None)
-        return out
-
-
-# --- the monitor ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -337,11 +222,15 @@ class IdleMonitor(LoggingConfigurable):
         an email. Its failures are logged, never fatal.""",
     ).tag(config=True)
 
-    def __init__(self, store: Store, hub_api_url: str, api_token: str, **kw: Any) -> None:
+    def __init__(self, store: Store, hub_api_url: str = "", api_token: str = "", *,
+                 hub: HubClient | None = None, **kw: Any) -> None:
+        """``hub``: the service's hub client (its stops go through it); without one, a client
+        of ``hub_api_url`` with ``api_token`` and this monitor's timeout and concurrency."""
         super().__init__(**kw)
         self.store = store
-        self.hub_api_url = hub_api_url.rstrip("/")
-        self.api_token = api_token
+        self._semaphore = asyncio.Semaphore(max(1, self.concurrency))
+        self.hub = hub if hub is not None else HubClient(
+            hub_api_url, api_token, request_timeout=self.request_timeout, limit=self._semaphore)
         self.idle_policy = IdlePolicy.from_dict(self.policy, self.base_rule())
         history = max([self.idle_policy.defaults.gpu_window]
                       + [float(e["gpu_window"]) for s in (self.idle_policy.groups,
@@ -356,7 +245,6 @@ class IdleMonitor(LoggingConfigurable):
         self.hub_ok = False
         self.hub_error = "not polled yet"
         self.generated_at: float | None = None
-        self._semaphore = asyncio.Semaphore(max(1, self.concurrency))
 
     def base_rule(self) -> IdleRule:
         """The traits as the policy's defaults (validated like a policy document)."""
@@ -368,34 +256,17 @@ class IdleMonitor(LoggingConfigurable):
     # -- I/O ---------------------------------------------------------------------------------
     async def fetch_json(self, url: str, method: str = "GET", body: Any = None,
                          token: bool = True) -> Any:
+        """A JSON request to an agent, a server (through the proxy, with the hub token when
+        ``token``) or the webhook; the hub's own API goes through :attr:`hub`."""
         headers = {"Accept": "application/json"}
         if token:
-            headers["Authorization"] = f"token {self.api_token}"
+            headers.update(self.hub.auth_headers)
         async with self._semaphore:
             resp = await httpclient.AsyncHTTPClient().fetch(
                 url, method=method, headers=headers, request_timeout=self.request_timeout,
                 body=None if body is None else json.dumps(body),
                 allow_nonstandard_methods=True)
         return json.loads(resp.body) if resp.body else None
-
-    async def hub_users(self, state: str) -> list[dict[str, Any]]:
-        users: list[dict[str, Any]] = []
-        offset = 0
-        while True:
-            query = urlencode({"state": state, "offset": offset, "limit": 200})
-            url = f"{self.hub_api_url}/users?{query}"
-            async with self._semaphore:
-                resp = await httpclient.AsyncHTTPClient().fetch(
-                    url, request_timeout=self.request_timeout, headers={
-                        "Authorization": f"token {self.api_token}",
-                        "Accept": "application/jupyterhub-pagination+json"})
-            page = json.loads(resp.body)
-            items = page["items"] if isinstance(page, dict) else page
-            users += items
-            nxt = page.get("_pagination", {}).get("next") if isinstance(page, dict) else None
-            if not nxt or not items:
-                return users
-            offset = int(nxt.get("offset", offset + len(items)))
 
     async def poll_agent(self, url: str, now: float) -> tuple[str, Any]:
         """(url, document) or (url, error text)."""
@@ -421,8 +292,7 @@ class IdleMonitor(LoggingConfigurable):
             return self.proxy_url.rstrip("/") + str(server.get("url") or "/")
         return str(server.get("full_url") or "")
 
-    async def poll_kernels_of(
-            self, server: Mapping[str, Any]) -> tuple[KernelSignals, float | None] | str | None:
+    async def poll_kernels_of(self, server: Mapping[str, Any]) -> KernelAnswer:
         """The server's kernels and its own last activity (``api/status``, which unlike the
         hub's does not move when the proxy forwards our poll); an error text when it did not
         answer; None when not polled."""
@@ -434,27 +304,21 @@ class IdleMonitor(LoggingConfigurable):
             kernels, status = await asyncio.gather(
                 self.fetch_json(base + "/api/kernels?no_track_activity=1"),
                 self.fetch_json(base + "/api/status"))
-            times = [t for k in kernels if (t := parse_time(k.get("last_activity"))) is not None]
-            executing = sum(1 for k in kernels if k.get("execution_state") == "busy")
-            own = parse_time(status.get("last_activity")) if isinstance(status, dict) else None
-            return KernelSignals(len(kernels), executing, max(times) if times else None), own
+            return kernel_signals(kernels, status)
         except Exception as e:
             return f"kernels of the server ({_error_text(e)})"
 
     async def stop_server(self, user: str, server: str) -> bool:
-        path = (f"/users/{quote(user)}/servers/{quote(server)}" if server
-                else f"/users/{quote(user)}/server")
-        body = {"remove": True} if server and self.remove_named_servers else None
+        """Stop a server through the hub (removing a named one with ``remove_named_servers``);
+        True once the hub stopped it, is stopping it or has no such server
+        (:meth:`.HubClient.stop_server`), False (logged) when it refused or did not answer."""
         try:
-            await self.fetch_json(self.hub_api_url + path, "DELETE", body)
-        except httpclient.HTTPClientError as e:
-            if e.code == 404:
-                return True
+            result = await self.hub.stop_server(
+                user, server, remove=bool(server) and self.remove_named_servers)
+        except HubAPIError as e:
             self.log.warning("idle: stopping %s/%s failed: %s", user, server, e)
             return False
-        except Exception as e:
-            self.log.warning("idle: stopping %s/%s failed: %s", user, server, e)
-            return False
+        self.log.debug("idle: %s/%s: %s", user, server, result)
         return True
 
     async def tell(self, event: dict[str, Any]) -> None:
@@ -484,7 +348,7 @@ class IdleMonitor(LoggingConfigurable):
         """Read everything, judge every server, act; never raises for an unavailable source."""
         now = time.time() if now is None else now
         try:
-            users = await self.hub_users("ready")
+            users = await self.hub.users("ready")
         except Exception as e:
             self.hub_ok, self.hub_error = False, _error_text(e)
             self.log.warning("idle: hub API did not answer (%s): no action this poll",
@@ -501,36 +365,18 @@ class IdleMonitor(LoggingConfigurable):
         failed = {url: doc for url, doc in agents if isinstance(doc, str)}
         gpu = self.book.record(now, answered, failed, keys)
 
-        signals: dict[ServerKey, ServerSignals] = {}
-        for (user, name, server), k in zip(running, kernels, strict=True):
-            missing = list(gpu[(user["name"], name)][1]) if self.agent_urls else []
-            if isinstance(k, str):
-                missing.append(k)
-            activity = parse_time(server.get("last_activity"))
-            if isinstance(k, tuple) and k[1] is not None:
-                activity = k[1]  # the server's own: our poll through the proxy is not in it
-            signals[(user["name"], name)] = ServerSignals(
-                user=user["name"], server=name, started=parse_time(server.get("started")),
-                hub_last_activity=activity,
-                kernels=k[0] if isinstance(k, tuple) else None,
-                gpu=gpu[(user["name"], name)][0] if self.agent_urls else None,
-                missing=tuple(missing))
-        # A user's last interaction: the latest over their servers.
-        latest: dict[str, float] = {}
-        for key, sig in signals.items():
-            last = assess(sig, IdleRule(), now).last_interaction
-            if last is not None:
-                latest[key[0]] = max(latest.get(key[0], 0.0), last)
+        signals = with_user_activity({
+            (user["name"], name): server_signals(
+                user["name"], name, server, k,
+                gpu[(user["name"], name)] if self.agent_urls else None)
+            for (user, name, server), k in zip(running, kernels, strict=True)}, now)
 
         entries: dict[ServerKey, ServerEntry] = {}
         for user, name, _server in running:
             key = (user["name"], name)
             groups = tuple(sorted(user.get("groups") or ()))
             rule = self.idle_policy.rule_for(user["name"], groups)
-            sig = signals[key]
-            if key[0] in latest:
-                sig = ServerSignals(**{**_fields(sig), "user_last_activity": latest[key[0]]})
-            assessment = assess(sig, rule, now)
+            assessment = assess(signals[key], rule, now)
             decision = decide(assessment, rule, self.warned.get(key), now)
             entry = ServerEntry(key[0], name, groups, rule, assessment, decision,
                                 self.warned.get(key), self.node_of(key))
@@ -627,7 +473,7 @@ class IdleMonitor(LoggingConfigurable):
 
     async def remove_users(self, now: float) -> None:
         try:
-            users = await self.hub_users("inactive")
+            users = await self.hub.users("inactive")
         except Exception as e:
             self.log.warning("idle: listing inactive users failed: %s", _error_text(e))
             return
@@ -643,11 +489,12 @@ class IdleMonitor(LoggingConfigurable):
             if rule.mode != "stop":
                 continue  # only the stop mode removes anyone; the report lists them anyway
             try:
-                await self.fetch_json(f"{self.hub_api_url}/users/{quote(user['name'])}",
-                                      "DELETE")
-            except Exception as e:
+                removed = await self.hub.delete_user(user["name"])
+            except HubAPIError as e:
                 self.log.warning("idle: removing user %s failed: %s", user["name"], e)
                 continue
+            if not removed:
+                continue  # removed by someone else meanwhile: nothing of ours to audit
             self.audit("idle.remove-user", user["name"], detail)
             await self.tell({"event": "remove-user", "user": user["name"], **detail})
 
@@ -688,63 +535,7 @@ class IdleMonitor(LoggingConfigurable):
                 await asyncio.wait_for(stop.wait(), self.poll_interval)
 
 
-def _fields(sig: ServerSignals) -> dict[str, Any]:
-    return {f: getattr(sig, f) for f in sig.__dataclass_fields__}
-
-
 def _error_text(e: BaseException) -> str:
     if isinstance(e, httpclient.HTTPClientError):
         return f"HTTP {e.code}" + (f" {e.message}" if e.message else "")
     return str(e) or type(e).__name__
-
-
-# --- REST API ------------------------------------------------------------------------------------
-
-
-class IdleReportHandler(APIHandler):
-    """GET api/idle/report: the whole report (admins, ``custom:aispike:idle``)."""
-
-    monitor: IdleMonitor
-
-    def initialize(self, ctx: ServiceContext, monitor: IdleMonitor) -> None:  # type: ignore[override]
-        super().initialize(ctx)
-        self.monitor = monitor
-
-    @property
-    def hub_scopes(self) -> set[str]:
-        return super().hub_scopes | {IDLE_SCOPE}
-
-    def get(self) -> None:
-        self.require(ADMIN_SCOPE, IDLE_SCOPE)
-        report = self.monitor.report()
-        verdict = self.get_argument("verdict", None)
-        if verdict:
-            report["servers"] = [s for s in report["servers"] if s["verdict"] == verdict]
-        self.reply(report)
-
-
-class IdleServerHandler(IdleReportHandler):
-    """GET api/idle/servers/<user>/<server>: one server's row (its owner may read it too)."""
-
-    def get(self, user: str, server: str) -> None:  # type: ignore[override]
-        from urllib.parse import unquote
-
-        user, server = unquote(user), unquote(server)
-        if self.caller["name"] != user or self.caller.get("kind") != "user":
-            self.require(ADMIN_SCOPE, IDLE_SCOPE)
-        entry = self.monitor.entries.get((user, server))
-        if entry is None:
-            raise web.HTTPError(404, f"no running server {user}/{server} in the idle report")
-        self.reply({**entry.as_dict(time.time()), "generated_at": iso(self.monitor.generated_at),
-                    "stale": not self.monitor.hub_ok})
-
-
-def idle_handlers(prefix: str, ctx: ServiceContext,
-                  monitor: IdleMonitor) -> list[tuple[str, type, dict[str, Any]]]:
-    p = prefix.rstrip("/")
-    kw = {"ctx": ctx, "monitor": monitor}
-    return [
-        (rf"{p}/api/idle/report", IdleReportHandler, kw),
-        (rf"{p}/api/idle/servers/([^/]+)/([^/]*)", IdleServerHandler, kw),
-    ]
-

@@ -1,20 +1,20 @@
-"""The idle monitor's own logic without a hub: agent documents -> samples, gaps, missing sources,
-an unreachable hub, the policy from traits, and the culler hook's refusals.  The monitor against a
-real hub is tests/integration/test_idle_hub.py."""
+"""Agent usage documents and kernel answers -> per-server signals: sums per server, samples with
+gaps and missing sources, the server's own activity over the hub's, a user's latest interaction
+(aispike_hub/service/idle/signals.py; pure, no hub)."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from aispike_hub.idle.policy import IdlePolicyError
-from aispike_hub.service.arbiter import AISpikeArbiter
-from aispike_hub.service.idle import IdleMonitor, SampleBook, parse_time, usage_by_server
-from aispike_hub.service.store import Store
+from aispike_hub.idle.policy import GpuSignals, KernelSignals
+from aispike_hub.service.idle import (
+    SampleBook,
+    kernel_signals,
+    parse_time,
+    server_signals,
+    usage_by_server,
+    with_user_activity,
+)
 
 A, B = "http://a:9400/usage", "http://b:9400/usage"
 
@@ -71,44 +71,37 @@ def test_parse_time() -> None:
     assert parse_time(None) is None
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def test_kernels_answer_counts_busy_kernels_and_the_latest_activity() -> None:
+    kernels = [{"execution_state": "busy", "last_activity": "1970-01-01T00:01:00Z"},
+               {"execution_state": "idle", "last_activity": "1970-01-01T00:02:00Z"},
+               {"execution_state": "idle"}]
+    sig, own = kernel_signals(kernels, {"last_activity": "1970-01-01T00:03:00Z"})
+    assert sig == KernelSignals(3, 1, 120.0) and own == 180.0
+    assert kernel_signals([], None) == (KernelSignals(0, 0, None), None)
 
 
-def test_an_unreachable_hub_means_no_action_and_a_stale_report(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path}/s.sqlite")
-    monitor = IdleMonitor(store, f"http://127.0.0.1:{_closed_port()}/hub/api", "token",
-                          mode="stop", request_timeout=2)
-    asyncio.run(monitor.poll())
-    report = monitor.report()
-    assert report["stale"] and not report["hub"]["ok"] and report["hub"]["error"]
-    assert report["servers"] == [] and store.audit_log() == []
-    store.close()
+def test_server_signals_prefer_the_servers_own_activity_and_name_what_is_missing() -> None:
+    model = {"started": "1970-01-01T00:00:00Z", "last_activity": "1970-01-01T00:10:00Z"}
+    gpu = (GpuSignals((), 81920), ("agent b (HTTP 503)",))
+    sig = server_signals("ada", "", model, (KernelSignals(1, 0, 60.0), 300.0), gpu)
+    assert (sig.started, sig.hub_last_activity, sig.kernels) == (0.0, 300.0,
+                                                                  KernelSignals(1, 0, 60.0))
+    assert sig.gpu == gpu[0] and sig.missing == ("agent b (HTTP 503)",)
+    sig = server_signals("ada", "", model, "kernels of the server (HTTP 502)", None)
+    assert sig.hub_last_activity == 600.0 and sig.kernels is None and sig.gpu is None
+    assert sig.missing == ("kernels of the server (HTTP 502)",)
+    assert server_signals("ada", "", model, None, None).missing == ()
 
 
-def test_traits_are_the_policy_defaults_and_bad_policy_names_the_field(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path}/s.sqlite")
-    monitor = IdleMonitor(store, "http://hub/api", "t", timeout="30m", grace=60, mode="warn",
-                          policy={"groups": {"course": {"timeout": "10m"}}})
-    rule = monitor.idle_policy.rule_for("ada", ["course"])
-    assert (rule.timeout, rule.grace, rule.mode) == (600, 60, "warn")
-    assert monitor.idle_policy.rule_for("bob").timeout == 1800
-    with pytest.raises(IdlePolicyError) as e:
-        IdleMonitor(store, "http://hub/api", "t", policy={"users": {"ada": {"mode": "kill"}}})
-    assert e.value.field == "users.ada.mode"
-    with pytest.raises(IdlePolicyError):
-        IdleMonitor(store, "http://hub/api", "t", timeout="forever")
-    store.close()
-
-
-def test_arbiter_is_a_valid_culler_hook_and_keeps_servers_without_an_answer() -> None:
-    from jupyterhub_idle_culler import IdleCuller
-
-    arbiter = AISpikeArbiter(f"http://127.0.0.1:{_closed_port()}/services/aispike/", "t", 2)
-    culler = IdleCuller()
-    culler.cull_arbiter_hook = arbiter
-    assert culler.cull_arbiter_hook is arbiter
-    assert asyncio.run(arbiter(server={"full_name": "ada/"})) is False
-    assert asyncio.run(arbiter(server={})) is False
+def test_a_users_last_interaction_is_the_latest_over_their_servers() -> None:
+    model = {"started": "1970-01-01T00:00:00Z"}
+    signals = {
+        ("ada", "a"): server_signals("ada", "a", {**model, "last_activity":
+                                                  "1970-01-01T00:01:00Z"}, None, None),
+        ("ada", "b"): server_signals("ada", "b", {**model, "last_activity":
+                                                  "1970-01-01T00:05:00Z"}, None, None),
+        ("bob", ""): server_signals("bob", "", {}, None, None),  # nothing known
+    }
+    out = with_user_activity(signals, now=1000.0)
+    assert out[("ada", "a")].user_last_activity == out[("ada", "b")].user_last_activity == 300.0
+    assert out[("bob", "")].user_last_activity is None
