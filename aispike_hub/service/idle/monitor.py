@@ -37,6 +37,7 @@ import contextlib
 import datetime as dt
 import inspect
 import json
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -189,6 +190,14 @@ class IdleMonitor(LoggingConfigurable):
         help="""The node agents' usage documents, e.g. ['http://gpu-node-1:9400/usage']. Empty:
         no GPU signal (kernels and the hub's activity decide, as a plain culler with kernel
         state).""",
+    ).tag(config=True)
+
+    agent_service = Unicode(
+        "",
+        help="""HOST:PORT of a headless Service whose DNS records are the node agents (the Helm
+        chart sets its agents' Service): resolved at every poll, each address's /usage is read
+        besides agent_urls, so agents that come and go with GPU nodes are found without listing
+        nodes. Empty: agent_urls only.""",
     ).tag(config=True)
 
     agent_stale_after = Float(
@@ -359,7 +368,8 @@ class IdleMonitor(LoggingConfigurable):
             (u, name, s) for u in users for name, s in (u.get("servers") or {}).items()
             if s.get("ready") and not s.get("pending")]
         keys = [(u["name"], name) for u, name, _ in running]
-        agents = await asyncio.gather(*(self.poll_agent(url, now) for url in self.agent_urls))
+        urls = await self.agent_targets()
+        agents = await asyncio.gather(*(self.poll_agent(url, now) for url in urls))
         kernels = await asyncio.gather(*(self.poll_kernels_of(s) for _, _, s in running))
         answered = {url: doc for url, doc in agents if isinstance(doc, dict)}
         failed = {url: doc for url, doc in agents if isinstance(doc, str)}
@@ -368,7 +378,7 @@ class IdleMonitor(LoggingConfigurable):
         signals = with_user_activity({
             (user["name"], name): server_signals(
                 user["name"], name, server, k,
-                gpu[(user["name"], name)] if self.agent_urls else None)
+                gpu[(user["name"], name)] if urls else None)
             for (user, name, server), k in zip(running, kernels, strict=True)}, now)
 
         entries: dict[ServerKey, ServerEntry] = {}
@@ -391,6 +401,28 @@ class IdleMonitor(LoggingConfigurable):
         if self.cull_users:
             await self.remove_users(now)
         self.generated_at = now
+
+    async def agent_targets(self) -> list[str]:
+        """The agents' /usage URLs to read this poll: agent_urls and, with agent_service, one
+        per address its name resolves to now (a failed lookup leaves agent_urls only)."""
+        urls = list(self.agent_urls)
+        if self.agent_service:
+            host, _, port = self.agent_service.rpartition(":")
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    host, int(port), type=socket.SOCK_STREAM)
+            except (OSError, ValueError) as e:
+                self.log.warning("idle: agent_service %s did not resolve (%s)",
+                                 self.agent_service, e)
+                infos = []
+            for *_, sockaddr in infos:
+                ip = str(sockaddr[0])
+                url = f"http://[{ip}]:{port}/usage" if ":" in ip else f"http://{ip}:{port}/usage"
+                if url not in urls:
+                    urls.append(url)
+        for url in urls:
+            self.sources.setdefault(url, SourceState(url))
+        return urls
 
     def node_of(self, key: ServerKey) -> str:
         url = self.book.source.get(key, "")

@@ -58,3 +58,17 @@ def test_arbiter_is_a_valid_culler_hook_and_keeps_servers_without_an_answer() ->
     assert culler.cull_arbiter_hook is arbiter
     assert asyncio.run(arbiter(server={"full_name": "ada/"})) is False
     assert asyncio.run(arbiter(server={})) is False
+
+
+def test_agents_are_found_by_the_name_of_their_headless_service(tmp_path: Path) -> None:
+    """Every address the agents' Service name resolves to is read (here: localhost, resolved
+    for real), besides agent_urls; a setting that does not resolve leaves agent_urls only."""
+    store = Store("sqlite://")
+    monitor = IdleMonitor(store, "http://hub/api", "t", agent_service="localhost:9400",
+                          agent_urls=["http://gpu-1:9400/usage"])
+    urls = asyncio.run(monitor.agent_targets())
+    assert urls[0] == "http://gpu-1:9400/usage"
+    assert "http://127.0.0.1:9400/usage" in urls
+    assert set(urls) <= set(monitor.sources)
+    lost = IdleMonitor(store, "http://hub/api", "t", agent_service="localhost:no-port")
+    assert asyncio.run(lost.agent_targets()) == []
