@@ -6,8 +6,10 @@ hub, then places the request.  This is the pure decision; nothing here stops any
 
 Rules (the order a person would expect):
 
-- only servers that ``may_preempt`` allows are candidates: by default a strictly lower tier, or
-  borrowed capacity (over the owner's nominal quota) of the same or a lower tier;
+- only servers that the caller's ``may_preempt`` allows are candidates.  This module has no rule
+  of its own about who may be preempted: that is the quota core's
+  (:func:`aispike_hub.quota.preemptible_by`), and the caller passes it in, usually as
+  :func:`aispike_hub.quota.victim_filter`;
 - on each node, candidates are taken in the order *borrowed first, lower tier first, least work
   lost first*, until the request fits there (the fit test is the core's own
   :func:`~aispike_hub.placement.filter.find_options`, on a one-node copy of the state); then
@@ -57,11 +59,7 @@ class PreemptionOption:
 
 
 MayPreempt = Callable[[RunningServer, int], bool]
-
-
-def default_may_preempt(server: RunningServer, tier: int) -> bool:
-    """A lower tier always; the same tier only when the server runs on borrowed capacity."""
-    return server.tier < tier or (server.borrowed and server.tier <= tier)
+"""Whether a running server may be stopped for a request of the given tier (the caller's rule)."""
 
 
 def preemption_candidates(
@@ -70,13 +68,15 @@ def preemption_candidates(
     running: Sequence[RunningServer],
     tier: int,
     *,
-    may_preempt: MayPreempt = default_may_preempt,
+    may_preempt: MayPreempt,
     limit: int = 5,
 ) -> list[PreemptionOption]:
     """Up to ``limit`` ways to make ``request`` fit by stopping servers, cheapest first.
 
     ``state`` is the current cluster (everything running committed); ``running`` lists the
-    servers that could be stopped (their assignments must be part of ``state``).  An empty list
+    servers that could be stopped (their assignments must be part of ``state``);
+    ``may_preempt`` says which of them the request may stop (required: eligibility is the quota
+    core's rule, see :func:`aispike_hub.quota.victim_filter`).  An empty list
     means no allowed set of victims makes room (or the request already fits: check first).
     """
     order = sorted(

@@ -1,0 +1,268 @@
+"""Policy documents: the form admins write (traitlets config, REST API) and the store keeps.
+
+Documents use the admin's units: memory as Kubernetes quantities (``"16Gi"``; a bare number is
+MiB), CPU as cores (``2``, ``"500m"``), counts as integers, and ``"unlimited"``.  Every parse
+error is a :class:`~aispike_hub.quota.policy.PolicyError` naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from aispike_hub.model import GIB_IN_MIB
+from aispike_hub.quota.policy import (
+    BUDGET_KEYS,
+    DEFAULT_TIERS,
+    UNLIMITED,
+    Budget,
+    Entry,
+    GroupEntry,
+    Policy,
+    PolicyError,
+    Tier,
+)
+
+_QUANTITY = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
+
+
+def parse_amount(path: str, resource: str, value: object) -> int:
+    """A limit from a document: an int in the field's unit, ``"unlimited"``, or a quantity.
+
+    Memory takes Kubernetes-style quantities (``"16Gi"``, ``"512Mi"``); CPU takes cores
+    (``2``, ``"2"``, ``"500m"``) because ``cpu_milli`` in a config file is easy to get wrong by
+    a factor of 1000; counts take plain integers.
+    """
+    if value == "unlimited":
+        return UNLIMITED
+    if isinstance(value, bool) or not isinstance(value, int | str | float):
+        raise PolicyError(path, f"expected a number or 'unlimited', got {value!r}")
+    if resource in ("gpu_memory_mib", "memory_mib", "max_slice_mib"):
+        if isinstance(value, str):
+            for suffix, factor in _QUANTITY.items():
+                if value.endswith(suffix):
+                    try:
+                        number = float(value[: -len(suffix)])
+                    except ValueError:
+                        break
+                    out = number * factor
+                    if out != int(out) or out < 0:
+                        raise PolicyError(path, f"{value!r} is not a whole number of MiB >= 0")
+                    return int(out)
+            raise PolicyError(path, f"expected MiB or a quantity like '16Gi', got {value!r}")
+        number = float(value)
+    elif resource == "cpu_milli":
+        if isinstance(value, str) and value.endswith("m"):
+            try:
+                number = float(value[:-1])
+            except ValueError:
+                raise PolicyError(path, f"expected cores like 2 or '500m', got {value!r}") from None
+        else:
+            try:
+                number = float(value) * 1000
+            except ValueError:
+                raise PolicyError(path, f"expected cores like 2 or '500m', got {value!r}") from None
+    else:
+        try:
+            number = float(value)
+        except ValueError:
+            raise PolicyError(path, f"expected a whole number, got {value!r}") from None
+    if number != int(number):
+        raise PolicyError(path, f"expected a whole number, got {value!r}")
+    if number < 0:
+        raise PolicyError(path, f"must be >= 0 or 'unlimited', got {value!r}")
+    if number > 2**53:
+        raise PolicyError(path, f"{value!r} is too large")
+    return int(number)
+
+
+def _budget_from(path: str, doc: object) -> Budget:
+    if doc is None:
+        return Budget()
+    if not isinstance(doc, Mapping):
+        raise PolicyError(path, f"expected a mapping of {sorted(BUDGET_KEYS)}, got {doc!r}")
+    values: dict[str, int] = {}
+    for key, value in doc.items():
+        if key not in BUDGET_KEYS:
+            raise PolicyError(f"{path}.{key}", f"unknown limit; use one of {sorted(BUDGET_KEYS)}")
+        resource = BUDGET_KEYS[key]
+        values[resource] = parse_amount(f"{path}.{key}", resource, value)
+    return Budget(**values)
+
+
+def _names(path: str, doc: object) -> frozenset[str] | None:
+    if doc is None:
+        return None
+    if isinstance(doc, str) or not isinstance(doc, Sequence | set | frozenset):
+        raise PolicyError(path, f"expected a list of names, got {doc!r}")
+    out = []
+    for i, v in enumerate(doc):
+        if not isinstance(v, str) or not v.strip() or len(v) > 253:
+            raise PolicyError(f"{path}[{i}]", f"expected a non-empty name, got {v!r}")
+        out.append(v)
+    return frozenset(out)
+
+
+_ENTRY_KEYS = ("quota", "borrowing", "max_slice", "allowed_models", "allowed_images", "tier")
+
+
+def entry_from_dict(path: str, doc: object) -> Entry:
+    """Parse one entry document, naming the field of any error."""
+    if doc is None:
+        return Entry()
+    if not isinstance(doc, Mapping):
+        raise PolicyError(path, f"expected a mapping, got {doc!r}")
+    for key in doc:
+        if key not in _ENTRY_KEYS:
+            raise PolicyError(f"{path}.{key}", f"unknown field; use one of {list(_ENTRY_KEYS)}")
+    tier = doc.get("tier")
+    if tier is not None and not isinstance(tier, str):
+        raise PolicyError(f"{path}.tier", f"expected a tier name, got {tier!r}")
+    max_slice = doc.get("max_slice")
+    return Entry(
+        quota=_budget_from(f"{path}.quota", doc.get("quota")),
+        borrowing=_budget_from(f"{path}.borrowing", doc.get("borrowing")),
+        max_slice_mib=(None if max_slice is None
+                       else parse_amount(f"{path}.max_slice", "max_slice_mib", max_slice)),
+        allowed_models=_names(f"{path}.allowed_models", doc.get("allowed_models")),
+        allowed_images=_names(f"{path}.allowed_images", doc.get("allowed_images")),
+        tier=tier,
+    )
+
+
+def group_from_dict(path: str, doc: object) -> GroupEntry:
+    if doc is None:
+        return GroupEntry()
+    if not isinstance(doc, Mapping):
+        raise PolicyError(path, f"expected a mapping, got {doc!r}")
+    for key in doc:
+        if key not in ("member", "quota", "borrowing"):
+            raise PolicyError(f"{path}.{key}",
+                              "unknown field; use member (limits of each member), quota and "
+                              "borrowing (of the whole group)")
+    return GroupEntry(
+        member=entry_from_dict(f"{path}.member", doc.get("member")),
+        quota=_budget_from(f"{path}.quota", doc.get("quota")),
+        borrowing=_budget_from(f"{path}.borrowing", doc.get("borrowing")),
+    )
+
+
+def tiers_from_list(path: str, doc: object) -> tuple[Tier, ...]:
+    if not isinstance(doc, Sequence) or isinstance(doc, str):
+        raise PolicyError(path, f"expected a list of tiers, got {doc!r}")
+    out = []
+    for i, t in enumerate(doc):
+        p = f"{path}[{i}]"
+        if not isinstance(t, Mapping):
+            raise PolicyError(p, f"expected a mapping with name and priority, got {t!r}")
+        for key in t:
+            if key not in ("name", "priority", "preempts", "priority_class"):
+                raise PolicyError(f"{p}.{key}", "unknown field; use name, priority, preempts, "
+                                  "priority_class")
+        name, prio = t.get("name"), t.get("priority")
+        if not isinstance(name, str):
+            raise PolicyError(f"{p}.name", f"expected a name, got {name!r}")
+        if isinstance(prio, bool) or not isinstance(prio, int):
+            raise PolicyError(f"{p}.priority", f"expected an integer, got {prio!r}")
+        preempts = t.get("preempts", True)
+        if not isinstance(preempts, bool):
+            raise PolicyError(f"{p}.preempts", f"expected true or false, got {preempts!r}")
+        pc = t.get("priority_class", "")
+        if not isinstance(pc, str):
+            raise PolicyError(f"{p}.priority_class", f"expected a name, got {pc!r}")
+        out.append(Tier(name, prio, preempts, pc))
+    return tuple(out)
+
+
+def policy_from_dict(doc: Mapping[str, object]) -> Policy:
+    """Parse and validate a whole policy document; :class:`PolicyError` names the field."""
+    for key in doc:
+        if key not in ("defaults", "groups", "users", "tiers", "default_tier", "group_combine"):
+            raise PolicyError(key, "unknown field; use defaults, groups, users, tiers, "
+                              "default_tier, group_combine")
+
+    def mapping(key: str) -> Mapping[str, object]:
+        value = doc.get(key) or {}
+        if not isinstance(value, Mapping):
+            raise PolicyError(key, f"expected a mapping of name -> entry, got {value!r}")
+        return value
+
+    tiers = tiers_from_list("tiers", doc["tiers"]) if "tiers" in doc else DEFAULT_TIERS
+    default_tier = doc.get("default_tier", tiers[0].name if "tiers" in doc and tiers else "normal")
+    if not isinstance(default_tier, str):
+        raise PolicyError("default_tier", f"expected a tier name, got {default_tier!r}")
+    combine = doc.get("group_combine", "most_generous")
+    if combine not in ("most_generous", "least_generous"):
+        raise PolicyError("group_combine", f"must be most_generous or least_generous, "
+                          f"got {combine!r}")
+    return Policy(
+        defaults=entry_from_dict("defaults", doc.get("defaults")),
+        groups={str(k): group_from_dict(f"groups.{k}", v) for k, v in mapping("groups").items()},
+        users={str(k): entry_from_dict(f"users.{k}", v) for k, v in mapping("users").items()},
+        tiers=tiers,
+        default_tier=default_tier,
+        group_combine="most_generous" if combine == "most_generous" else "least_generous",
+    )
+
+
+def _amount_out(resource: str, value: int) -> int | str:
+    if value == UNLIMITED:
+        return "unlimited"
+    if resource in ("gpu_memory_mib", "memory_mib", "max_slice_mib"):
+        return f"{value // GIB_IN_MIB}Gi" if value % GIB_IN_MIB == 0 else f"{value}Mi"
+    if resource == "cpu_milli":
+        return value // 1000 if value % 1000 == 0 else f"{value}m"
+    return value
+
+
+def _budget_to(budget: Budget) -> dict[str, int | str]:
+    return {key: _amount_out(r, v) for key, r in BUDGET_KEYS.items()
+            if (v := budget.get(r)) is not None}
+
+
+def entry_to_dict(entry: Entry) -> dict[str, object]:
+    out: dict[str, object] = {}
+    if not entry.quota.is_empty():
+        out["quota"] = _budget_to(entry.quota)
+    if not entry.borrowing.is_empty():
+        out["borrowing"] = _budget_to(entry.borrowing)
+    if entry.max_slice_mib is not None:
+        out["max_slice"] = _amount_out("max_slice_mib", entry.max_slice_mib)
+    if entry.allowed_models is not None:
+        out["allowed_models"] = sorted(entry.allowed_models)
+    if entry.allowed_images is not None:
+        out["allowed_images"] = sorted(entry.allowed_images)
+    if entry.tier is not None:
+        out["tier"] = entry.tier
+    return out
+
+
+def group_to_dict(group: GroupEntry) -> dict[str, object]:
+    out: dict[str, object] = {}
+    member = entry_to_dict(group.member)
+    if member:
+        out["member"] = member
+    if not group.quota.is_empty():
+        out["quota"] = _budget_to(group.quota)
+    if not group.borrowing.is_empty():
+        out["borrowing"] = _budget_to(group.borrowing)
+    return out
+
+
+def tier_to_dict(tier: Tier) -> dict[str, object]:
+    out: dict[str, object] = {"name": tier.name, "priority": tier.priority,
+                              "preempts": tier.preempts}
+    if tier.priority_class:
+        out["priority_class"] = tier.priority_class
+    return out
+
+
+def policy_to_dict(policy: Policy) -> dict[str, object]:
+    """The document :func:`policy_from_dict` reads back to an equal policy."""
+    return {
+        "defaults": entry_to_dict(policy.defaults),
+        "groups": {k: group_to_dict(v) for k, v in sorted(policy.groups.items())},
+        "users": {k: entry_to_dict(v) for k, v in sorted(policy.users.items())},
+        "tiers": [tier_to_dict(t) for t in policy.tiers],
+        "default_tier": policy.default_tier,
+        "group_combine": policy.group_combine,
+    }
