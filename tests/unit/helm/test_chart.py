@@ -286,7 +286,7 @@ def test_hub_config_loads_and_wires_spawner_service_and_proxy(
                                  "api_token": "s3cret", "oauth_no_confirm": True}]
         assert {r["name"] for r in hub.load_roles} == {"aispike", "user"}
         # The service's idle monitor lists users and their servers' activity, stops servers and
-        # asks their kernels (aispike_hub/service/idle.py); admission needs admin:servers.
+        # asks their kernels (aispike_hub/service/idle/); admission needs admin:servers.
         (service_role,) = [r for r in hub.load_roles if r["name"] == "aispike"]
         assert set(service_role["scopes"]) == {
             "admin:servers", "list:users", "read:users", "read:users:activity",
