@@ -282,6 +282,15 @@ def test_the_map_shows_each_running_server_as_its_slice_on_its_node(stack: Stack
                            headers={"Authorization": f"token {stack.hub.token}"})
     assert metrics.status_code == 200, metrics.text
     assert 'aispike_panel_held_gpus{state="busy"} 0.1' in metrics.text.splitlines()
+    # A scraper's token needs JupyterHub's read:metrics, not the quota-editing scope: with
+    # read:metrics alone it reads the gauges and nothing else.
+    r = stack.hub.api("POST", f"/users/{stack.admin}/tokens",
+                      json={"note": "prometheus", "scopes": ["read:metrics"]})
+    assert r.status_code == 201, r.text
+    scraper = str(r.json()["token"])
+    assert requests.get(f"{stack.service_url}metrics", timeout=30,
+                        headers={"Authorization": f"token {scraper}"}).status_code == 200
+    assert stack.service("GET", "panel/quotas", token=scraper).status_code == 403
 
     # The same data as JSON.
     view = stack.service("GET", "panel/map", params={"node": where}).json()

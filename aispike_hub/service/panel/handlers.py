@@ -25,6 +25,9 @@ from aispike_hub.service.panel.pages import (
 )
 from aispike_hub.service.prometheus import exposition
 
+METRICS_SCOPE = "read:metrics"
+"""JupyterHub's scope for reading metrics: a scraper needs this, not the quota-editing scope."""
+
 
 def _is_admin(model: Mapping[str, Any] | None) -> bool:
     return bool(model) and bool(check_scopes({ADMIN_SCOPE}, set(model.get("scopes", []))))  # type: ignore[union-attr]
@@ -43,7 +46,7 @@ class PageHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
     @property
     def hub_scopes(self) -> set[str]:
         return {f"access:services!service={self.panel.ctx.service_name}", ADMIN_SCOPE,
-                ADMIT_SCOPE, IDLE_SCOPE}
+                ADMIT_SCOPE, IDLE_SCOPE, METRICS_SCOPE}
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
@@ -127,7 +130,8 @@ class MetricsHandler(PanelAPIHandler):
 
     async def get(self) -> None:
         if self.panel.authenticate_prometheus:
-            self.require(ADMIN_SCOPE)
+            # JupyterHub's own scope for scraping (the chart's aispike-metrics role), or an admin.
+            self.require(METRICS_SCOPE, ADMIN_SCOPE)
         values = await asyncio.to_thread(self.panel.current_sample)
         try:
             body, content_type = exposition(values)

@@ -135,7 +135,7 @@ class AdminPanel(LoggingConfigurable):
     ).tag(config=True)
 
     authenticate_prometheus = Bool(
-        True, help=f"""Require a hub token with {ADMIN_SCOPE} to read /metrics (as the hub's own
+        True, help=f"""Require a hub token with read:metrics (or {ADMIN_SCOPE}) to read /metrics (as the hub's own
         authenticate_prometheus). Off: anyone who reaches the service may read the gauges."""
     ).tag(config=True)
 
