@@ -135,8 +135,9 @@ class AdminPanel(LoggingConfigurable):
     ).tag(config=True)
 
     authenticate_prometheus = Bool(
-        True, help=f"""Require a hub token with read:metrics (or {ADMIN_SCOPE}) to read /metrics (as the hub's own
-        authenticate_prometheus). Off: anyone who reaches the service may read the gauges."""
+        True, help=f"""Require a hub token with read:metrics (or {ADMIN_SCOPE}) to read
+        /metrics (as the hub's own authenticate_prometheus). Off: anyone who reaches the service
+        may read the gauges."""
     ).tag(config=True)
 
     @default("hub_prefix")
