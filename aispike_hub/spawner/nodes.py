@@ -1,24 +1,26 @@
 """The cluster's Nodes as the spawner sees them, for backends without our ResourceSlices.
 
-Nodes are cluster-scoped; KubeSpawner's reflectors key objects by ``namespace/name``, so Nodes
-get a watcher of their own (:class:`NodeWatcher`: list, then watch, re-list on any error),
-keyed by name.  :func:`node_from_object` turns one into a :class:`aispike_hub.model.Node`:
-CPU, RAM, labels, cached images and datasets as the inventory parses them
-(:func:`aispike_hub.kube.inventory.parse_node`), plus whole GPUs from the ``nvidia.com/gpu``
-allocatable, their model from a label and their memory from a label or the admin's table.
+:class:`NodeWatcher` keeps the Node objects by name with the inventory's list + watch loop
+(:class:`aispike_hub.kube.watch.ListWatch`); :func:`node_from_object` turns one into a
+:class:`aispike_hub.model.Node`: CPU, RAM, labels, cached images and datasets as the inventory
+parses them (:func:`aispike_hub.kube.objects.parse_node`), plus whole GPUs from the
+``nvidia.com/gpu`` allocatable, their model from a label and their memory from a label or the
+admin's table.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from aispike_hub.kube.inventory import parse_node
+from aispike_hub.kube.api import KubeJson, kube_api_client
+from aispike_hub.kube.objects import meta_of, parse_node
 from aispike_hub.kube.slices import GPU_MODEL_LABEL, NVIDIA_GPU_RESOURCE
+from aispike_hub.kube.watch import ListWatch, ListWatchApi
 from aispike_hub.model import GIB_IN_MIB, Gpu, Node
 
 log = logging.getLogger(__name__)
@@ -61,66 +63,90 @@ def node_from_object(
 
 
 class NodeWatcher:
-    """Nodes by name, kept current by list + watch with ``kubernetes_asyncio``."""
+    """Node objects by name, kept current by the inventory's list + watch loop on a thread.
 
-    def __init__(self, api: Any, watch_timeout: int = 300) -> None:
-        self.api = api  # kubernetes_asyncio CoreV1Api
+    Why this and not KubeSpawner's own asyncio ``kubespawner.reflector.ResourceReflector`` (which
+    the spawner runs for pods): the reflector keys every object by ``metadata.namespace``, which
+    a cluster-scoped Node does not have (its list and its watch both fail with ``KeyError``), and
+    after a short run of errors it gives up and calls ``on_failure``.  Making it watch Nodes means
+    overriding both its list and its watch loop, i.e. writing a second list/watch after all.  So
+    the spawner runs the very loop the placement inventory runs
+    (:class:`~aispike_hub.kube.watch.ListWatch`: list, watch from the resourceVersion, re-list on
+    410/expiry and every resync, backoff on errors) on one daemon thread, and reads Nodes with the
+    inventory's parser.  The event loop only takes a snapshot under a lock (:meth:`nodes`), and
+    waits for :attr:`first_load` as it did.
+
+    ``api`` is what the loop talks through: a :class:`~aispike_hub.kube.api.KubeJson` (or anything
+    with its ``list``/``watch``), a ``kubernetes`` ``ApiClient``, or ``None`` for
+    :func:`~aispike_hub.kube.api.kube_api_client` (the client the native backend's inventory
+    uses).  The loop is synchronous, so an asyncio client (KubeSpawner's ``kubernetes_asyncio``
+    ``CoreV1Api``) is not used: the watcher then opens :func:`kube_api_client` itself.
+    """
+
+    def __init__(self, api: Any = None, watch_timeout: int = 300) -> None:
+        self.api = api
         self.watch_timeout = watch_timeout
         self.objects: dict[str, dict[str, Any]] = {}
-        self.first_load: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._task: asyncio.Task[None] | None = None
+        """Node objects by name (replaced whole on each list; read a copy via :meth:`nodes`)."""
+        self._loop = asyncio.get_running_loop()
+        self.first_load: asyncio.Future[None] = self._loop.create_future()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def start(self) -> NodeWatcher:
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._run())
+        """Start watching on a daemon thread (idempotent); :attr:`first_load` resolves once the
+        first list is in."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="spawner-nodes", daemon=True)
+            self._thread.start()
         return self
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop watching (the thread ends at its next event or watch timeout)."""
+        self._stop.set()
 
-    async def _list(self) -> str:
-        response = await self.api.list_node(_preload_content=False)
-        doc = json.loads(await response.read())
-        self.objects = {o["metadata"]["name"]: o for o in doc.get("items", [])}
+    def _run(self) -> None:
+        try:
+            api = _json_api(self.api)
+        except Exception as e:  # no credentials: say so now rather than time out waiting
+            log.warning("spawner node watch: no Kubernetes client (%s)", e)
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._failed, e)
+            return
+        ListWatch(api, "nodes", on_list=self._listed, on_event=self._event, stop=self._stop,
+                  resync_seconds=self.watch_timeout, watch_timeout_seconds=self.watch_timeout,
+                  name="spawner node watch", logger=log).run()
+
+    def _listed(self, items: list[dict[str, Any]]) -> None:
+        objects = {str(meta_of(o).get("name")): o for o in items}
+        with self._lock:
+            self.objects = objects
+        with contextlib.suppress(RuntimeError):  # the hub's loop is closed: nobody waits
+            self._loop.call_soon_threadsafe(self._loaded)
+
+    def _loaded(self) -> None:
         if not self.first_load.done():
             self.first_load.set_result(None)
-        return str(doc["metadata"]["resourceVersion"])
 
-    async def _run(self) -> None:
-        from kubernetes_asyncio import watch
+    def _failed(self, error: Exception) -> None:
+        if not self.first_load.done():
+            self.first_load.set_exception(error)
 
-        delay = 0.5
-        while True:
-            try:
-                version = await self._list()
-                w = watch.Watch()
-                async with w.stream(self.api.list_node, resource_version=version,
-                                    timeout_seconds=self.watch_timeout,
-                                    _preload_content=False) as stream:
-                    async for event in stream:
-                        obj = event["raw_object"]
-                        if event["type"] == "ERROR":
-                            break  # e.g. 410 Gone: list again
-                        name = obj["metadata"]["name"]
-                        if event["type"] == "DELETED":
-                            self.objects.pop(name, None)
-                        else:
-                            self.objects[name] = obj
-                delay = 0.5
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("node watch failed (%s); listing again in %.1f s", e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+    def _event(self, etype: str, obj: dict[str, Any]) -> None:
+        name = str(meta_of(obj).get("name"))
+        with self._lock:
+            if etype == "DELETED":
+                self.objects.pop(name, None)
+            else:
+                self.objects[name] = obj
 
     def nodes(self, gpu_memory_gib: Mapping[str, int] | None = None,
               model_labels: Sequence[str] = (GPU_MODEL_LABEL, GFD_MODEL_LABEL)) -> list[Node]:
         out = []
-        for obj in list(self.objects.values()):
+        with self._lock:
+            objects = list(self.objects.values())
+        for obj in objects:
             try:
                 node = node_from_object(obj, gpu_memory_gib, model_labels)
             except (ValueError, KeyError, TypeError) as e:
@@ -129,3 +155,15 @@ class NodeWatcher:
             if node is not None:
                 out.append(node)
         return out
+
+
+def _json_api(api: Any) -> ListWatchApi:
+    """The list/watch client for ``api`` (see :class:`NodeWatcher`); blocking, call on the thread.
+    """
+    if callable(getattr(api, "list", None)) and callable(getattr(api, "watch", None)):
+        return cast(ListWatchApi, api)
+    from kubernetes.client import ApiClient
+
+    if isinstance(api, ApiClient):
+        return KubeJson(api)
+    return KubeJson(kube_api_client())

@@ -1,4 +1,5 @@
-"""Pure builders of pinned claims and pod fields, and the inventory's parsers and usage rules.
+"""Pure builders of pinned claims and pod fields, the parsers (kube.objects), the usage rules
+(kube.usage), and the Inventory's event handling without a cluster.
 
 API objects are plain dicts here (the shapes the API server returns); the real API is exercised
 in tests/integration/test_dra_placement.py.
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from aispike_hub.kube import claims, inventory
+from aispike_hub.kube import claims, inventory, objects, usage
 from aispike_hub.kube.slices import resource_slice
 from aispike_hub.model import Gpu, SliceRequest
 
@@ -99,16 +100,16 @@ def test_long_server_names_stay_valid() -> None:
 def test_slice_parser_keeps_good_devices_and_reports_bad_ones() -> None:
     obj = slice_obj()
     obj["spec"]["devices"][1]["attributes"].pop("uuid")
-    info, problems = inventory.parse_slice(obj)
+    info, problems = objects.parse_slice(obj)
     assert info is not None and [g.uuid for g in info.gpus] == ["GPU-a0"]
     assert info.gpus[0] == GPUS[0]
     assert len(problems) == 1 and "uuid" in problems[0]
     foreign = slice_obj()
     foreign["spec"]["driver"] = "gpu.nvidia.com"
-    assert inventory.parse_slice(foreign)[0] is None
+    assert objects.parse_slice(foreign)[0] is None
     broken = slice_obj()
     broken["spec"]["devices"] = "nonsense"
-    assert inventory.parse_slice(broken)[0] is None
+    assert objects.parse_slice(broken)[0] is None
 
 
 def allocated_claim(consumed: str | None, driver: str = "gpu.aispike.io") -> dict[str, Any]:
@@ -122,50 +123,50 @@ def allocated_claim(consumed: str | None, driver: str = "gpu.aispike.io") -> dic
     }
 
 
-def devices() -> inventory.DeviceIndex:
-    return inventory.DeviceIndex(
+def devices() -> usage.DeviceIndex:
+    return usage.DeviceIndex(
         {("n0", "gpu-0"): ("n0", 0, 80 * GIB), ("n0", "gpu-1"): ("n0", 1, 80 * GIB)},
         {"GPU-a0": ("n0", 0, 80 * GIB), "GPU-a1": ("n0", 1, 80 * GIB)},
     )
 
 
 def test_any_allocation_on_our_devices_counts_and_other_drivers_do_not() -> None:
-    usage = inventory.claim_usage(inventory.parse_claim(allocated_claim("12Gi")), devices(), False)
-    assert usage.hard
-    assert [(a.node, a.gpu_indices, a.gpu_memory_mib) for a in usage.assignments] == [
+    used = usage.claim_usage(objects.parse_claim(allocated_claim("12Gi")), devices(), False)
+    assert used.hard
+    assert [(a.node, a.gpu_indices, a.gpu_memory_mib) for a in used.assignments] == [
         ("n0", (0,), (12 * GIB,))
     ]
-    whole = inventory.claim_usage(inventory.parse_claim(allocated_claim(None)), devices(), False)
+    whole = usage.claim_usage(objects.parse_claim(allocated_claim(None)), devices(), False)
     assert whole.assignments[0].gpu_memory_mib == (80 * GIB,)
-    other = inventory.parse_claim(allocated_claim("12Gi", driver="gpu.nvidia.com"))
+    other = objects.parse_claim(allocated_claim("12Gi", driver="gpu.nvidia.com"))
     assert other.foreign_results == 1
-    assert inventory.claim_usage(other, devices(), False).assignments == ()
+    assert usage.claim_usage(other, devices(), False).assignments == ()
 
 
 def test_pinned_claim_counts_until_allocated_and_cpu_moves_to_the_bound_pod() -> None:
     body = claims.pinned_claim("s", placement(), SliceRequest(gpu_memory_mib=8 * GIB))
     body["metadata"].update(namespace="ns", uid="u", resourceVersion="1")
-    info = inventory.parse_claim(body)
-    soft = inventory.claim_usage(info, devices(), bound_pod=False)
+    info = objects.parse_claim(body)
+    soft = usage.claim_usage(info, devices(), bound_pod=False)
     assert not soft.hard
     (a,) = soft.assignments
     assert (a.gpu_indices, a.gpu_memory_mib, a.cpu_milli) == ((1,), (8 * GIB,), 500)
-    (b,) = inventory.claim_usage(info, devices(), bound_pod=True).assignments
+    (b,) = usage.claim_usage(info, devices(), bound_pod=True).assignments
     assert b.cpu_milli == 0 and b.gpu_memory_mib == (8 * GIB,)
-    gone = inventory.DeviceIndex({}, {})
-    vanished = inventory.claim_usage(info, gone, False)
+    gone = usage.DeviceIndex({}, {})
+    vanished = usage.claim_usage(info, gone, False)
     assert vanished.assignments == () and "no longer published" in vanished.problems[0]
 
 
 def test_damaged_pin_annotation_is_reported_not_raised() -> None:
     body = claims.pinned_claim("s", placement(), SliceRequest(gpu_memory_mib=8 * GIB))
     body["metadata"]["annotations"][claims.PLACEMENT_ANNOTATION] = "{not json"
-    info = inventory.parse_claim(body)
+    info = objects.parse_claim(body)
     assert info.ours and info.placement is None and "placement" in info.problem
 
 
 def test_pod_requests_follow_the_schedulers_rule() -> None:
-    pod = inventory.parse_pod({
+    pod = objects.parse_pod({
         "metadata": {"name": "p", "namespace": "ns"},
         "spec": {
             "nodeName": "n0",
@@ -188,7 +189,7 @@ def test_nodes_that_take_no_pods_say_why(change: str) -> None:
         "status": {"allocatable": {"cpu": "8", "memory": "32Gi"},
                    "conditions": [{"type": "Ready", "status": "True"}]},
     }
-    ok = inventory.parse_node(node)
+    ok = objects.parse_node(node)
     assert ok.unschedulable == "" and ok.cpu_milli == 8000 and ok.datasets == ()
     if change == "cordon":
         node["spec"]["unschedulable"] = True
@@ -196,8 +197,8 @@ def test_nodes_that_take_no_pods_say_why(change: str) -> None:
         node["status"]["conditions"][0]["status"] = "False"
     else:
         node["spec"]["taints"] = [{"key": "gpu", "effect": "NoSchedule"}]
-        assert inventory.parse_node(node, ["gpu"]).unschedulable == ""
-    assert inventory.parse_node(node).unschedulable
+        assert objects.parse_node(node, ["gpu"]).unschedulable == ""
+    assert objects.parse_node(node).unschedulable
 
 
 def test_inventory_events_without_a_cluster(caplog: pytest.LogCaptureFixture) -> None:
@@ -233,14 +234,14 @@ def test_inventory_events_without_a_cluster(caplog: pytest.LogCaptureFixture) ->
 def test_the_hub_server_of_claims_and_pods_is_read_and_junk_is_ignored() -> None:
     req = SliceRequest(gpu_memory_mib=8 * GIB, cpu_milli=500, memory_mib=GIB)
     body = claims.pinned_claim("jupyter-alice", placement(), req, hub_server="alice/train")
-    assert inventory.parse_claim(body).hub_server == "alice/train"
-    assert inventory.parse_claim(claims.pinned_claim("x", placement(), req)).hub_server == ""
+    assert objects.parse_claim(body).hub_server == "alice/train"
+    assert objects.parse_claim(claims.pinned_claim("x", placement(), req)).hub_server == ""
     pod = {"metadata": {"name": "p", "namespace": "ns", "annotations": {
         claims.HUB_SERVER_ANNOTATION: "bob/"}}, "spec": {"containers": []}}
-    assert inventory.parse_pod(pod).hub_server == "bob/"
+    assert objects.parse_pod(pod).hub_server == "bob/"
     for junk in ("no-slash", 7, "a/" + "x" * 2000):
         pod["metadata"]["annotations"][claims.HUB_SERVER_ANNOTATION] = junk
-        assert inventory.parse_pod(pod).hub_server == ""
+        assert objects.parse_pod(pod).hub_server == ""
 
 
 def test_node_facts_change_in_place_and_only_placement_changes_rebuild() -> None:
@@ -271,3 +272,13 @@ def test_node_facts_change_in_place_and_only_placement_changes_rebuild() -> None
     rebuilt = inv.state()
     assert rebuilt is not state and rebuilt is not None and "down" in rebuilt.node_index
     assert int(rebuilt.gpu_free[rebuilt.node_index["n0"], 0]) == 10 * GIB
+
+
+def test_the_inventory_module_still_exports_what_it_did_before_the_split() -> None:
+    """Importers (placer, service, spawner, benchmarks) keep their ``kube.inventory`` imports."""
+    for name in ("SliceInfo", "NodeInfo", "AllocatedDevice", "ClaimInfo", "PodInfo",
+                 "parse_slice", "parse_node", "parse_claim", "parse_pod", "CLAIM_FINALIZER"):
+        assert getattr(inventory, name) is getattr(objects, name)
+    for name in ("DeviceIndex", "Usage", "claim_usage", "pod_usage"):
+        assert getattr(inventory, name) is getattr(usage, name)
+    assert inventory.KINDS == ("resourceslices", "nodes", "resourceclaims", "pods")
