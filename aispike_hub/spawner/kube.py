@@ -229,9 +229,8 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
         if "nodes" not in shared:
             async with self._lock():
                 if "nodes" not in shared:
-                    from kubespawner.clients import shared_client
-
-                    watcher = NodeWatcher(shared_client("CoreV1Api")).start()
+                    # the inventory's client (kube_api_client), as the native backend's
+                    watcher = NodeWatcher().start()
                     shared["nodes"] = watcher
         watcher = cast(NodeWatcher, shared["nodes"])
         await asyncio.wait_for(asyncio.shield(watcher.first_load), 60)
