@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aispike_hub.admission.wire import ANY_STYLE, KeyStyle, request_from_dict, request_to_dict
 from aispike_hub.kube.slices import (
     DEVICE_CLASS,
     DRIVER,
@@ -210,38 +211,24 @@ def server_label_value(server: str) -> str:
 
 
 def request_to_json(request: SliceRequest) -> str:
-    """A :class:`SliceRequest` as stable JSON (for the claim's request annotation)."""
-    return json.dumps(
-        {
-            "gpuCount": request.gpu_count,
-            "gpuMemoryMiB": request.gpu_memory_mib,
-            "gpuShareMilli": request.gpu_share_milli,
-            "allowedModels": sorted(request.allowed_models),
-            "cpuMilli": request.cpu_milli,
-            "memoryMiB": request.memory_mib,
-            "image": request.image,
-            "datasets": list(request.datasets),
-        },
-        separators=(",", ":"),
-        sort_keys=True,
-    )
+    """A :class:`SliceRequest` as stable JSON (for the request annotation of claims and pods).
+
+    Admission's one codec (:mod:`aispike_hub.admission.wire`) in camelCase, the style of a
+    Kubernetes object and of every annotation already in clusters.
+    """
+    return json.dumps(request_to_dict(request, KeyStyle.CAMEL), separators=(",", ":"),
+                      sort_keys=True)
 
 
 def request_from_json(text: str) -> SliceRequest:
-    """Inverse of :func:`request_to_json`; raises ``ValueError`` on anything malformed."""
+    """Inverse of :func:`request_to_json`; raises ``ValueError`` on anything malformed.
+
+    Reads the field names in either style (camelCase as written here, or the REST API's
+    snake_case), with the same checks as a request sent to the API.
+    """
     try:
-        data = json.loads(text)
-        return SliceRequest(
-            gpu_count=int(data["gpuCount"]),
-            gpu_memory_mib=int(data.get("gpuMemoryMiB", 0)),
-            gpu_share_milli=int(data.get("gpuShareMilli", 0)),
-            allowed_models=frozenset(str(m) for m in data.get("allowedModels", [])),
-            cpu_milli=int(data.get("cpuMilli", 0)),
-            memory_mib=int(data.get("memoryMiB", 0)),
-            image=str(data.get("image", "")),
-            datasets=tuple(str(d) for d in data.get("datasets", [])),
-        )
-    except (KeyError, TypeError, ValueError) as e:
+        return request_from_dict(json.loads(text), ANY_STYLE)
+    except ValueError as e:  # bad JSON, or a RequestError naming the field
         raise ValueError(f"bad {REQUEST_ANNOTATION} annotation: {e}") from e
 
 

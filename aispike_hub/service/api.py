@@ -33,6 +33,8 @@ from urllib.parse import unquote
 from jupyterhub.services.auth import HubOAuthenticated, check_scopes
 from tornado import web
 
+from aispike_hub.admission.controller import AdmissionController
+from aispike_hub.admission.wire import RequestError, request_from_dict
 from aispike_hub.quota import (
     PolicyError,
     User,
@@ -41,7 +43,6 @@ from aispike_hub.quota import (
     policy_to_dict,
     tiers_from_list,
 )
-from aispike_hub.service.admission import AdmissionController, RequestError, request_from_dict
 
 ADMIN_SCOPE = "custom:aispike:admin"
 ADMIT_SCOPE = "custom:aispike:admit"

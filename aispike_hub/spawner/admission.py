@@ -1,248 +1,34 @@
-"""The spawner's one admission interface, in-process or through the AISpike service.
+"""Deprecated path: the spawner's admission moved to :mod:`aispike_hub.admission` (issue #18).
 
-:class:`aispike_hub.service.client.AdmissionClient` asks the AISpike service over REST;
-:class:`InProcessAdmission` answers the same calls inside the hub with the same
-:class:`~aispike_hub.service.admission.AdmissionController` the service runs (quota core,
-placement core, queue), over a store of its own.  The spawner only knows :class:`Admission`;
-``c.AISpikeSpawner.admission_class`` picks one, so switching between them changes one class.
-
-Use the in-process one for a hub without the service (one machine, a small cluster): it has
-no preemption through the hub and no admin API (set the policy in config).
+A re-export for code not yet updated; import from ``aispike_hub.admission.protocol``
+(``Admission``), ``.inprocess`` (``InProcessAdmission``), ``.inventory`` (``NodesInventory``)
+and ``.hub`` (``admit_or_raise``, ``form_choice_within_quota``, ``fit_preview``).  To be removed
+once every importer (and ``admission_class`` strings in configs) has moved; the class
+``aispike_hub.spawner.admission.InProcessAdmission`` is the same object as the new one.
 """
 
-from __future__ import annotations
+from aispike_hub.admission.hub import (
+    PREVIEW_IN_PROCESS,
+    PREVIEW_NO_TOKEN,
+    PREVIEW_OFF,
+    FitPreview,
+    admit_or_raise,
+    fit_preview,
+    form_choice_within_quota,
+)
+from aispike_hub.admission.inprocess import InProcessAdmission
+from aispike_hub.admission.inventory import NodesInventory
+from aispike_hub.admission.protocol import Admission
 
-import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Protocol
-
-from traitlets import Dict, Float, Unicode
-from traitlets.config import LoggingConfigurable
-
-from aispike_hub.model import GIB_IN_MIB, Assignment, Node, SliceRequest
-from aispike_hub.placement.engine import PlacementEngine
-from aispike_hub.quota import User
-from aispike_hub.service.admission import AdmissionController
-from aispike_hub.service.client import AdmissionClient
-from aispike_hub.service.store import Store
-from aispike_hub.spawner.form import FormError, FormSettings, Options, parse_options, to_request
-
-
-class Admission(Protocol):
-    """What the spawner needs from admission (both implementations answer JSON tickets)."""
-
-    async def admit(self, user: str, server: str, groups: Iterable[str],
-                    request: SliceRequest) -> dict[str, Any]: ...
-
-    async def status(self, user: str, server: str) -> dict[str, Any]: ...
-
-    async def release(self, user: str, server: str) -> bool: ...
-
-    async def fit(self, user: str, groups: Iterable[str], request: SliceRequest
-                  ) -> dict[str, Any]: ...
-
-    def follow(self, ticket: dict[str, Any]) -> AsyncIterator[dict[str, Any]]: ...
-
-
-class NodesInventory:
-    """The controller's inventory protocol over a callable (the spawner's cluster view)."""
-
-    def __init__(self, nodes: Callable[[], Sequence[Node]]) -> None:
-        self._nodes = nodes
-
-    def nodes(self) -> Sequence[Node]:
-        return self._nodes()
-
-    def foreign_assignments(self) -> Sequence[Assignment]:
-        return ()
-
-
-class InProcessAdmission(LoggingConfigurable):
-    """Admission inside the hub: the service's controller without the service.
-
-    One controller per ``db_url`` in the hub process, shared by every spawner.
-    """
-
-    db_url = Unicode(
-        "sqlite:///aispike_admission.sqlite",
-        help="""SQLAlchemy URL of the in-process admission store (reservations, audit);
-        relative sqlite paths are in the hub's working directory.""",
-    ).tag(config=True)
-
-    policy = Dict(
-        help="""Quota and priority policy (the format of AISpikeService.policy, see
-        docs/quotas.md). Loaded at hub start; the in-process admission has no edit API.""",
-    ).tag(config=True)
-
-    placement_policy = Unicode(
-        "aispike", help="Placement policy of the admission view (see aispike-hub simulate)."
-    ).tag(config=True)
-
-    queue_timeout = Float(
-        600.0, help="Seconds a spawn may wait in the queue before it gives up."
-    ).tag(config=True)
-
-    poll_interval = Float(1.0, help="Seconds between checks of a queued admission.").tag(
-        config=True)
-
-    _controllers: ClassVar[dict[str, AdmissionController]] = {}
-
-    def __init__(self, nodes: Callable[[], Sequence[Node]] | None = None, **kwargs: Any
-                 ) -> None:
-        super().__init__(**kwargs)
-        self._nodes = nodes or (lambda: ())
-
-    @property
-    def controller(self) -> AdmissionController:
-        found = self._controllers.get(self.db_url)
-        if found is None:
-            store = Store(self.db_url)
-            policy = AdmissionController.load_policy(store, self.policy)
-            found = AdmissionController(
-                store, NodesInventory(self._nodes), policy,
-                engine=PlacementEngine(self.placement_policy), queue_timeout=self.queue_timeout,
-                preemption_grace=0.0)
-            self._controllers[self.db_url] = found
-        else:
-            found.inventory = NodesInventory(self._nodes)  # the newest view of the cluster
-        return found
-
-    async def admit(self, user: str, server: str, groups: Iterable[str],
-                    request: SliceRequest) -> dict[str, Any]:
-        return self.controller.admit(User(user, frozenset(groups)), server, request,
-                                     "hub").as_dict()
-
-    async def status(self, user: str, server: str) -> dict[str, Any]:
-        self.controller.process()
-        return self.controller.status(user, server).as_dict()
-
-    async def release(self, user: str, server: str) -> bool:
-        return self.controller.release(user, server, "hub")
-
-    async def fit(self, user: str, groups: Iterable[str], request: SliceRequest
-                  ) -> dict[str, Any]:
-        return self.controller.fit(User(user, frozenset(groups)), request)
-
-    follow = AdmissionClient.follow
-    """Yield the ticket each time it changes while queued, then the final one."""
-
-
-async def form_choice_within_quota(
-    admission: Admission, user: str, groups: Iterable[str], user_options: dict[str, Any] | None,
-    settings: FormSettings, log: logging.Logger,
-) -> tuple[FormSettings, Options, int | None, bool]:
-    """What the options form proposes, with its GPU-memory limit capped by the user's quota.
-
-    Returns the settings (``max_gpu_gib`` lowered to the quota), the proposed choices (the
-    user's last options if they are valid, else the defaults, brought under the cap), the quota
-    in GiB (None: unknown or unlimited) and whether admission answered.  One rule for both
-    spawners; when admission is unreachable the form still works and the start is checked
-    anyway.
-    """
-    try:
-        chosen = parse_options(user_options or {}, settings)
-    except FormError:
-        chosen = settings.defaults()
-    try:
-        fit = await admission.fit(user, list(groups), to_request(chosen, settings))
-    except Exception as e:
-        log.warning("quota for %s's form is unavailable: %s", user, e)
-        return settings, chosen, None, False
-    quota = (fit.get("limits") or {}).get("gpu_memory_mib")
-    if not isinstance(quota, int):
-        return settings, chosen, None, True
-    quota_gib = quota // GIB_IN_MIB
-    settings = replace(settings, max_gpu_gib=min(settings.max_gpu_gib, quota_gib))
-    if chosen.gpu_gib > settings.max_gpu_gib:
-        chosen = replace(chosen, gpu_gib=max(settings.max_gpu_gib, 1))
-    return settings, chosen, quota_gib, True
-
-
-async def admit_or_raise(admission: Admission, user: str, server: str, groups: Iterable[str],
-                         request: SliceRequest, what: str,
-                         say: Callable[[str], None]) -> dict[str, Any]:
-    """Ask ``admission`` for a start and follow it while queued; the admitted ticket.
-
-    Every spawner (Kubernetes or local) starts this way: a refusal, a queue that gave up or an
-    admission that cannot be reached is a ``SpawnException`` with the reasons, before anything
-    runs.  ``what`` describes the request ("8 GiB on any GPU, ..."); ``say`` gets each progress
-    message for the spawn page.
-    """
-    from jupyterhub.spawner import SpawnException
-    from tornado import httpclient
-
-    from aispike_hub.service.client import AdmissionError, progress_message
-
-    say(f"Asking for {what}")
-    try:
-        ticket = first = await admission.admit(user, server, list(groups), request)
-        async for ticket in admission.follow(first):
-            if ticket["state"] == "queued":
-                say(progress_message(ticket))
-    except AdmissionError as e:
-        raise SpawnException(f"Admission failed: {e.message}", reason="admission",
-                             status_code=400 if e.status < 500 else 503) from None
-    except (OSError, httpclient.HTTPClientError) as e:
-        raise SpawnException(
-            "The AISpike service that admits servers is not answering; try again in a "
-            "minute or ask an admin", reason="admission", status_code=503,
-            log_message=f"admission unreachable: {e}") from None
-    if ticket["state"] != "admitted":
-        reasons = "; ".join(ticket.get("reasons") or []) or ticket["state"]
-        refused = ticket["state"] == "refused"
-        raise SpawnException(f"Cannot start {what}: {reasons}",
-                             reason="quota" if refused else "queue",
-                             status_code=403 if refused else 503)
-    say(progress_message(ticket))
-    return ticket
-
-
-@dataclass(frozen=True)
-class FitPreview:
-    """How the options form previews a fit as the user types: the service's ``api/fit`` URL
-    and a token to call it with, or (``absent``) why there is no live preview."""
-
-    url: str = ""
-    token: str = ""
-    absent: str = ""
-
-
-PREVIEW_OFF = "The live fit preview is off; your choice is checked when you start."
-PREVIEW_IN_PROCESS = (
-    "No live fit preview: this hub admits servers itself, without the AISpike service that "
-    "answers the preview; your choice is checked against your quota and the free GPUs when "
-    "you start.")
-PREVIEW_NO_TOKEN = "No live fit preview right now; your choice is checked when you start."
-
-
-def fit_preview(spawner: Any) -> FitPreview:
-    """The form's live fit preview for ``spawner`` (either AISpike spawner), one rule for both.
-
-    With the AISpike service as admission (``admission_class`` an :class:`AdmissionClient`) and
-    ``fit_preview_service`` set: the service's ``api/fit`` URL on the hub's public address and a
-    new token of the user, living ``fit_token_seconds`` and limited to that service (plus
-    reading the user's own groups, so the preview sees group quotas; without that scope
-    when the user may not have it).  In-process admission has no API the browser could ask:
-    the form then says so instead of pretending.
-    """
-    service = spawner.fit_preview_service
-    if not service:
-        return FitPreview(absent=PREVIEW_OFF)
-    if not issubclass(spawner.admission_class, AdmissionClient):
-        return FitPreview(absent=PREVIEW_IN_PROCESS)
-    root = spawner.hub.base_url.rstrip("/").removesuffix("hub")
-    url = f"{root.rstrip('/')}/services/{service}/api/fit"
-    scopes = [f"access:services!service={service}"]
-    note = "aispike options form: fit preview"
-    error: Exception | None = None
-    for wanted in ([*scopes, f"read:users:groups!user={spawner.user.name}"], scopes):
-        try:
-            token = spawner.user.new_api_token(note=note, expires_in=spawner.fit_token_seconds,
-                                               scopes=wanted)
-        except Exception as e:
-            error = e
-            continue
-        return FitPreview(url, str(token))
-    spawner.log.warning("no fit preview for %s: %s", spawner.user.name, error)
-    return FitPreview(absent=PREVIEW_NO_TOKEN)
+__all__ = [
+    "PREVIEW_IN_PROCESS",
+    "PREVIEW_NO_TOKEN",
+    "PREVIEW_OFF",
+    "Admission",
+    "FitPreview",
+    "InProcessAdmission",
+    "NodesInventory",
+    "admit_or_raise",
+    "fit_preview",
+    "form_choice_within_quota",
+]

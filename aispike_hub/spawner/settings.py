@@ -10,7 +10,7 @@ from __future__ import annotations
 from traitlets import Bool, Float, Integer, Type, Unicode
 from traitlets.config import Configurable
 
-from aispike_hub.service.client import AdmissionClient
+from aispike_hub.admission.client import AdmissionClient
 
 
 class SpawnerFormSettings(Configurable):
@@ -33,9 +33,9 @@ class SpawnerFormSettings(Configurable):
 
     admission_class = Type(
         AdmissionClient, klass=object,
-        help="""Who admits a start (quota, queue): aispike_hub.service.client.AdmissionClient
+        help="""Who admits a start (quota, queue): aispike_hub.admission.client.AdmissionClient
         (the AISpike service; configure c.AdmissionClient.url and .api_token) or
-        aispike_hub.spawner.admission.InProcessAdmission (inside the hub; configure
+        aispike_hub.admission.inprocess.InProcessAdmission (inside the hub; configure
         c.InProcessAdmission.policy). Both answer the same calls.""",
     ).tag(config=True)
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from aispike_hub.admission.client import AdmissionClient
+from aispike_hub.admission.inprocess import InProcessAdmission
+from aispike_hub.admission.protocol import Admission
 from aispike_hub.model import GIB_IN_MIB, Gpu, Node, SliceRequest
-from aispike_hub.service.client import AdmissionClient
-from aispike_hub.spawner.admission import Admission, InProcessAdmission
 
 NODES = [Node("n1", 32_000, 256 * GIB_IN_MIB, (Gpu(0, "A100", 80 * GIB_IN_MIB, uuid="u0"),))]
 

@@ -1,0 +1,133 @@
+"""The REST adapter of admission: a small async client for the AISpike service.
+
+The spawner (``AISpikeSpawner``) runs inside the hub.  Before it creates anything it calls
+:meth:`AdmissionClient.admit`; a refusal becomes a ``SpawnException`` with the service's reasons,
+a queued ticket becomes spawn progress messages ("waiting in the queue: position 2 of 5 ...")
+until the service admits it; when the server stops it calls :meth:`release`.  The service does
+the check-and-reserve atomically, so the spawner needs no lock of its own.
+
+It satisfies :class:`~aispike_hub.admission.protocol.Admission`, like the in-process adapter;
+the service answers with the same :class:`~aispike_hub.admission.controller.AdmissionController`
+(its handlers are :mod:`aispike_hub.service.api`), and requests travel in the one wire format of
+:mod:`aispike_hub.admission.wire`.
+
+Configure it in ``jupyterhub_config.py``::
+
+    c.AdmissionClient.url = "http://aispike:10101/services/aispike/"
+    c.AdmissionClient.api_token = "<the aispike service's token>"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+from urllib.parse import quote
+
+from tornado import httpclient
+from traitlets import Float, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from aispike_hub.admission.wire import request_to_dict
+from aispike_hub.model import SliceRequest
+
+__all__ = ["AdmissionClient", "AdmissionError"]
+
+
+class AdmissionError(RuntimeError):
+    """The service answered with an error (its JSON ``error`` and ``field``)."""
+
+    def __init__(self, status: int, message: str, field: str = "") -> None:
+        super().__init__(f"AISpike service: {message}")
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+class AdmissionClient(LoggingConfigurable):
+    """Admit, follow and release a server's admission with the AISpike service."""
+
+    url = Unicode(
+        help="""Base URL of the AISpike service, with its prefix, e.g.
+        http://127.0.0.1:10101/services/aispike/ (default $AISPIKE_SERVICE_URL)."""
+    ).tag(config=True)
+
+    @default("url")
+    def _url(self) -> str:
+        return os.environ.get("AISPIKE_SERVICE_URL", "http://127.0.0.1:10101/services/aispike/")
+
+    api_token = Unicode(
+        help="""Token with the custom:aispike:admit scope (usually the aispike service's own
+        api_token; default $AISPIKE_SERVICE_TOKEN)."""
+    ).tag(config=True)
+
+    @default("api_token")
+    def _api_token(self) -> str:
+        return os.environ.get("AISPIKE_SERVICE_TOKEN", "")
+
+    poll_interval = Float(
+        1.0, help="Seconds between checks of a queued admission."
+    ).tag(config=True)
+
+    request_timeout = Float(30.0, help="Seconds to wait for one answer.").tag(config=True)
+
+    async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        request = httpclient.HTTPRequest(
+            self.url.rstrip("/") + "/api/" + path.lstrip("/"),
+            method=method,
+            headers={"Authorization": f"token {self.api_token}",
+                     "Content-Type": "application/json"},
+            body=json.dumps(body) if body is not None else None,
+            allow_nonstandard_methods=True,
+            request_timeout=self.request_timeout,
+        )
+        try:
+            response = await httpclient.AsyncHTTPClient().fetch(request)
+        except httpclient.HTTPClientError as e:
+            doc: dict[str, Any] = {}
+            if e.response is not None and e.response.body:
+                with contextlib.suppress(ValueError):
+                    doc = json.loads(e.response.body)
+            raise AdmissionError(e.code, str(doc.get("error", e)), doc.get("field", "")) from None
+        out: dict[str, Any] = json.loads(response.body)
+        return out
+
+    @staticmethod
+    def _path(user: str, server: str) -> str:
+        return f"admissions/{quote(user, safe='')}/{quote(server, safe='')}"
+
+    async def admit(self, user: str, server: str, groups: Iterable[str],
+                    request: SliceRequest) -> dict[str, Any]:
+        """Ask for admission: a ticket whose ``state`` is admitted, queued or refused."""
+        return await self._call("POST", "admissions", {
+            "user": user, "server": server, "groups": sorted(groups),
+            "request": request_to_dict(request),
+        })
+
+    async def status(self, user: str, server: str) -> dict[str, Any]:
+        return await self._call("GET", self._path(user, server))
+
+    async def release(self, user: str, server: str) -> bool:
+        """The server stopped: give its reservation back (idempotent)."""
+        return bool((await self._call("DELETE", self._path(user, server)))["released"])
+
+    async def fit(self, user: str, groups: Iterable[str], request: SliceRequest
+                  ) -> dict[str, Any]:
+        """The fit preview for the options form."""
+        return await self._call("POST", "fit", {"user": user, "groups": sorted(groups),
+                                                "request": request_to_dict(request)})
+
+    async def follow(self, ticket: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Yield the ticket each time it changes while it is queued, then the final one."""
+        last = None
+        while ticket["state"] == "queued":
+            seen = (ticket["position"], ticket["queue_length"], tuple(ticket["reasons"]))
+            if seen != last:
+                last = seen
+                yield ticket
+            await asyncio.sleep(self.poll_interval)
+            ticket = await self.status(ticket["user"], ticket["server"])
+        yield ticket
