@@ -56,6 +56,7 @@ from aispike_hub.quota import (
     preemption_reason,
     resolve_limits,
     restrict_request,
+    victim_filter,
 )
 from aispike_hub.service.store import ReservationRow, Store, utcnow
 
@@ -73,7 +74,6 @@ def user_ceiling(policy: Policy, user: str, groups: Iterable[str]) -> dict[str, 
 
 def key_of(user: str, server: str) -> str:
     return f"{user}/{server}"
-
 
 def server_of(row: ReservationRow) -> Server:
     return Server(row.user, row.server, Amounts(**row.charge), row.tier, row.priority,
@@ -397,8 +397,10 @@ class AdmissionController:
             )
             for sv in allowed
         ]
-        options = preemption_candidates(state, request, running, tier.priority,
-                                        may_preempt=lambda _server, _tier: True, limit=1)
+        options = preemption_candidates(
+            state, request, running, tier.priority,
+            may_preempt=victim_filter(user, tier, row.borrowed, allowed),
+            limit=1)
         if not options:
             return
         chosen = set(options[0].victims)
