@@ -53,12 +53,12 @@ from integration.conftest import (  # noqa: E402
     stack_paths,
 )
 
+from aispike_hub.admission.wire import assignment_to_dict, request_to_dict  # noqa: E402
 from aispike_hub.kube.nodespec import nodes_from_spec  # noqa: E402
 from aispike_hub.kube.slices import node_manifests, resource_slice_name  # noqa: E402
 from aispike_hub.model import GIB_IN_MIB, SliceRequest  # noqa: E402
 from aispike_hub.placement.engine import PlacementEngine  # noqa: E402
 from aispike_hub.placement.state import ClusterState  # noqa: E402
-from aispike_hub.service.admission import assignment_to_dict, request_to_dict  # noqa: E402
 from aispike_hub.service.store import ReservationRow, Store, utcnow  # noqa: E402
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -160,7 +160,7 @@ from kubernetes import config
 from aispike_hub.kube.placer import Placer
 from aispike_hub.model import SliceRequest
 from aispike_hub.quota import User, policy_from_dict
-from aispike_hub.service.admission import AdmissionController
+from aispike_hub.admission.controller import AdmissionController
 from aispike_hub.service.kube_inventory import KubeClusterInventory
 from aispike_hub.service.store import Store
 t = time.monotonic()

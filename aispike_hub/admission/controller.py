@@ -343,10 +343,6 @@ class AdmissionController:
         for row in self._queue_order(s):
             user = User(row.user, frozenset(row.groups))
             key = key_of(row.user, row.server)
-            if row.deadline is not None and row.deadline <= now:
-                self._give_up(s, row, f"gave up after {self.queue_timeout:g} s in the queue: "
-                              + "; ".join(row.reasons))
-                continue
             request = request_from_dict(row.request)
             limits = resolve_limits(self.policy, user.name, user.groups)
             placed_request = restrict_request(request, limits)
@@ -371,6 +367,13 @@ class AdmissionController:
                 usage.append(server_of(row))
                 continue
             row.reasons = list(result.reasons)
+            # The deadline ends a wait, never a start that fits now: a request that fits is
+            # admitted even when its deadline passed while it was being placed (a slow commit on
+            # a loaded machine once gave up a request that had never waited).
+            if row.deadline is not None and row.deadline <= now:
+                self._give_up(s, row, f"gave up after {self.queue_timeout:g} s in the queue: "
+                              + "; ".join(row.reasons))
+                continue
             if result.may_preempt and not row.preempting:
                 self._plan_preemption(s, row, user, result.tier, placed_request, state, admitted,
                                       victims_taken)

@@ -22,11 +22,12 @@ from tornado import web
 from traitlets import Bool, Dict, Enum, Float, Unicode, default
 from traitlets.config import Application
 
+from aispike_hub.admission.controller import AdmissionController
+from aispike_hub.admission.inventory import Inventory, StaticInventory
 from aispike_hub.kube.inventory import Inventory as KubeInventoryConfig
 from aispike_hub.model import Node
 from aispike_hub.placement.engine import POLICY_NAMES, PlacementEngine
 from aispike_hub.placement.state import ClusterState
-from aispike_hub.service.admission import AdmissionController, Inventory, StaticInventory
 from aispike_hub.service.api import ServiceContext, handlers
 from aispike_hub.service.hubclient import HubAPIError, HubClient
 from aispike_hub.service.idle import IdleMonitor, idle_handlers

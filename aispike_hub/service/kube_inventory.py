@@ -3,7 +3,7 @@
 The service admits, queues and preempts against what the cluster really holds.  On Kubernetes
 that is the same list+watch inventory the hub's placer uses (:mod:`aispike_hub.kube.inventory`:
 ResourceSlices of our driver, ResourceClaims, Nodes, Pods), read through the service's
-:class:`~aispike_hub.service.admission.Inventory` protocol:
+:class:`~aispike_hub.admission.inventory.Inventory` protocol:
 
 - ``nodes()``: the schedulable nodes with their published GPUs;
 - ``server_assignments()``: per hub server (``user/server``, from the

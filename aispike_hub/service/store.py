@@ -7,7 +7,7 @@ admitted or queued request (an admitted request is never lost by a restart, or t
 holds would be handed out twice), the notices users have not read, and who changed what.
 
 The store is deliberately dumb: rows in, rows out.  Rules live in :mod:`aispike_hub.quota`,
-the order of operations in :mod:`aispike_hub.service.admission`.
+the order of operations in :mod:`aispike_hub.admission.controller`.
 """
 
 from __future__ import annotations

@@ -404,7 +404,7 @@ def render_form(
 
     ``fit_url`` and ``fit_token`` let the form's script ask the fit-preview API as the user
     types; without them (or when it does not answer) the form is a plain form, and
-    ``fit_absent`` says why there is no live preview (:func:`aispike_hub.spawner.admission.
+    ``fit_absent`` says why there is no live preview (:func:`aispike_hub.admission.hub.
     fit_preview` decides both for every spawner).
     """
     from jinja2 import Environment, PackageLoader, select_autoescape

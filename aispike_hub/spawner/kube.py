@@ -5,7 +5,7 @@ One start, in order (every step says what it does on the spawn page):
 1. the options (form, REST ``user_options`` or ``opt-`` query) are parsed by
    :mod:`aispike_hub.spawner.form`: a bad value is an HTTP 400 naming the field, before anything
    else happens (``apply_user_options``; with JupyterHub < 5.3, at the start of ``start``);
-2. admission (:mod:`aispike_hub.spawner.admission`: the AISpike service, or in-process): refused
+2. admission (:mod:`aispike_hub.admission`: the AISpike service, or in-process): refused
    is a ``SpawnException`` with the quota core's reasons, before any pod exists; queued is
    progress messages until admitted;
 3. the pod is built from the admin's image and dataset entries: resources for the backend
@@ -39,6 +39,9 @@ from kubernetes.client.exceptions import ApiException as SyncApiException
 from kubespawner import KubeSpawner
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
 
+from aispike_hub.admission.client import AdmissionClient
+from aispike_hub.admission.hub import admit_or_raise, fit_preview, form_choice_within_quota
+from aispike_hub.admission.protocol import Admission
 from aispike_hub.kube.api import error_text, kube_api_client
 from aispike_hub.kube.claims import HUB_SERVER_ANNOTATION, REQUEST_ANNOTATION, request_to_json
 from aispike_hub.kube.inventory import parse_pod
@@ -55,13 +58,6 @@ from aispike_hub.kube.resources import (
 )
 from aispike_hub.kube.slices import GPU_MODEL_LABEL
 from aispike_hub.model import Node, SliceRequest
-from aispike_hub.service.client import AdmissionClient
-from aispike_hub.spawner.admission import (
-    Admission,
-    admit_or_raise,
-    fit_preview,
-    form_choice_within_quota,
-)
 from aispike_hub.spawner.form import (
     FormError,
     FormSettings,
@@ -448,8 +444,8 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
 
     async def _pin_gpu(self, options: Options, request: SliceRequest,
                        ticket: dict[str, Any]) -> None:
+        from aispike_hub.admission.wire import assignment_from_dict
         from aispike_hub.kube.placer import PlacementRefused
-        from aispike_hub.service.admission import assignment_from_dict
 
         placer = await self.placer()
         prefer = None

@@ -6,7 +6,7 @@ adds what AISpike adds to a cluster, from the same parts:
 1. the options form, ``user_options`` and ``opt-`` query arguments are parsed by
    :mod:`aispike_hub.spawner.form` (a bad value is a 400 naming the field);
 2. admission (the AISpike service or the in-process one) admits, queues or refuses with the
-   quota core's reasons (:func:`aispike_hub.spawner.admission.admit_or_raise`);
+   quota core's reasons (:func:`aispike_hub.admission.hub.admit_or_raise`);
 3. the placement core places the slice on this machine's GPUs (:class:`PlacementEngine` over a
    :class:`ClusterState` of this machine minus what running servers hold); the service's own
    choice is kept when it still fits, so the admin panel shows where the slice really is;
@@ -40,20 +40,16 @@ from typing import Any, ClassVar, cast
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException
 from traitlets import Bool, Float, Integer, List, Unicode, default
 
+from aispike_hub.admission.client import AdmissionClient
+from aispike_hub.admission.hub import admit_or_raise, fit_preview, form_choice_within_quota
+from aispike_hub.admission.protocol import Admission
+from aispike_hub.admission.wire import assignment_from_dict, assignment_to_dict
 from aispike_hub.agent.dra import AllocatedGpu, IsolationSettings, isolation_env
 from aispike_hub.kube.nodespec import nodes_from_spec
 from aispike_hub.kube.resources import notebook_env
 from aispike_hub.model import GIB_IN_MIB, Assignment, Node, SliceRequest
 from aispike_hub.placement.engine import POLICY_NAMES, PlacementEngine
 from aispike_hub.placement.state import ClusterState
-from aispike_hub.service.admission import assignment_from_dict, assignment_to_dict
-from aispike_hub.service.client import AdmissionClient
-from aispike_hub.spawner.admission import (
-    Admission,
-    admit_or_raise,
-    fit_preview,
-    form_choice_within_quota,
-)
 from aispike_hub.spawner.form import (
     FormError,
     FormSettings,

@@ -316,7 +316,7 @@ c.LocalGPUSpawner.http_timeout = 60
     if not admission:
         config += (
             'c.LocalGPUSpawner.admission_class = '
-            '"aispike_hub.spawner.admission.InProcessAdmission"\n'
+            '"aispike_hub.admission.inprocess.InProcessAdmission"\n'
             f'c.InProcessAdmission.db_url = "sqlite:///{workdir}/admission.sqlite"\n')
     return SpawnerSetup("local", config, list(spec["nodes"]))
 

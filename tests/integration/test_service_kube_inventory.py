@@ -14,13 +14,14 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from aispike_hub.admission.controller import AdmissionController
+from aispike_hub.admission.wire import assignment_from_dict
 from aispike_hub.kube.api import KubeJson
 from aispike_hub.kube.claims import HUB_SERVER_ANNOTATION, claim_name
 from aispike_hub.kube.inventory import Inventory
 from aispike_hub.kube.placer import Placer
 from aispike_hub.model import GIB_IN_MIB, SliceRequest
 from aispike_hub.quota import User, policy_from_dict
-from aispike_hub.service.admission import AdmissionController, assignment_from_dict
 from aispike_hub.service.kube_inventory import KubeClusterInventory
 from aispike_hub.service.store import Store
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from aispike_hub.admission.controller import user_ceiling
 from aispike_hub.kube.namespace_quota import (
     CLAIMS_QUOTA,
     DEVICES_QUOTA,
@@ -14,7 +15,6 @@ from aispike_hub.kube.namespace_quota import (
     resource_quota,
 )
 from aispike_hub.quota import policy_from_dict
-from aispike_hub.service.admission import user_ceiling
 
 CEILING = {"gpu_memory_mib": 40 * 1024 + 512, "gpus": 2, "cpu_milli": 4500,
            "memory_mib": 16 * 1024, "servers": 3}

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from traitlets.config import Config
 
+from aispike_hub.admission.inprocess import InProcessAdmission
 from aispike_hub.kube.startflow import ServerStatus
 from aispike_hub.model import GIB_IN_MIB, Gpu, Node, SliceRequest
 from aispike_hub.placement.state import ClusterState
-from aispike_hub.spawner.admission import InProcessAdmission
 
 pytest.importorskip("kubespawner")
 from kubespawner import KubeSpawner

@@ -100,7 +100,7 @@ def previewing(user: str, refuse: bool = False, **config: Any) -> Any:
 
 
 def test_the_form_previews_fits_through_the_service_with_the_shared_token_rule() -> None:
-    from aispike_hub.spawner.admission import fit_preview
+    from aispike_hub.admission.hub import fit_preview
 
     s = previewing("ada", fit_token_seconds=600)
     preview = fit_preview(s)
@@ -120,7 +120,8 @@ def test_in_process_admission_says_why_the_form_has_no_live_preview() -> None:
     import json
     import re
 
-    from aispike_hub.spawner.admission import PREVIEW_IN_PROCESS, InProcessAdmission
+    from aispike_hub.admission.hub import PREVIEW_IN_PROCESS
+    from aispike_hub.admission.inprocess import InProcessAdmission
 
     s = previewing("ada", admission_class=InProcessAdmission)
     s.config.InProcessAdmission.db_url = "sqlite://"

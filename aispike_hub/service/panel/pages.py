@@ -19,7 +19,7 @@ from tornado import web
 from traitlets import Bool, Float, Int, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from aispike_hub.service.admission import AdmissionController
+from aispike_hub.admission.controller import AdmissionController
 from aispike_hub.service.api import ADMIN_SCOPE, ServiceContext
 from aispike_hub.service.gpumap import ClusterMap, Live
 from aispike_hub.service.history import History

@@ -23,6 +23,9 @@ from sqlalchemy import String, func, select
 from sqlalchemy import cast as sql_cast
 from tornado import web
 
+from aispike_hub.admission.controller import AdmissionController, key_of
+from aispike_hub.admission.inventory import server_assignments
+from aispike_hub.admission.wire import assignment_from_dict, request_from_dict
 from aispike_hub.placement.fragmentation import Workload, default_notebook_workload
 from aispike_hub.quota import (
     RESOURCES,
@@ -32,13 +35,6 @@ from aispike_hub.quota import (
     entry_to_dict,
     group_to_dict,
     quota_report,
-)
-from aispike_hub.service.admission import (
-    AdmissionController,
-    assignment_from_dict,
-    key_of,
-    request_from_dict,
-    server_assignments,
 )
 from aispike_hub.service.api import ServiceContext
 from aispike_hub.service.gpumap import ClusterMap, Holding, Live, MapFilter, holdings_of

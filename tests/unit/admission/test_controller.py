@@ -95,6 +95,23 @@ def test_same_tier_does_not_preempt_and_request_gives_up() -> None:
     assert svc.admit(User("bob"), "b", gib(10), "hub").state == "admitted"
 
 
+class SlowClock(Clock):
+    """Each reading is later than the last: a loaded machine between two steps of one call."""
+
+    def __call__(self) -> dt.datetime:
+        self.now += dt.timedelta(seconds=1)
+        return self.now
+
+
+def test_the_deadline_ends_a_wait_never_a_start_that_fits() -> None:
+    # The request fits at once, but the clock passes its deadline while it is being placed.
+    svc = controller(SlowClock(), queue_timeout=0.5)
+    assert svc.admit(User("ann"), "a", gib(40), "hub").state == "admitted"
+    # One that does not fit still gives up at its deadline.
+    svc.admit(User("bob"), "b", gib(60), "hub")
+    assert svc.status("bob", "b").state == "expired"
+
+
 def test_fit_preview_uses_the_placement_core() -> None:
     svc = controller(Clock())
     svc.admit(User("ann"), "a", gib(60), "hub")

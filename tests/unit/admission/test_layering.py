@@ -1,7 +1,8 @@
 """The spawner and the service meet only in :mod:`aispike_hub.admission` (issue #18).
 
 Neither package imports the other; admission is one component, used in-process by the hub or
-behind the service's REST API.  The old import paths are re-exports of the same objects.
+behind the service's REST API.  The old paths (``service/admission.py``, ``service/client.py``,
+``spawner/admission.py``) are gone.
 """
 
 from __future__ import annotations
@@ -12,11 +13,6 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[3] / "aispike_hub"
-
-PENDING: set[str] = {"spawner/kube.py", "spawner/local.py"}
-"""Modules still importing the old paths (another change rewrites them); empty it when they
-import from :mod:`aispike_hub.admission`."""
-
 
 def _imports(path: Path) -> set[str]:
     out: set[str] = set()
@@ -34,7 +30,6 @@ def test_spawner_and_service_do_not_import_each_other(package: str, forbidden: s
     crossing = {
         f"{path.relative_to(PACKAGE)}: {name}"
         for path in sorted((PACKAGE / package).rglob("*.py"))
-        if str(path.relative_to(PACKAGE)) not in PENDING
         for name in _imports(path)
         if name == f"aispike_hub.{forbidden}" or name.startswith(f"aispike_hub.{forbidden}.")
     }
@@ -48,18 +43,6 @@ def test_the_admission_package_imports_nothing_eagerly() -> None:
         "__future__", "enum", "collections.abc", "dataclasses", "typing", "aispike_hub.model"}
 
 
-def test_the_old_paths_serve_the_same_objects() -> None:
-    from aispike_hub.admission import client, controller, hub, inprocess, inventory, protocol, wire
-    from aispike_hub.service import admission as old_service
-    from aispike_hub.service import client as old_client
-    from aispike_hub.spawner import admission as old_spawner
-
-    moved = {old_service: (controller, inventory, wire), old_client: (client, hub),
-             old_spawner: (inprocess, inventory, protocol, hub)}
-    for old, new_modules in moved.items():
-        served = set()
-        for new in new_modules:
-            for name in set(old.__all__) & set(new.__all__):
-                assert getattr(old, name) is getattr(new, name), (old.__name__, name)
-                served.add(name)
-        assert served == set(old.__all__), old.__name__
+def test_the_old_paths_are_gone() -> None:
+    for old in ("service/admission.py", "service/client.py", "spawner/admission.py"):
+        assert not (PACKAGE / old).exists(), old

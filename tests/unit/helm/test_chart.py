@@ -268,7 +268,7 @@ def config_dir(docs: list[dict[str, Any]], name: str, tmp_path: Path) -> Path:
 def test_hub_config_loads_and_wires_spawner_service_and_proxy(
     rendered: dict[str, list[dict[str, Any]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aispike_hub.service.client import AdmissionClient
+    from aispike_hub.admission.client import AdmissionClient
     from aispike_hub.spawner.kube import AISpikeSpawner
 
     monkeypatch.setenv("AISPIKE_SERVICE_TOKEN", "s3cret")

@@ -20,10 +20,11 @@ from jupyterhub.spawner import SpawnException
 from test_quota_table import CASES, Case
 from traitlets.config import Config
 
+from aispike_hub.admission.hub import admit_or_raise
+from aispike_hub.admission.inprocess import InProcessAdmission
 from aispike_hub.model import GIB_IN_MIB, Gpu, Node
 from aispike_hub.quota import Verdict
 from aispike_hub.service.store import ReservationRow, utcnow
-from aispike_hub.spawner.admission import InProcessAdmission, admit_or_raise
 
 KINDS = ("kube", "local")
 # Every GPU holds 80 GiB, as in the table's cluster view; the models are the table's.

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from aispike_hub.admission.controller import AdmissionController
+from aispike_hub.admission.inventory import StaticInventory
 from aispike_hub.model import GIB_IN_MIB, Assignment, Gpu, Node, SliceRequest
 from aispike_hub.placement.fragmentation import default_notebook_workload
 from aispike_hub.quota import User, policy_from_dict
-from aispike_hub.service.admission import AdmissionController, StaticInventory
 from aispike_hub.service.api import ServiceContext
 from aispike_hub.service.gpumap import ClusterMap, Live, MapFilter, holdings_of
 from aispike_hub.service.idle import IdleMonitor

@@ -22,9 +22,10 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from aispike_hub.admission.controller import AdmissionController
+from aispike_hub.admission.inventory import StaticInventory
 from aispike_hub.model import GIB_IN_MIB, Gpu, Node, SliceRequest
 from aispike_hub.quota import User, policy_from_dict
-from aispike_hub.service.admission import AdmissionController, StaticInventory
 from aispike_hub.service.api import ServiceContext
 from aispike_hub.service.idle import IdleMonitor
 from aispike_hub.service.panel import AdminPanel

@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from service_fixtures import GIB, a100_nodes
 
+from aispike_hub.admission.controller import AdmissionController
+from aispike_hub.admission.inventory import StaticInventory
 from aispike_hub.model import SliceRequest
 from aispike_hub.quota import RESOURCES, Amounts, User, policy_from_dict, resolve_limits
-from aispike_hub.service.admission import AdmissionController, StaticInventory
 from aispike_hub.service.store import Store
 
 POLICY = policy_from_dict({

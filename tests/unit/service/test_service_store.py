@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from service_fixtures import GIB, a100_nodes
 
+from aispike_hub.admission.controller import AdmissionController
+from aispike_hub.admission.inventory import StaticInventory
 from aispike_hub.model import SliceRequest
 from aispike_hub.quota import PolicyError, User, policy_to_dict
-from aispike_hub.service.admission import AdmissionController, StaticInventory
 from aispike_hub.service.store import Store
 
 CONFIG = {"defaults": {"quota": {"gpu_memory": "16Gi", "servers": 2}}}
