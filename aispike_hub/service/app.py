@@ -23,6 +23,7 @@ from tornado import httpclient, web
 from traitlets import Bool, Dict, Enum, Float, Unicode, default
 from traitlets.config import Application
 
+from aispike_hub.cli import package_version
 from aispike_hub.kube.inventory import Inventory as KubeInventoryConfig
 from aispike_hub.model import Node
 from aispike_hub.placement.engine import POLICY_NAMES, PlacementEngine
@@ -47,6 +48,7 @@ class AISpikeService(Application):
     """The AISpike service: quota policy, admission, queue, preemption, fit preview."""
 
     name = "aispike-hub service"
+    version = package_version()
     description = __doc__ or ""
 
     config_file = Unicode(
