@@ -1,4 +1,4 @@
-"""``aispike-hub``: ``--version`` everywhere prints the package's version; no command is an error."""
+"""``aispike-hub``: every ``--version`` prints the package's version; no command is an error."""
 
 from __future__ import annotations
 
