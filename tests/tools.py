@@ -151,7 +151,7 @@ def end_group(process: subprocess.Popen[Any], grace: float = 20.0,
     _signal_all(pids, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if process.poll() is not None and not any(_alive(p) for p in pids):
+        if process.poll() is not None and not any(alive(p) for p in pids):
             break
         if process.poll() is None:
             pids.update(descendants(process.pid))
@@ -165,7 +165,7 @@ def end_group(process: subprocess.Popen[Any], grace: float = 20.0,
         process.wait(timeout=10)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
