@@ -159,11 +159,11 @@ def test_first_command_serves_the_login_page_with_the_lab_extension(newcomer: Ne
            "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     labs = subprocess.run([str(venv / "bin" / "jupyter"), "labextension", "list"],
                           capture_output=True, text=True, env=env, timeout=120)
-    listing = labs.stdout + labs.stderr
+    listing = re.sub(r"\x1b\[[0-9;]*m", "", labs.stdout + labs.stderr)  # no colours
     assert re.search(r"aispike-hub-lab v\S+ enabled\s+OK", listing), listing
     servers = subprocess.run([str(venv / "bin" / "jupyter"), "server", "extension", "list"],
                              capture_output=True, text=True, env=env, timeout=120)
-    listing = servers.stdout + servers.stderr
+    listing = re.sub(r"\x1b\[[0-9;]*m", "", servers.stdout + servers.stderr)
     assert re.search(r"aispike_hub\.serverext\s+enabled", listing), listing
     version = subprocess.run([str(venv / "bin" / "aispike-hub"), "--version"],
                              capture_output=True, text=True, env=env, timeout=60)
