@@ -32,6 +32,8 @@ from typing import Any
 from traitlets import Bool, Dict, Float, Integer, Unicode, default
 from traitlets.config import Application
 
+from aispike_hub.cli import package_version
+
 CHP_VERSION = "5.3.0"
 DEFAULT_SIMULATED = "2x A100 80GB"
 LABEXTENSION = "aispike-hub-lab"
@@ -105,6 +107,7 @@ class DemoApp(Application):
     """Start a complete AISpike hub on localhost (see the module docstring)."""
 
     name = "aispike-hub demo"
+    version = package_version()
     description = __doc__ or ""
 
     port = Integer(8000, help="Port of the hub's public URL (0: any free port).").tag(config=True)

@@ -8,8 +8,10 @@ RUN pip wheel --no-deps --wheel-dir /wheels .
 
 FROM python:3.12-slim
 COPY --from=wheel /wheels /wheels
-RUN pip install --no-cache-dir "$(ls /wheels/aispike_hub-*.whl)[agent]" \
-        kubernetes==37.0.2 pyyaml==6.0.4 \
+COPY constraints.txt /wheels/
+# Exact versions as CI tests them (constraints.txt).
+RUN pip install --no-cache-dir -c /wheels/constraints.txt \
+        "$(ls /wheels/aispike_hub-*.whl)[agent]" kubernetes pyyaml \
     && rm -rf /wheels
 # Runs as root in the chart (hostPID, /proc of other containers, kubelet plugin sockets).
 EXPOSE 9400

@@ -10,10 +10,10 @@ FROM python:3.12-slim
 RUN apt-get update && apt-get install -y --no-install-recommends tini \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=wheel /wheels /wheels
-# The service extra plus the Kubernetes side of the hub (pins as in pyproject's integration extra).
-RUN pip install --no-cache-dir "$(ls /wheels/aispike_hub-*.whl)[service]" \
-        jupyterhub-kubespawner==7.1.0 kubernetes==37.0.2 kubernetes_asyncio==36.1.0 \
-        pyyaml==6.0.4 \
+COPY constraints.txt /wheels/
+# The hub (KubeSpawner side) and service extras, at the exact versions CI tests (constraints.txt).
+RUN pip install --no-cache-dir -c /wheels/constraints.txt \
+        "$(ls /wheels/aispike_hub-*.whl)[hub,service]" \
     && rm -rf /wheels
 # uid 1000, as the chart's securityContext runs it; /srv/jupyterhub holds the sqlite file.
 RUN useradd --uid 1000 --home-dir /srv/jupyterhub --create-home hub \

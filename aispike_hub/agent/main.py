@@ -36,6 +36,7 @@ from aispike_hub.agent.slices import (
     desired_state,
     publish,
 )
+from aispike_hub.cli import package_version
 
 
 def build_snapshot(
@@ -61,6 +62,7 @@ class AgentApp(Application):
     """The node agent."""
 
     name = "aispike-hub agent"
+    version = package_version()
     description = (
         "AISpike Hub node agent: discovers this node's GPUs (NVML), their topology and "
         "per-notebook use, its dataset cache, and publishes them as a DRA ResourceSlice and "

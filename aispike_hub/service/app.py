@@ -24,6 +24,7 @@ from traitlets.config import Application
 
 from aispike_hub.admission.controller import AdmissionController
 from aispike_hub.admission.inventory import Inventory, StaticInventory
+from aispike_hub.cli import package_version
 from aispike_hub.kube.inventory import Inventory as KubeInventoryConfig
 from aispike_hub.model import Node
 from aispike_hub.placement.engine import POLICY_NAMES, PlacementEngine
@@ -48,6 +49,7 @@ class AISpikeService(Application):
     """The AISpike service: quota policy, admission, queue, preemption, fit preview."""
 
     name = "aispike-hub service"
+    version = package_version()
     description = __doc__ or ""
 
     config_file = Unicode(

@@ -17,6 +17,7 @@ import numpy as np
 from traitlets import Bool, Float, Unicode, default
 from traitlets.config import Application
 
+from aispike_hub.cli import package_version
 from aispike_hub.placement.engine import POLICY_NAMES
 from aispike_hub.placement.fragmentation import Workload
 from aispike_hub.sim.floor import arrived_until, fluid_floor_unallocated
@@ -27,6 +28,7 @@ from aispike_hub.sim.trace import TraceError, read_nodes, read_pods, whole_gpu_v
 
 class SimulateApp(Application):
     name = "aispike-hub-simulate"
+    version = package_version()
     description = """Replay a GPU cluster trace (Alibaba GPU trace format) with a placement policy.
 
     Default: the published method (sample pods with replacement to --inflate x GPU capacity,

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tools import end_group, start_group
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).parents[2]
@@ -79,24 +80,22 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     out = work / "demo.out"
     port = _free_port()
     with open(out, "wb") as f:
-        process = subprocess.Popen(
+        process = start_group(
             [sys.executable, "-m", "aispike_hub.cli", "demo", f"--workdir={work / 'state'}",
              f"--port={port}", "--gpus=2x A100 80GB"],
-            cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     d = Demo(f"http://127.0.0.1:{port}/", work / "state", process, out)
     deadline = time.monotonic() + 120
     while "Ctrl-C stops everything" not in d.output():
         if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
+            end_group(process, grace=5)
             if "configurable-http-proxy is needed" in d.output():
                 unavailable("configurable-http-proxy is missing (scripts/test-cluster build)")
             raise AssertionError(f"the demo did not start:\n{d.output()}\n{d.log()[-6000:]}")
         time.sleep(0.3)
     yield d
-    if process.poll() is None:
-        process.kill()  # only if the test failed before its Ctrl-C
-        process.wait(timeout=30)
+    # after a failure before the test's Ctrl-C: the demo, its hub, proxy and notebook servers
+    end_group(process, grace=30)
 
 
 def test_demo_login_start_4gib_slice_status_bar_stop_and_ctrl_c(demo: Demo) -> None:

@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tools
+from tools import end_group, find_tool, start_group, where_tools_are_looked_for
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "test-cluster"
@@ -95,16 +96,13 @@ def browser_or_skip() -> Any:
     except ImportError:
         unavailable("playwright not installed (pip install -e '.[test]')")
     if not os.path.exists(CHROMIUM):
-        unavailable(f"{CHROMIUM} missing (apt-get install chromium)")
+        unavailable(f"{CHROMIUM} missing (apt-get install chromium; scripts/test does)")
     os.environ.pop("DISPLAY", None)
     return sync_playwright
 
 
 def stack_paths() -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, str(SCRIPT), "paths"], capture_output=True, text=True, check=True
-    )
-    return dict(json.loads(out.stdout))
+    return tools.stack_paths()
 
 
 # --- cluster -----------------------------------------------------------------------------------
@@ -422,18 +420,15 @@ class RunningHub:
         )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=45)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        # The hub started the proxy and writes its pid; make sure it is gone too.
+        """End the hub, its proxy and its notebook servers (whole process trees, SIGKILL last)."""
         pid_file = self.workdir / "jupyterhub-proxy.pid"
-        if pid_file.exists():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+        extra: list[int] = []
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            extra.append(int(pid_file.read_text().strip()))
+        end_group(self.process, grace=45, extra_pids=extra)
+        # The hub may have restarted its proxy while stopping: end the one it wrote last too.
+        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+            os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
 
 
 def _free_port() -> int:
@@ -477,12 +472,10 @@ def hub_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
     """
     if _MISSING:
         unavailable(_MISSING)
-    chp = Path(stack_paths()["proxy_bin"]) / "configurable-http-proxy"
-    if not chp.exists():
-        found = shutil.which("configurable-http-proxy")
-        if not found:
-            unavailable("configurable-http-proxy not installed: run scripts/test-cluster build")
-        chp = Path(str(found))
+    chp = find_tool("configurable-http-proxy")
+    if chp is None:
+        unavailable("configurable-http-proxy not found in "
+                    f"{where_tools_are_looked_for('configurable-http-proxy')}")
     hubs: dict[str, RunningHub] = {}
 
     def start(name: str, config_text: str = "", timeout: float = 60) -> RunningHub:
@@ -502,13 +495,12 @@ def hub_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
             + textwrap.dedent(config_text)
         )
         with open(workdir / "jupyterhub.log", "ab") as out:
-            process = subprocess.Popen(
+            process = start_group(
                 [sys.executable, "-m", "jupyterhub", "-f", str(config_file)],
                 cwd=workdir,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,
             )
         hub = RunningHub(
             name,

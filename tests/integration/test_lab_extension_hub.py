@@ -46,7 +46,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 def build_wheel(out: Path) -> Path:
     if not (ROOT / "aispike_hub" / "labextension" / "package.json").exists():
         unavailable("the lab extension is not built: run `npm ci && npm run build` in "
-                    "labextension/ (.ci/run does)")
+                    "labextension/ (scripts/test does)")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
                     "--no-build-isolation", "-w", str(out), str(ROOT)], check=True, timeout=300)
     (wheel,) = out.glob("aispike_hub-*.whl")

@@ -20,5 +20,6 @@ def test_agent_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_unknown_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["nope"]) == 2
-    assert main([]) == 0
+    assert main(["--help"]) == 0
     assert "agent" in capsys.readouterr().out
+    assert main([]) == 2  # no command: usage on stderr, non-zero (tests/unit/test_cli.py)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,14 +19,13 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def helm_binary() -> Path:
-    """The helm that ``scripts/test-cluster build`` pinned; skip (or in CI fail) without it."""
-    out = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "test-cluster"), "paths"],
-        capture_output=True, text=True, check=True,
-    )
-    helm = Path(json.loads(out.stdout)["bin"]) / "helm"
-    if not helm.exists():
-        reason = f"{helm} not built: run scripts/test-cluster build"
+    """The helm that ``scripts/test-cluster build`` pinned (tools.find_tool); skip (or in CI
+    fail) without it."""
+    from tools import find_tool, where_tools_are_looked_for
+
+    helm = find_tool("helm")
+    if helm is None:
+        reason = f"helm not found in {where_tools_are_looked_for('helm')}"
         if IN_CI:
             pytest.fail(f"CI=true and helm is missing: {reason}", pytrace=False)
         pytest.skip(reason)
