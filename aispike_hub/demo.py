@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -316,10 +317,14 @@ class DemoApp(Application):
                     os.chmod(name, 0o755)
                 for name in files:
                     os.chmod(os.path.join(here, name), 0o644)
+        # This environment's own Jupyter config and data (JupyterLab's server extension, the
+        # kernelspecs) too: a server whose Python is not this one does not find them itself.
         environment = {
             "AISPIKE_SERVICE_URL": f"{service_url}/services/aispike/",
-            "JUPYTER_CONFIG_PATH": str(jupyter_path / "config"),
-            "JUPYTER_PATH": str(jupyter_path / "data"),
+            "JUPYTER_CONFIG_PATH": os.pathsep.join(
+                [str(jupyter_path / "config"), os.path.join(sys.prefix, "etc", "jupyter")]),
+            "JUPYTER_PATH": os.pathsep.join(
+                [str(jupyter_path / "data"), os.path.join(sys.prefix, "share", "jupyter")]),
         }
         proxy = self.proxy or find_proxy(Path(self.cache_dir))
         package_root = str(Path(__file__).absolute().parents[1])
@@ -497,7 +502,43 @@ c.AdmissionClient.api_token = AISPIKE_TOKEN
         self.shutdown(hub)
         print("Stopped.", flush=True)
 
+    def hub_api(self, method: str, path: str) -> Any:
+        """Call the hub's REST API with the service's token (it may list and stop servers)."""
+        token = (Path(self.workdir) / "service-token").read_text().strip()
+        request = urllib.request.Request(f"{self.url}hub/api/{path}", method=method,
+                                         headers={"Authorization": f"token {token}"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            body = r.read()
+        return json.loads(body) if body else None
+
+    def stop_servers(self, timeout: float = 60.0) -> None:
+        """Stop every notebook server while the AISpike service still runs.
+
+        Why: on SIGTERM JupyterHub stops its services before the servers, so the servers'
+        admissions could not be given back and the next demo would find alice still holding
+        her slice (and her one server of quota).
+        """
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                users = self.hub_api("GET", "users?state=active")
+                running = [(u["name"], name) for u in users for name, server in
+                           (u.get("servers") or {}).items() if not server.get("stopped")]
+                if not running:
+                    return
+                for user, name in running:
+                    path = (f"users/{user}/servers/{urllib.parse.quote(name)}" if name
+                            else f"users/{user}/server")
+                    with contextlib.suppress(urllib.error.HTTPError):
+                        self.hub_api("DELETE", path)
+                time.sleep(1.0)
+        except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
+            print(f"aispike-hub demo: could not stop the servers first ({e}); the hub stops "
+                  "them", flush=True)
+
     def shutdown(self, hub: subprocess.Popen[bytes]) -> None:
+        if hub.poll() is None and self.answers():
+            self.stop_servers()
         if hub.poll() is None:
             hub.send_signal(signal.SIGTERM)
             try:

@@ -517,8 +517,8 @@
     if (points.length < 2) {
       // One point is no line: axis labels at a single instant would overlap.
       box.replaceChildren(el("p", { cls: "text-muted small chart-empty",
-        text: "Not enough history yet: " + (points.length ? "one sample" : "no samples") +
-              " in this window (a chart needs two)." }));
+        text: "Not enough history yet: " + (points.length ? "one point" : "no point") +
+              " in this window, and a chart needs two (a shorter window shows more)." }));
       return;
     }
     const t0 = Date.parse(points[0].at), t1 = Date.parse(points[points.length - 1].at);
@@ -562,7 +562,7 @@
           el("strong", { text: "GPU-hours in this window: " }),
           el("span", { id: "gpu-hours", text: "held " + h.held.toFixed(1) + " · busy " + h.busy.toFixed(1) +
             " · idle " + h.idle.toFixed(1) + " · no verdict " + h.unknown.toFixed(1) +
-            " (" + d.samples + " points from " +
+            " (" + d.samples + " samples from " +
             (d.source === "prometheus" ? "Prometheus" : "the service's history") +
             (d.sampling ? "" : "; sampling is off") + ")" }));
         lineChart(document.getElementById("chart-allocation"), d.points,
