@@ -279,10 +279,26 @@ export class NotificationTracker {
   }
 }
 
+/** A time of day in the browser's zone and locale ("17:20", "5:20 PM"). */
+export function localClock(iso: string): string {
+  return new Date(Date.parse(iso)).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+/**
+ * The service writes the stop time in UTC ("stopped at 16:20 UTC"); the user reads it in their
+ * own zone, from the exact ``stop_at`` that comes with it.
+ */
+export function localTimes(message: string, stopAt?: string | null): string {
+  if (!stopAt || isNaN(Date.parse(stopAt))) {
+    return message;
+  }
+  return message.replace(/\b\d{1,2}:\d{2} UTC\b/, localClock(stopAt));
+}
+
 /** The idle warning as the user reads it; the service's message when there is one. */
 export function idleMessage(idle: IIdle, now: number = Date.now()): string {
   if (idle.message) {
-    return idle.message;
+    return localTimes(idle.message, idle.stop_at);
   }
   const why = idle.evidence && idle.evidence.length ? `: ${idle.evidence.join('; ')}` : '';
   if (idle.stop_at) {

@@ -6,6 +6,7 @@ import {
   gib,
   idleMessage,
   levelOf,
+  localClock,
   placedOn,
   sparklinePoints,
   statusText,
@@ -247,5 +248,17 @@ describe('widgets', () => {
     for (const bad of ['GPU -1', 'GPU ?', 'on any', 'no GPU slice', 'backend']) {
       expect(text).not.toContain(bad);
     }
+  });
+});
+
+describe('times', () => {
+  it('reads the stop time of an idle warning in the local zone', () => {
+    const stopAt = '2026-12-04T16:20:00Z';
+    const message = "Your server 'default' is idle; it will be stopped at 16:20 UTC unless you use it.";
+    const shown = idleMessage({ available: true, warned: true, message, stop_at: stopAt });
+    expect(shown).not.toContain('UTC');
+    expect(shown).toContain(`stopped at ${localClock(stopAt)} unless`);
+    // Without the exact time the message is left as the service wrote it.
+    expect(idleMessage({ available: true, warned: true, message })).toBe(message);
   });
 });
