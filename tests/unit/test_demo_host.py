@@ -140,3 +140,35 @@ def test_hub_only_variables_never_reach_a_server(monkeypatch: pytest.MonkeyPatch
     env = _spawner(system_users=False).get_env()
     assert "CONFIGPROXY_AUTH_TOKEN" not in env and "JPY_COOKIE_SECRET" not in env
     assert env["PATH"] == "/bin"
+
+
+def test_not_root_the_banner_says_every_server_runs_as_you(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from aispike_hub.demo import DemoApp
+
+    monkeypatch.setattr(os, "getuid", lambda: 1000)
+    app = DemoApp()
+    app.initialize([])
+    assert app.isolate is False
+    (line,) = app.isolation_lines()
+    assert line.startswith("  NO ISOLATION: every user's server runs as you (")
+    assert "secrets" in line and "Run as root" in line
+    forced = DemoApp()
+    forced.initialize([])
+    forced.isolate = True  # isolating needs root: said at once, before anything is written
+    with pytest.raises(SystemExit, match="needs root"):
+        forced.write_config()
+
+
+def test_as_root_the_banner_says_how_users_are_isolated(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from aispike_hub.demo import DemoApp
+
+    monkeypatch.setattr(os, "getuid", lambda: 0)
+    app = DemoApp()
+    app.initialize([])
+    assert app.isolate is True
+    assert "runs as a system user of its own, jupyter-<name>" in app.isolation_lines()[0]
+    off = DemoApp()
+    off.initialize(["--no-isolation"])
+    assert off.isolate is False and "NO ISOLATION" in off.isolation_lines()[0]
