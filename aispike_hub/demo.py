@@ -6,15 +6,22 @@ slices of this machine's GPUs, or of a simulated "2x A100 80GB" when it has none
 service (quotas, queue, fit preview, idle monitor, admin panel) and, when built, the lab
 extension with the server extension.  Demo users and groups with quotas are created; the URL and
 the logins are printed.  Ctrl-C stops the hub, which stops the service, the proxy and every
-notebook server.  Works as root (the servers get ``--allow-root``).
+notebook server.
 
-Everything is written under ``--workdir`` (config, databases, logs, users' homes): delete it to
-start afresh.
+Run as root, each demo user's server runs as a system user of its own, ``jupyter-<name>``
+(created when missing, home directory 0700, as The Littlest JupyterHub does), and the hub's
+files (secrets, configs, databases, logs) are root's only: notebooks cannot read them.  Run as
+anyone else, every server runs as that user, and the banner says so.
+
+Every port the demo binds is checked before anything starts: one in use is reported at once
+with the flag that changes it.  Everything of the hub is written under ``--workdir`` (config,
+databases, logs; mode 0700, secrets 0600): delete it to start afresh.
 """
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import secrets
@@ -24,6 +31,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +41,16 @@ from traitlets import Bool, Dict, Float, Integer, Unicode, default
 from traitlets.config import Application
 
 from aispike_hub.cli import package_version
+from aispike_hub.demo_host import (
+    PortUse,
+    free_port,
+    log_tail,
+    make_private,
+    port_errors,
+    private_dir,
+    python_for_others,
+    write_private,
+)
 
 CHP_VERSION = "5.3.0"
 DEFAULT_SIMULATED = "2x A100 80GB"
@@ -89,11 +107,14 @@ def labextension_dir() -> Path | None:
 
 
 def _free_port() -> int:
-    import socket
+    return free_port()
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+
+SYSTEM_USER_TEMPLATE = "jupyter-{username}"
+"""The system user of a demo user's server when the demo runs as root."""
+PRIVATE_FILES = ("jupyterhub.sqlite", "aispike_service.sqlite", "jupyterhub_cookie_secret",
+                 "jupyterhub.log", "jupyterhub.pid", "jupyterhub-proxy.pid")
+"""What the hub and the service write into the workdir (made 0600 once the hub answers)."""
 
 
 def machine_has_gpus() -> bool:
@@ -111,6 +132,31 @@ class DemoApp(Application):
     description = __doc__ or ""
 
     port = Integer(8000, help="Port of the hub's public URL (0: any free port).").tag(config=True)
+    hub_port = Integer(0, help="Port of the hub's own API behind the proxy (0: any free "
+                       "port).").tag(config=True)
+    proxy_api_port = Integer(0, help="Port of the proxy's REST API (0: any free port).").tag(
+        config=True)
+    service_port = Integer(0, help="Port of the AISpike service (0: any free port).").tag(
+        config=True)
+    isolate = Bool(
+        help="""Run each user's server as a system user of its own (jupyter-<name>, created
+        when missing) so that notebooks cannot read each other's files or the hub's secrets.
+        Needs root; default: on when run as root.""").tag(config=True)
+
+    @default("isolate")
+    def _isolate(self) -> bool:
+        return os.getuid() == 0
+
+    public_dir = Unicode(
+        help="""Directory the users' servers read when isolated (their Jupyter config and,
+        when this Python is closed to other users, a small environment over its packages):
+        outside workdir, which only root can enter. Default /opt/aispike-hub/demo.""",
+    ).tag(config=True)
+
+    @default("public_dir")
+    def _public_dir(self) -> str:
+        return "/opt/aispike-hub/demo"
+
     ip = Unicode("127.0.0.1", help="Address the hub listens on.").tag(config=True)
     workdir = Unicode(help="Directory for config, databases, logs and users' homes.").tag(
         config=True)
@@ -153,6 +199,10 @@ class DemoApp(Application):
 
     aliases = {  # noqa: RUF012 (traitlets reads this class attribute)
         "port": "DemoApp.port",
+        "hub-port": "DemoApp.hub_port",
+        "proxy-api-port": "DemoApp.proxy_api_port",
+        "service-port": "DemoApp.service_port",
+        "public-dir": "DemoApp.public_dir",
         "ip": "DemoApp.ip",
         "workdir": "DemoApp.workdir",
         "gpus": "DemoApp.gpus",
@@ -163,6 +213,8 @@ class DemoApp(Application):
     }
     flags = {  # noqa: RUF012
         "print-only": ({"DemoApp": {"print_only": True}}, "write the config, start nothing"),
+        "no-isolation": ({"DemoApp": {"isolate": False}},
+                         "as root too, run every server as the demo's own user (no isolation)"),
     }
 
     def simulated_gpus(self) -> str:
@@ -177,32 +229,58 @@ class DemoApp(Application):
         names |= {u.strip() for u in self.admin_users.split(",") if u.strip()}
         return sorted(names)
 
+    def choose_ports(self) -> dict[str, int]:
+        """Every port the demo binds, each checked now: one in use stops the demo at once."""
+        wanted = [(self.ip, PortUse(self.port, "the hub's public URL", "--port")),
+                  ("127.0.0.1", PortUse(self.hub_port, "the hub's API", "--hub-port")),
+                  ("127.0.0.1", PortUse(self.proxy_api_port, "the proxy's API",
+                                        "--proxy-api-port")),
+                  ("127.0.0.1", PortUse(self.service_port, "the AISpike service",
+                                        "--service-port"))]
+        given = [(ip, use) for ip, use in wanted if use.port]
+        errors = port_errors(given)
+        if errors:
+            raise SystemExit("aispike-hub demo: cannot start, nothing was started:\n  "
+                             + "\n  ".join(errors))
+        taken = {use.port for _, use in given}
+        chosen = []
+        for ip, use in wanted:
+            port = use.port
+            while not port or (not use.port and port in taken):
+                port = free_port(ip if ip not in ("", "0.0.0.0", "::") else "127.0.0.1")
+            taken.add(port)
+            chosen.append(port)
+        return dict(zip(("public", "hub", "proxy_api", "service"), chosen, strict=True))
+
     def write_config(self) -> Path:
         """Write the hub's, the service's and the notebooks' config under ``workdir``."""
         from aispike_hub.spawner.local import LocalGPUSpawner, parse_simulated
 
-        work = Path(self.workdir).absolute()
-        work.mkdir(parents=True, exist_ok=True)
         simulated = self.simulated_gpus()
         if simulated:
             parse_simulated(simulated)  # a bad inventory fails here, with how to write it
-        port = self.port or _free_port()
-        hub_port, api_port, service_port = _free_port(), _free_port(), _free_port()
+        if self.isolate and os.getuid() != 0:
+            raise SystemExit("aispike-hub demo: isolating users needs root (each server runs "
+                             "as a system user of its own); run as root or drop the setting")
+        ports = self.choose_ports()
+        port, hub_port, api_port = ports["public"], ports["hub"], ports["proxy_api"]
+        service_port = ports["service"]
+        work = Path(self.workdir).absolute()
+        private_dir(work)  # secrets, configs, databases, logs: the hub's user only
         token = secrets.token_hex(32)
-        (work / "service-token").write_text(token)
+        write_private(work / "service-token", token)
         if not self.admin_password:
             stored = work / "admin-password"
             if not stored.exists():
-                stored.write_text(secrets.token_urlsafe(24))
-                os.chmod(stored, 0o600)
+                write_private(stored, secrets.token_urlsafe(24))
+            os.chmod(stored, 0o600)
             self.admin_password = stored.read_text().strip()
-        os.chmod(work / "service-token", 0o600)
         probe = LocalGPUSpawner(simulated_gpus=simulated, machine_cpus=32.0 if simulated else 0,
                                 machine_memory_gib=256 if simulated else 0)
         spec = probe.spec()
-        (work / "machine.json").write_text(json.dumps(spec, indent=1))
+        write_private(work / "machine.json", json.dumps(spec, indent=1))
         service_url = f"http://127.0.0.1:{service_port}"
-        (work / "aispike_service_config.py").write_text(
+        write_private(work / "aispike_service_config.py",
             "c = get_config()  # noqa: F821\n"
             f"c.AISpikeService.db_url = {f'sqlite:///{work}/aispike_service.sqlite'!r}\n"
             f"c.AISpikeService.nodes_file = {str(work / 'machine.json')!r}\n"
@@ -216,22 +294,54 @@ class DemoApp(Application):
             "c.AdminPanel.pool_labels = ['aispike.io/inventory']\n"
         )
         # The notebooks' Jupyter config: the server extension on, the lab extension found.
-        jupyter_path = work / "jupyter"
+        # Isolated servers cannot enter the workdir: theirs is in public_dir (nothing secret).
+        public = Path(self.public_dir).absolute() if self.isolate else work
+        if self.isolate:
+            if public == work or work in public.parents:
+                raise SystemExit(f"aispike-hub demo: --public-dir ({public}) must be outside "
+                                 f"--workdir ({work}), which only root can enter")
+            public.mkdir(parents=True, exist_ok=True)
+            os.chmod(public, 0o755)
+        jupyter_path = public / "jupyter"
         (jupyter_path / "config").mkdir(parents=True, exist_ok=True)
         (jupyter_path / "config" / "jupyter_server_config.json").write_text(json.dumps(
             {"ServerApp": {"jpserver_extensions": {"aispike_hub.serverext": True}}}))
         lab = labextension_dir()
         link = jupyter_path / "data" / "labextensions" / LABEXTENSION
-        if lab is not None and not link.exists():
+        if lab is not None and (not link.exists() or link.resolve() != lab.resolve()):
             link.parent.mkdir(parents=True, exist_ok=True)
+            if link.is_symlink() or link.exists():
+                link.unlink()
             link.symlink_to(lab, target_is_directory=True)
+        if self.isolate:
+            for here, dirs, files in os.walk(jupyter_path):
+                for name in [here, *(os.path.join(here, d) for d in dirs)]:
+                    os.chmod(name, 0o755)
+                for name in files:
+                    os.chmod(os.path.join(here, name), 0o644)
+        # This environment's own Jupyter config and data (JupyterLab's server extension, the
+        # kernelspecs) too: a server whose Python is not this one does not find them itself.
         environment = {
             "AISPIKE_SERVICE_URL": f"{service_url}/services/aispike/",
-            "JUPYTER_CONFIG_PATH": str(jupyter_path / "config"),
-            "JUPYTER_PATH": str(jupyter_path / "data"),
+            "JUPYTER_CONFIG_PATH": os.pathsep.join(
+                [str(jupyter_path / "config"), os.path.join(sys.prefix, "etc", "jupyter")]),
+            "JUPYTER_PATH": os.pathsep.join(
+                [str(jupyter_path / "data"), os.path.join(sys.prefix, "share", "jupyter")]),
         }
         proxy = self.proxy or find_proxy(Path(self.cache_dir))
-        args = ["--allow-root"] if os.getuid() == 0 else []
+        package_root = str(Path(__file__).absolute().parents[1])
+        if self.isolate:
+            server_python, self.server_python_note = python_for_others(
+                public / "python", [package_root])
+            args: list[str] = []
+            users = (f'c.LocalGPUSpawner.system_users = True\n'
+                     f'c.LocalGPUSpawner.system_user_template = {SYSTEM_USER_TEMPLATE!r}\n'
+                     f'c.LocalGPUSpawner.create_system_users = True')
+        else:
+            server_python, self.server_python_note = sys.executable, ""
+            args = ["--allow-root"] if os.getuid() == 0 else []
+            users = (f'c.LocalGPUSpawner.system_users = False\n'
+                     f'c.LocalGPUSpawner.home_dir_template = "{work}/home/{{username}}"')
         admins = [u.strip() for u in self.admin_users.split(",") if u.strip()]
         config = f'''\
 # Written by `aispike-hub demo`: a complete AISpike hub on this machine.
@@ -259,10 +369,9 @@ c.JupyterHub.spawner_class = "aispike_hub.spawner.local.LocalGPUSpawner"
 c.LocalGPUSpawner.simulated_gpus = {simulated!r}
 c.LocalGPUSpawner.machine_cpus = {32.0 if simulated else 0.0!r}
 c.LocalGPUSpawner.machine_memory_gib = {256 if simulated else 0!r}
-c.LocalGPUSpawner.system_users = False
-c.LocalGPUSpawner.home_dir_template = "{work}/home/{{username}}"
+{users}
 c.LocalGPUSpawner.default_gpu_gib = 4
-c.LocalGPUSpawner.cmd = [{sys.executable!r}, "-m", "jupyterhub.singleuser"]
+c.LocalGPUSpawner.cmd = [{server_python!r}, "-m", "jupyterhub.singleuser"]
 c.LocalGPUSpawner.args = {args!r}
 c.LocalGPUSpawner.default_url = "/lab"
 c.LocalGPUSpawner.environment = {environment!r}
@@ -301,7 +410,7 @@ c.AdmissionClient.url = "{service_url}/services/aispike/"
 c.AdmissionClient.api_token = AISPIKE_TOKEN
 '''
         path = work / "jupyterhub_config.py"
-        path.write_text(config)
+        write_private(path, config)
         self.url = f"http://{self.ip}:{port}/"
         self.simulated = simulated
         self.lab = lab
@@ -321,9 +430,27 @@ c.AdmissionClient.api_token = AISPIKE_TOKEN
             f"  admin panel: {self.url}services/aispike/ (as an admin)",
             "  lab extension: " + ("on" if self.lab
                                    else "not built (npm run build in labextension/)"),
-            f"  files, logs: {self.workdir}", "Ctrl-C stops everything.", "",
+            f"  files, logs: {self.workdir}", *self.isolation_lines(),
+            "Ctrl-C stops everything.", "",
         ]
         return "\n".join(lines)
+
+    server_python_note = ""
+
+    def isolation_lines(self) -> list[str]:
+        """What the banner says about whom the servers run as."""
+        if self.isolate:
+            out = ["  isolation: each user's server runs as a system user of its own, "
+                   f"{SYSTEM_USER_TEMPLATE.format(username='<name>')} (created when missing, "
+                   "home 0700); the hub's files above are root's only"]
+            if self.server_python_note and self.server_python_note != \
+                    "this environment's Python":
+                out.append(f"  servers' Python: {self.server_python_note}")
+            return out
+        who = getpass.getuser()
+        return [f"  NO ISOLATION: every user's server runs as you ({who}): any notebook can "
+                "read the others' files and this hub's secrets (service token, admin "
+                "password, database). Run as root to give each user a system account."]
 
     def answers(self) -> bool:
         try:
@@ -342,10 +469,12 @@ c.AdmissionClient.api_token = AISPIKE_TOKEN
         # This package importable by the hub, the service and the notebooks however it was
         # installed (JupyterHub keeps PYTHONPATH in their environments).
         package_root = str(Path(__file__).absolute().parents[1])
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("JUPYTERHUB_API_TOKEN", "CONFIGPROXY_AUTH_TOKEN")}
         env["PYTHONPATH"] = os.pathsep.join(
             [package_root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
-        with open(log_path, "ab") as log:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as log:
             hub = subprocess.Popen(command, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True, env=env)
         stopping = False
@@ -360,10 +489,14 @@ c.AdmissionClient.api_token = AISPIKE_TOKEN
         while not self.answers():
             if hub.poll() is not None or stopping or time.monotonic() > deadline:
                 self.shutdown(hub)
-                tail = log_path.read_text(errors="replace")[-3000:]
-                raise SystemExit(f"aispike-hub demo: the hub did not start; its log "
-                                 f"({log_path}) ends with:\n{tail}")
+                why = ("it exited" if hub.returncode is not None and not stopping
+                       else "stopped" if stopping
+                       else f"it did not answer within {self.start_timeout:.0f} s")
+                tail = log_tail(log_path.read_text(errors="replace"))
+                raise SystemExit(f"aispike-hub demo: the hub did not start ({why}); the last "
+                                 f"lines of its log ({log_path}):\n{tail}")
             time.sleep(0.3)
+        make_private(Path(self.workdir) / name for name in PRIVATE_FILES)
         print(self.banner(), flush=True)
         while not stopping and hub.poll() is None:
             time.sleep(0.3)
@@ -371,7 +504,43 @@ c.AdmissionClient.api_token = AISPIKE_TOKEN
         self.shutdown(hub)
         print("Stopped.", flush=True)
 
+    def hub_api(self, method: str, path: str) -> Any:
+        """Call the hub's REST API with the service's token (it may list and stop servers)."""
+        token = (Path(self.workdir) / "service-token").read_text().strip()
+        request = urllib.request.Request(f"{self.url}hub/api/{path}", method=method,
+                                         headers={"Authorization": f"token {token}"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            body = r.read()
+        return json.loads(body) if body else None
+
+    def stop_servers(self, timeout: float = 60.0) -> None:
+        """Stop every notebook server while the AISpike service still runs.
+
+        Why: on SIGTERM JupyterHub stops its services before the servers, so the servers'
+        admissions could not be given back and the next demo would find alice still holding
+        her slice (and her one server of quota).
+        """
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                users = self.hub_api("GET", "users?state=active")
+                running = [(u["name"], name) for u in users for name, server in
+                           (u.get("servers") or {}).items() if not server.get("stopped")]
+                if not running:
+                    return
+                for user, name in running:
+                    path = (f"users/{user}/servers/{urllib.parse.quote(name)}" if name
+                            else f"users/{user}/server")
+                    with contextlib.suppress(urllib.error.HTTPError):
+                        self.hub_api("DELETE", path)
+                time.sleep(1.0)
+        except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
+            print(f"aispike-hub demo: could not stop the servers first ({e}); the hub stops "
+                  "them", flush=True)
+
     def shutdown(self, hub: subprocess.Popen[bytes]) -> None:
+        if hub.poll() is None and self.answers():
+            self.stop_servers()
         if hub.poll() is None:
             hub.send_signal(signal.SIGTERM)
             try:
@@ -383,6 +552,9 @@ c.AdmissionClient.api_token = AISPIKE_TOKEN
         if pid_file.exists():
             with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
                 os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+        # Whatever the hub left in its process group (the proxy, the service).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(hub.pid, signal.SIGTERM)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

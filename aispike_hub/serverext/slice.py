@@ -53,6 +53,8 @@ class ServerSlice:
     """The model(s) chosen in the options form ("any" when any would do)."""
     live: bool = True
     """False when NVML could not be read: the slice is known only from the environment."""
+    simulated: bool = False
+    """The GPUs are a simulated inventory (``AISPIKE_SIMULATED_GPUS``): no device, no live use."""
 
     @property
     def limit_mib(self) -> int:
@@ -63,7 +65,7 @@ class ServerSlice:
         return {"backend": self.backend, "model": ", ".join(models) or self.requested_model,
                 "requested_model": self.requested_model, "limit_mib": self.limit_mib,
                 "indices": [g.index for g in self.gpus], "gpus": [g.as_dict() for g in self.gpus],
-                "live": self.live}
+                "live": self.live, "simulated": self.simulated}
 
 
 def _tokens(value: str) -> list[str]:
@@ -149,14 +151,7 @@ def server_slice(environ: Mapping[str, str], gpus: Sequence[GpuReading],
     if not nvml_available:
         if not limits:
             return None
-        uuids = [t for t in _tokens(environ.get("NVIDIA_VISIBLE_DEVICES", ""))
-                 if not t.isdigit() and t.lower() not in ("all", "none", "void")]
-        count = max(len(limits), len(uuids), int(environ.get("AISPIKE_GPU_COUNT", "1") or 1))
-        model = "" if requested in ("", "any") else requested
-        return ServerSlice(backend, tuple(
-            SliceGpu(-1, uuids[i] if i < len(uuids) else "", model, 0,
-                     limits[min(i, len(limits) - 1)]) for i in range(count)),
-            requested, live=False)
+        return _slice_from_environment(environ, limits, backend, requested)
     visible = visible_gpus(environ, gpus)
     if not visible:
         return None
@@ -167,6 +162,34 @@ def server_slice(environ: Mapping[str, str], gpus: Sequence[GpuReading],
         out.append(SliceGpu(r.gpu.index, r.gpu.uuid, r.gpu.model, total, min(limit, total),
                             r.gpu.mig_profile))
     return ServerSlice(backend, tuple(out), requested)
+
+
+def _slice_from_environment(environ: Mapping[str, str], limits: list[int], backend: str,
+                            requested: str) -> ServerSlice:
+    """The slice as the spawner described it, when no NVML reading says which GPUs it is on.
+
+    The spawner's ``AISPIKE_GPU_INDICES`` and ``AISPIKE_GPU_MODELS`` (the GPUs it placed the
+    slice on) name them; a numeric ``NVIDIA_VISIBLE_DEVICES`` gives indices too.  A GPU still
+    unknown has index -1 and the requested model only when one was asked for ("any" is not a
+    model).
+    """
+    visible = _tokens(environ.get("NVIDIA_VISIBLE_DEVICES", ""))
+    uuids = [t for t in visible if not t.isdigit() and t.lower() not in ("all", "none", "void")]
+    indices = [int(t) for t in _tokens(environ.get("AISPIKE_GPU_INDICES", "")) if t.isdigit()]
+    if not indices:
+        indices = [int(t) for t in visible if t.isdigit()]
+    models = _tokens(environ.get("AISPIKE_GPU_MODELS", ""))
+    count = max(len(limits), len(uuids), len(indices),
+                int(environ.get("AISPIKE_GPU_COUNT", "1") or 1))
+    asked = [m for m in _tokens(requested) if m != "any"]
+    fallback = asked[0] if len(asked) == 1 else ""
+    gpus = tuple(
+        SliceGpu(indices[i] if i < len(indices) else -1, uuids[i] if i < len(uuids) else "",
+                 models[i] if i < len(models) else fallback, 0,
+                 limits[min(i, len(limits) - 1)])
+        for i in range(count))
+    return ServerSlice(backend, gpus, requested, live=False,
+                       simulated=bool(environ.get("AISPIKE_SIMULATED_GPUS")))
 
 
 # ---------------------------------------------------------------------------------------------

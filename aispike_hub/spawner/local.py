@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import re
 import socket
 from collections.abc import Mapping
@@ -212,10 +213,27 @@ class LocalGPUSpawner(LocalProcessSpawner, SpawnerFormSettings):  # type: ignore
 
     system_users = Bool(
         True,
-        help="""Run each server as the system user of the hub user's name
-        (LocalProcessSpawner's behaviour, needs the hub to run as root). False: run every
-        server as the hub's own user with HOME=home_dir_template (demos and tests only: no
-        isolation between users).""",
+        help="""Run each server as a system user of its own (system_user_template; needs the
+        hub to run as root), as LocalProcessSpawner does. False: run every server as the hub's
+        own user with HOME=home_dir_template (demos and tests only: no isolation between users,
+        and every notebook can read the hub's files).""",
+    ).tag(config=True)
+    system_user_template = Unicode(
+        "{username}",
+        help="""System user a hub user's server runs as when system_users is True ({username}
+        is the hub user's name). "jupyter-{username}" keeps hub users apart from the machine's
+        own accounts, as The Littlest JupyterHub does.""",
+    ).tag(config=True)
+    create_system_users = Bool(
+        False,
+        help="""Create a missing system user (useradd, with a home directory of its own, mode
+        0700) before its first server starts. Needs root; with system_users only.""",
+    ).tag(config=True)
+    hub_only_env = List(
+        Unicode(),
+        ["CONFIGPROXY_AUTH_TOKEN", "JPY_COOKIE_SECRET", "JUPYTERHUB_CRYPT_KEY"],
+        help="""Variables of the hub's own environment that never reach a server, whatever
+        env_keep or environment say (the proxy's token, the cookie secret, the crypt key).""",
     ).tag(config=True)
     home_dir_template = Unicode(
         "/tmp/aispike-{username}",
@@ -405,6 +423,8 @@ class LocalGPUSpawner(LocalProcessSpawner, SpawnerFormSettings):  # type: ignore
 
     async def start(self) -> Any:
         self._messages = []
+        if self.system_users and self.create_system_users:
+            await self.ensure_system_user()
         self._starting = True
         try:
             if self._options is None:
@@ -456,6 +476,14 @@ class LocalGPUSpawner(LocalProcessSpawner, SpawnerFormSettings):  # type: ignore
             env.update(no_gpu_env())
         if self.simulated:
             env["AISPIKE_SIMULATED_GPUS"] = self.simulated_gpus
+        if self.assignment is not None:
+            # Which GPUs those are, for the server extension when it cannot ask NVML (a
+            # simulated inventory): the models in the order of AISPIKE_GPU_INDICES.
+            models = {g.index: g.model for g in self.node().gpus}
+            env.setdefault("AISPIKE_GPU_MODELS", ",".join(
+                models.get(i, "") for i in self.assignment.gpu_indices))
+        for name in self.hub_only_env:
+            env.pop(name, None)
         return env
 
     async def _release_admission(self) -> None:
@@ -503,14 +531,51 @@ class LocalGPUSpawner(LocalProcessSpawner, SpawnerFormSettings):  # type: ignore
                 break
             await asyncio.sleep(0.5)
 
-    # -- running as the hub's user (demos) -----------------------------------------------------
+    # -- whom the server runs as ---------------------------------------------------------------
+    @property
+    def system_user(self) -> str:
+        """The system user this server runs as (with ``system_users``)."""
+        return self.system_user_template.format(username=self.user.name)
+
+    _user_lock: ClassVar[asyncio.Lock | None] = None
+
+    async def ensure_system_user(self) -> None:
+        """Create :attr:`system_user` when missing (``useradd``), its home private (0700).
+
+        Why here and not at login: a user who never starts a server gets no account.
+        """
+        name = self.system_user
+        if LocalGPUSpawner._user_lock is None:
+            LocalGPUSpawner._user_lock = asyncio.Lock()
+        async with LocalGPUSpawner._user_lock:
+            try:
+                entry = pwd.getpwnam(name)
+            except KeyError:
+                self.log.info("creating the system user %s for %s", name, self.user.name)
+                proc = await asyncio.create_subprocess_exec(
+                    "useradd", "--create-home", "--shell", "/bin/bash", "--comment",
+                    f"AISpike Hub user {self.user.name}", name,
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+                out, _ = await proc.communicate()
+                if proc.returncode != 0:
+                    raise SpawnException(
+                        f"Cannot create the system user {name} for {self.user.name}: "
+                        f"useradd said {out.decode(errors='replace').strip()!r}",
+                        reason="system-user", status_code=500) from None
+                entry = pwd.getpwnam(name)
+            home = entry.pw_dir
+            if home and os.path.isdir(home):
+                st = os.stat(home)
+                if st.st_uid == entry.pw_uid and st.st_mode & 0o077:
+                    os.chmod(home, 0o700)
+
     @property
     def home_dir(self) -> str:
         return self.home_dir_template.format(username=self.user.name)
 
     def make_preexec_fn(self, name: str) -> Any:
         if self.system_users:
-            return super().make_preexec_fn(name)
+            return super().make_preexec_fn(self.system_user)
         home = self.home_dir
 
         def preexec() -> None:
@@ -521,7 +586,13 @@ class LocalGPUSpawner(LocalProcessSpawner, SpawnerFormSettings):  # type: ignore
 
     def user_env(self, env: dict[str, str]) -> dict[str, str]:
         if self.system_users:
-            return cast(dict[str, str], super().user_env(env))
+            entry = pwd.getpwnam(self.system_user)
+            env["USER"] = self.system_user
+            if entry.pw_dir:
+                env["HOME"] = entry.pw_dir
+            if entry.pw_shell:
+                env["SHELL"] = entry.pw_shell
+            return env
         env["USER"] = self.user.name
         env["HOME"] = self.home_dir
         env["SHELL"] = "/bin/bash"

@@ -17,7 +17,7 @@ import { ServerConnection } from '@jupyterlab/services';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
 import { gpuIcon } from './icon';
-import { IStatus, NotificationTracker, gib } from './model';
+import { IStatus, NotificationTracker, gib, placedOn } from './model';
 import { GpuPanel, GpuStatusItem } from './widgets';
 
 const PLUGIN_ID = 'aispike-hub-lab:plugin';
@@ -66,7 +66,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     app.commands.addCommand(SHOW_COMMAND, {
       label: () =>
         last && last.slice
-          ? `GPU slice: ${gib(last.slice.limit_mib)} GiB on ${last.slice.model}`
+          ? `GPU slice: ${gib(last.slice.limit_mib)} GiB on ${placedOn(last.slice)}`
           : 'GPU slice',
       caption: 'Show my GPU slice and its live use',
       icon: gpuIcon,
@@ -90,6 +90,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
       } catch (error) {
         panel.render(last, String(error));
+        if (!last) {
+          item.showError(String(error));
+        }
       }
     };
     void app.restored.then(() => {

@@ -24,6 +24,8 @@ export interface ISlice {
   indices: number[];
   gpus: ISliceGpu[];
   live: boolean;
+  /** A simulated inventory (the demo on a machine without GPUs): no device, no live use. */
+  simulated?: boolean;
 }
 
 export interface IHistoryPoint {
@@ -100,6 +102,8 @@ export interface IStatus {
 }
 
 export const NO_SLICE_TEXT = 'no GPU slice';
+/** Before the first status arrives: the slice is not known yet, not absent. */
+export const LOADING_TEXT = 'GPU …';
 
 /** MiB as GiB with one decimal ("5.2"); whole numbers without one ("8"). */
 export function gib(mib: number): string {
@@ -108,30 +112,79 @@ export function gib(mib: number): string {
   return Number.isInteger(rounded) ? rounded.toFixed(0) : rounded.toFixed(1);
 }
 
-/** The status bar's text: "GPU 5.2 / 8 GiB", "2 GPUs 9.5 / 32 GiB" or "no GPU slice". */
+/** The slice's GPUs that placement named (index -1: known only from the environment). */
+function placedGpus(slice: ISlice): ISliceGpu[] {
+  return slice.gpus.filter(g => g.index >= 0);
+}
+
+/** Real model names of the slice's GPUs ("any" is a choice in the form, not a model). */
+function models(slice: ISlice): string[] {
+  const names = slice.gpus.map(g => g.model).filter(m => m && m !== 'any');
+  if (!names.length && slice.model && slice.model !== 'any') {
+    names.push(...slice.model.split(',').map(m => m.trim()));
+  }
+  return [...new Set(names)];
+}
+
+/** Where the slice is: "GPU 1 (A100 80GB)", "GPUs 0, 1 (H200)", "A100 80GB" or "a GPU". */
+export function placedOn(slice: ISlice): string {
+  const placed = placedGpus(slice);
+  const where = placed.length
+    ? `${placed.length > 1 ? 'GPUs' : 'GPU'} ${placed.map(g => g.index).join(', ')}`
+    : '';
+  const what = models(slice).join(', ');
+  if (where && what) {
+    return `${where} (${what})`;
+  }
+  return where || what || 'a GPU';
+}
+
+/**
+ * The status bar's text: "GPU 5.2 / 8 GiB", "2 GPUs 9.5 / 32 GiB", "GPU 1 · 4 GiB (simulated)"
+ * when there is no live use to show, "no GPU slice", or "GPU …" before the first status.
+ */
 export function statusText(status: IStatus | null): string {
-  if (!status || !status.slice) {
+  if (!status) {
+    return LOADING_TEXT;
+  }
+  if (!status.slice) {
     return NO_SLICE_TEXT;
   }
   const count = status.slice.gpus.length;
   const label = count > 1 ? `${count} GPUs` : 'GPU';
   if (!status.slice.live) {
-    return `${label} ? / ${gib(status.slice.limit_mib)} GiB`;
+    const placed = placedGpus(status.slice);
+    const where =
+      placed.length && placed.length === count
+        ? `${count > 1 ? 'GPUs' : 'GPU'} ${placed.map(g => g.index).join(', ')}`
+        : label;
+    return (
+      `${where} · ${gib(status.slice.limit_mib)} GiB` +
+      (status.slice.simulated ? ' (simulated)' : '')
+    );
   }
   return `${label} ${gib(status.usage.memory_used_mib)} / ${gib(status.slice.limit_mib)} GiB`;
 }
 
-/** The status bar's tooltip: model, backend and each GPU's use. */
+/** The status bar's tooltip: where the slice is and each GPU's use. */
 export function statusTitle(status: IStatus | null): string {
-  if (!status || !status.slice) {
+  if (!status) {
+    return "Reading this server's GPU slice …";
+  }
+  if (!status.slice) {
     return 'This server has no GPU slice';
   }
   const s = status.slice;
-  const lines = [`GPU slice: ${gib(s.limit_mib)} GiB on ${s.model || 'unknown GPU'} (${s.backend})`];
-  for (const g of status.usage.gpus) {
-    lines.push(`GPU ${g.index}: ${gib(g.used_mib)} / ${gib(g.limit_mib)} GiB`);
-  }
-  if (!s.live) {
+  const lines = [
+    `GPU slice: ${gib(s.limit_mib)} GiB on ${placedOn(s)}` + (s.simulated ? ' (simulated)' : '')
+  ];
+  if (s.live) {
+    for (const g of status.usage.gpus) {
+      lines.push(`GPU ${g.index}: ${gib(g.used_mib)} / ${gib(g.limit_mib)} GiB`);
+    }
+  } else if (s.simulated) {
+    lines.push('Simulated GPUs: the server has the slice\'s settings but no device to use.');
+  } else {
     lines.push('Live use unavailable: ' + (status.nvml.problems[0] || 'no NVML reading'));
   }
   return lines.join('\n');
@@ -226,10 +279,26 @@ export class NotificationTracker {
   }
 }
 
+/** A time of day in the browser's zone and locale ("17:20", "5:20 PM"). */
+export function localClock(iso: string): string {
+  return new Date(Date.parse(iso)).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+/**
+ * The service writes the stop time in UTC ("stopped at 16:20 UTC"); the user reads it in their
+ * own zone, from the exact ``stop_at`` that comes with it.
+ */
+export function localTimes(message: string, stopAt?: string | null): string {
+  if (!stopAt || isNaN(Date.parse(stopAt))) {
+    return message;
+  }
+  return message.replace(/\b\d{1,2}:\d{2} UTC\b/, localClock(stopAt));
+}
+
 /** The idle warning as the user reads it; the service's message when there is one. */
 export function idleMessage(idle: IIdle, now: number = Date.now()): string {
   if (idle.message) {
-    return idle.message;
+    return localTimes(idle.message, idle.stop_at);
   }
   const why = idle.evidence && idle.evidence.length ? `: ${idle.evidence.join('; ')}` : '';
   if (idle.stop_at) {

@@ -11,6 +11,7 @@ import {
   gib,
   idleMessage,
   levelColour,
+  placedOn,
   sparklinePoints,
   statusText,
   statusTitle
@@ -26,6 +27,14 @@ export class GpuStatusItem extends Widget {
     this.node.dataset.level = 'none';
     this.node.textContent = statusText(null);
     this.node.title = statusTitle(null);
+  }
+
+  /** The status could not be read (yet): keep what is shown, say why in the tooltip. */
+  showError(error: string): void {
+    this.node.title = `${this.node.title}\n(${error})`.trim();
+    if (this.node.dataset.level === 'none') {
+      this.node.title = `Cannot read this server's GPU slice: ${error}`;
+    }
   }
 
   render(status: IStatus | null): void {
@@ -115,13 +124,23 @@ export class GpuPanel extends Widget {
       root.appendChild(el('div', 'aispike-Panel-noslice', 'This server has no GPU slice.'));
     } else {
       const head = el('div', 'aispike-Panel-slice');
-      const indices = slice.indices.filter(i => i >= 0);
       head.textContent =
-        `${gib(slice.limit_mib)} GiB on ${slice.model || 'a GPU'}` +
-        (indices.length ? ` (GPU ${indices.join(', ')})` : '') +
-        ` · backend ${slice.backend}`;
+        `${gib(slice.limit_mib)} GiB on ${placedOn(slice)}` +
+        (slice.simulated ? ' (simulated)' : '');
       root.appendChild(head);
-      for (const g of status.usage.gpus) {
+      if (!slice.live) {
+        root.appendChild(
+          el(
+            'div',
+            'aispike-Panel-nolive',
+            slice.simulated
+              ? 'Simulated GPUs: this server has the slice\'s settings but no device, so there ' +
+                  'is no live GPU use to show.'
+              : 'Live GPU use unavailable: ' + (status.nvml.problems[0] || 'no NVML reading')
+          )
+        );
+      }
+      for (const g of slice.live ? status.usage.gpus : []) {
         const bar = el('div', 'aispike-Bar');
         bar.dataset.level = g.level;
         const fill = el('div', 'aispike-Bar-fill');

@@ -6,6 +6,8 @@ import {
   gib,
   idleMessage,
   levelOf,
+  localClock,
+  placedOn,
   sparklinePoints,
   statusText,
   statusTitle
@@ -70,6 +72,27 @@ function status(usedMib: number, limitMib = 8192, extra: Partial<IStatus> = {}):
   };
 }
 
+/** What the demo's server extension reports for a simulated 4 GiB slice on GPU 1. */
+function simulated(): IStatus {
+  const s = status(0, 4096);
+  s.nvml = { available: false, problems: ['NVML library not found'] };
+  s.source = 'nvml';
+  s.slice = {
+    backend: 'local',
+    model: 'A100 80GB',
+    requested_model: 'any',
+    limit_mib: 4096,
+    indices: [1],
+    gpus: [
+      { index: 1, uuid: 'GPU-b', model: 'A100 80GB', memory_total_mib: 0, limit_mib: 4096, mig_profile: '' }
+    ],
+    live: false,
+    simulated: true
+  };
+  s.usage = { ...s.usage, gpus: [{ index: 1, used_mib: 0, limit_mib: 4096, fraction: 0, level: 'ok' }] };
+  return s;
+}
+
 describe('status text', () => {
   it('shows used and limit in GiB', () => {
     expect(gib(5325)).toBe('5.2');
@@ -77,10 +100,13 @@ describe('status text', () => {
     expect(statusText(status(5325))).toBe('GPU 5.2 / 8 GiB');
   });
 
-  it('says when there is no GPU slice', () => {
-    expect(statusText(null)).toBe('no GPU slice');
+  it('says when there is no GPU slice, and not before it knows', () => {
     expect(statusText({ ...status(0), slice: null })).toBe('no GPU slice');
-    expect(statusTitle(null)).toContain('no GPU slice');
+    expect(statusTitle({ ...status(0), slice: null })).toContain('no GPU slice');
+    // Before the first status arrives the slice is unknown, not absent.
+    expect(statusText(null)).toBe('GPU …');
+    expect(statusText(null)).not.toContain('no GPU');
+    expect(statusTitle(null)).not.toContain('no GPU');
   });
 
   it('counts several GPUs', () => {
@@ -89,10 +115,33 @@ describe('status text', () => {
     expect(statusText(s)).toBe('2 GPUs 2.9 / 16 GiB');
   });
 
-  it('marks a slice known only from the environment', () => {
+  it('says where a slice known only from the environment is, with no made-up use', () => {
     const s = status(0);
     s.slice!.live = false;
-    expect(statusText(s)).toBe('GPU ? / 8 GiB');
+    expect(statusText(s)).toBe('GPU 0 · 8 GiB');
+    expect(statusTitle(s)).toContain('GPU slice: 8 GiB on GPU 0 (NVIDIA H200)');
+    expect(statusTitle(s)).toContain('Live use unavailable');
+  });
+
+  it('shows the GPU a simulated slice was placed on (the demo)', () => {
+    const s = simulated();
+    expect(statusText(s)).toBe('GPU 1 · 4 GiB (simulated)');
+    const title = statusTitle(s);
+    expect(title).toContain('GPU slice: 4 GiB on GPU 1 (A100 80GB) (simulated)');
+    for (const bad of ['GPU -1', 'GPU ?', 'on any', 'no GPU slice', 'unknown GPU']) {
+      expect(title).not.toContain(bad);
+      expect(statusText(s)).not.toContain(bad);
+    }
+    expect(placedOn(s.slice!)).toBe('GPU 1 (A100 80GB)');
+  });
+
+  it('never names a GPU "any" nor index -1', () => {
+    const s = simulated();
+    s.slice!.gpus[0] = { ...s.slice!.gpus[0], index: -1, model: '' };
+    s.slice!.model = 'any';
+    expect(placedOn(s.slice!)).toBe('a GPU');
+    expect(statusText(s)).toBe('GPU · 4 GiB (simulated)');
+    expect(statusTitle(s)).toContain('4 GiB on a GPU');
   });
 });
 
@@ -160,7 +209,7 @@ describe('notifications', () => {
 describe('widgets', () => {
   it('status item shows text and level', () => {
     const item = new GpuStatusItem();
-    expect(item.node.textContent).toBe('no GPU slice');
+    expect(item.node.textContent).toBe('GPU …'); // not "no GPU slice" before it knows
     item.render(status(8000));
     expect(item.node.textContent).toBe('GPU 7.8 / 8 GiB');
     expect(item.node.dataset.level).toBe('full');
@@ -184,5 +233,32 @@ describe('widgets', () => {
     expect(panel.node.querySelector('.aispike-Panel-idle')!.textContent).toBe('stopping soon');
     panel.render({ ...status(0), slice: null });
     expect(panel.node.querySelector('.aispike-Panel-noslice')).not.toBeNull();
+  });
+
+  it('panel of a simulated slice names its GPU and draws no made-up use', () => {
+    const panel = new GpuPanel();
+    panel.render(simulated());
+    const text = panel.node.textContent || '';
+    expect(panel.node.querySelector('.aispike-Panel-slice')!.textContent).toBe(
+      '4 GiB on GPU 1 (A100 80GB) (simulated)'
+    );
+    expect(panel.node.querySelector('.aispike-Panel-noslice')).toBeNull();
+    expect(panel.node.querySelector('.aispike-Bar')).toBeNull();
+    expect(text).toContain('no device');
+    for (const bad of ['GPU -1', 'GPU ?', 'on any', 'no GPU slice', 'backend']) {
+      expect(text).not.toContain(bad);
+    }
+  });
+});
+
+describe('times', () => {
+  it('reads the stop time of an idle warning in the local zone', () => {
+    const stopAt = '2026-12-04T16:20:00Z';
+    const message = "Your server 'default' is idle; it will be stopped at 16:20 UTC unless you use it.";
+    const shown = idleMessage({ available: true, warned: true, message, stop_at: stopAt });
+    expect(shown).not.toContain('UTC');
+    expect(shown).toContain(`stopped at ${localClock(stopAt)} unless`);
+    // Without the exact time the message is left as the service wrote it.
+    expect(idleMessage({ available: true, warned: true, message })).toBe(message);
   });
 });

@@ -58,6 +58,20 @@
     return h % 360;
   }
   function pct(x) { return (100 * x).toFixed(1) + " %"; }
+  // A timestamp of the service (ISO 8601, UTC) in the browser's own zone and locale.
+  function localTime(iso) {
+    const t = Date.parse(iso);
+    return isNaN(t) ? String(iso) : new Date(t).toLocaleString();
+  }
+  // The map's memory by state, in one order that adds up to the capacity.
+  const TOTAL_PARTS = [["busy", "busy"], ["idle", "idle"], ["unknown", "no verdict"],
+                       ["other", "other workloads"], ["free", "free"],
+                       ["fragmented", "fragmented"]];
+  function totalsText(t) {
+    const parts = TOTAL_PARTS.filter(function (p) { return p[0] !== "other" || t.other; })
+      .map(function (p) { return p[1] + " " + gib(t[p[0]] || 0); });
+    return gib(t.total_mib) + " = " + parts.join(" + ");
+  }
   function fillSelect(select, values, keep) {
     const current = keep || select.value;
     while (select.options.length > 1) select.remove(1);
@@ -152,7 +166,7 @@
           el("div", { cls: "pool-bar" }, stackedBar(p)),
           el("div", { cls: "pool-stats small",
                       text: "allocated " + pct(p.allocation) + " · fragmented " +
-                            p.fragmented_gpus.toFixed(1) + " GPUs" }));
+                            gib(p.fragmented) }));
       });
       map.replaceChildren.apply(map, rows);
     }
@@ -195,6 +209,8 @@
     function drawNodes(view, byOwner) {
       const rows = view.nodes.map(function (n) {
         const models = Array.from(new Set(n.gpus.map(function (g) { return g.model; })));
+        const fragmented = n.gpus.reduce(function (sum, g) {
+          return sum + (g.fragmented ? g.free_mib : 0); }, 0);
         const domains = [];
         n.gpus.forEach(function (g) {
           const key = g.nvlink || "";
@@ -213,8 +229,7 @@
              el("span", { cls: "small text-muted",
                           text: " " + models.join(", ") + " · " + n.gpus.length + " GPUs · " +
                                 (n.cpu_milli / 1000) + " CPU · pool " + n.pool +
-                                (n.fragmented_gpus > 0.01 ? " · fragmented " +
-                                 n.fragmented_gpus.toFixed(2) + " GPUs" : "") })),
+                                (fragmented > 0 ? " · fragmented " + gib(fragmented) : "") })),
           el("div", { cls: "node-gpus" }, ...groups));
       });
       if (view.matched_nodes > view.offset + view.nodes.length) {
@@ -246,10 +261,8 @@
         fillSelect(form.elements.group, view.groups, f.group);
         const t = view.totals;
         document.getElementById("map-summary").replaceChildren(el("div", {},
-          el("span", { text: t.nodes + " nodes · " + t.gpus + " GPUs · allocated " +
-            pct(t.allocation) + " · busy " + gib(t.busy) + " · idle " + gib(t.idle) +
-            " · free " + gib(t.free) + " · fragmented " + gib(t.fragmented) + " (" +
-            t.fragmented_gpus.toFixed(1) + " GPUs by the placement model)" }),
+          el("span", { id: "map-totals", text: t.nodes + (t.nodes === 1 ? " node · " : " nodes · ") +
+            t.gpus + " GPUs · allocated " + pct(t.allocation) + " · " + totalsText(t) }),
           view.stale.length ? el("div", { cls: "text-warning", text: "Not drawn: " +
             view.stale.join("; ") }) : null));
         const crumbs = [el("a", { href: "#", text: "All pools", onclick: function (ev) {
@@ -468,7 +481,7 @@
           t.reclaimable_servers + " reclaimable (" + gib(t.reclaimable_gpu_memory_mib) + ", " +
           t.wasted_gpu_hours.toFixed(2) + " GPU-hours wasted) · " + t.warned + " warned" +
           (d.stale ? " · the hub did not answer: " + d.hub.error : "") +
-          (d.generated_at ? " · as of " + d.generated_at : " · not polled yet");
+          (d.generated_at ? " · as of " + localTime(d.generated_at) : " · not polled yet");
         body.replaceChildren(...d.servers.map(function (r) {
           const cell = el("td", { cls: "actions" });
           cell.append(
@@ -501,8 +514,11 @@
   function lineChart(box, points, series, yMaxFixed) {
     const W = 640, H = 200, L = 44, B = 22, T = 8, R = 8;
     const chart = svg("svg", { viewBox: "0 0 " + W + " " + H, class: "chart-svg", role: "img" });
-    if (!points.length) {
-      box.replaceChildren(el("p", { cls: "text-muted small", text: "No samples in this window yet." }));
+    if (points.length < 2) {
+      // One point is no line: axis labels at a single instant would overlap.
+      box.replaceChildren(el("p", { cls: "text-muted small chart-empty",
+        text: "Not enough history yet: " + (points.length ? "one point" : "no point") +
+              " in this window, and a chart needs two (a shorter window shows more)." }));
       return;
     }
     const t0 = Date.parse(points[0].at), t1 = Date.parse(points[points.length - 1].at);
@@ -546,7 +562,7 @@
           el("strong", { text: "GPU-hours in this window: " }),
           el("span", { id: "gpu-hours", text: "held " + h.held.toFixed(1) + " · busy " + h.busy.toFixed(1) +
             " · idle " + h.idle.toFixed(1) + " · no verdict " + h.unknown.toFixed(1) +
-            " (" + d.samples + " points from " +
+            " (" + d.samples + " samples from " +
             (d.source === "prometheus" ? "Prometheus" : "the service's history") +
             (d.sampling ? "" : "; sampling is off") + ")" }));
         lineChart(document.getElementById("chart-allocation"), d.points,

@@ -91,6 +91,53 @@ def test_slice_from_the_environment_when_nvml_cannot_be_read() -> None:
     assert [(g.uuid, g.limit_mib, g.model) for g in s.gpus] == [(A100_1, 8192, "A100")]
 
 
+def test_a_simulated_slice_says_the_gpu_the_local_spawner_placed_it_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's simulated inventory: no NVML, the spawner's environment names the GPU."""
+    from types import SimpleNamespace
+
+    from jupyterhub.spawner import LocalProcessSpawner
+
+    from aispike_hub.model import SliceRequest
+    from aispike_hub.spawner.local import LocalGPUSpawner
+
+    # The hub's part of the environment (API URLs, the server's token) needs a hub.
+    monkeypatch.setattr(LocalProcessSpawner, "get_env", lambda self: {})
+
+    spawner = LocalGPUSpawner(
+        user=SimpleNamespace(name="alice", groups=[], url="/user/alice/", escaped_name="alice"),
+        orm_spawner=SimpleNamespace(name="", server=None, state=None, user_options=None),
+        simulated_gpus="2x A100 80GB", node_name="box", machine_cpus=32.0,
+        machine_memory_gib=256, system_users=False)
+    request = SliceRequest(gpu_count=1, gpu_memory_mib=4096)
+    taken = SliceRequest(gpu_count=1, gpu_memory_mib=80 * 1024)
+    spawner.hold(spawner.place(taken))  # GPU 0 is full: the slice goes to GPU 1
+    other = LocalGPUSpawner(
+        user=SimpleNamespace(name="bob", groups=[], url="/user/bob/", escaped_name="bob"),
+        orm_spawner=SimpleNamespace(name="", server=None, state=None, user_options=None),
+        simulated_gpus="2x A100 80GB", node_name="box", machine_cpus=32.0,
+        machine_memory_gib=256, system_users=False)
+    try:
+        other.hold(other.place(request))
+        other._request = request
+        env = other.get_env()
+    finally:
+        spawner.hold(None)
+        other.hold(None)
+    s = server_slice(env, (), nvml_available=False)
+    assert s is not None and not s.live and s.simulated
+    doc = s.as_dict()
+    assert doc["indices"] == [1] and doc["model"] == "A100 80GB", doc
+    assert doc["limit_mib"] == 4096 and doc["simulated"] is True
+
+
+def test_an_unknown_gpu_is_never_named_any() -> None:
+    s = server_slice({"AISPIKE_GPU_MEMORY_LIMIT": "4096", "AISPIKE_GPU_MODEL": "any"}, (),
+                     nvml_available=False)
+    assert s is not None and s.as_dict()["model"] == "any"  # what was asked, kept as asked
+    assert [(g.index, g.model) for g in s.gpus] == [(-1, "")]  # ... but no GPU named "any"
+
+
 def _tree(*edges: tuple[int, int]) -> dict[int, ProcessInfo]:
     return {pid: ProcessInfo(pid, ppid) for pid, ppid in edges}
 
