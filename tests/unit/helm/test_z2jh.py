@@ -236,3 +236,16 @@ def test_older_clusters_install_without_dra_and_the_dra_backend_says_why() -> No
 def test_helm_template_works_without_naming_a_kube_version() -> None:
     proc = helm("template", "rel", str(CHART), check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_agents_are_found_by_their_headless_service_and_reached_by_the_service_only() -> None:
+    docs = render()
+    agents = one(docs, "Service", "rel-aispike-hub-agent")
+    assert agents["spec"]["clusterIP"] == "None"
+    idle = service_config(docs)["IdleMonitor"]
+    assert idle["agent_service"] == "rel-aispike-hub-agent.hubns.svc:9400"
+    policy = one(docs, "NetworkPolicy", "rel-aispike-hub-agent")
+    peers = policy["spec"]["ingress"][0]["from"]
+    assert peers[0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "service"
+    assert all(p.get("podSelector", {}).get("matchLabels", {}).get("component")
+               != "singleuser-server" for p in peers)
