@@ -174,8 +174,8 @@ def test_notebook_egress_blocks_the_cloud_metadata_address_by_default() -> None:
     internet = [b for b in blocks if b["cidr"] == "0.0.0.0/0"]
     assert internet and "169.254.0.0/16" in internet[0]["except"]
     assert {"cidr": "169.254.169.254/32"} not in blocks
-    opened = one(render(sets=["singleuser.networkPolicy.egressAllowRules.cloudMetadataServer=true"]),
-                 "NetworkPolicy", "rel-aispike-hub-singleuser")
+    allow = "singleuser.networkPolicy.egressAllowRules.cloudMetadataServer=true"
+    opened = one(render(sets=[allow]), "NetworkPolicy", "rel-aispike-hub-singleuser")
     assert {"ipBlock": {"cidr": "169.254.169.254/32"}} in [
         b for rule in opened["spec"]["egress"] for b in rule.get("to", [])]
 
