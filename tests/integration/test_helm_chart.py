@@ -68,17 +68,25 @@ NAMESPACED_KINDS = [
 ]
 
 
+ADMIN = "helm-admin"
+
+
 def values(release: str, quota_gib: int, group: str) -> dict[str, Any]:
-    """Values for kwok: no PVCs (nothing binds volumes here), no LoadBalancer (`--wait` waits for
-    an external IP no controller gives here), tiers with per-release PriorityClass names, and the
-    agent and pre-pullers kept to this test's nodes (the shared cluster holds other tests' nodes,
-    hundreds after the burst and panel tests, whose DaemonSet pods kwok would have to start)."""
+    """Values for kwok: no PVC for the hub's database (nothing provisions volumes here; the
+    users' home PVCs get pre-bound volumes, see `home_volume`), no LoadBalancer (`--wait` waits
+    for an external IP no controller gives here), tiers with per-release PriorityClass names, and
+    the agent and pre-pullers kept to this test's nodes (the shared cluster holds other tests'
+    nodes, hundreds after the burst and panel tests, whose DaemonSet pods kwok would have to
+    start). Home storage, culling and the admin panel's roles stay the chart's defaults."""
     return {
         "prePuller": {"nodeSelector": {TEST_GROUP_LABEL: group}},
         # The dummy authenticator lets anyone in with any password (a test hub, nothing else).
+        # working_dir: an image's WORKDIR (the pod runner has no image), where the server's
+        # files live, on the home volume as in the Jupyter docker stacks.
         "hub": {"db": {"type": "sqlite-memory"},
                 "config": {"JupyterHub": {"authenticator_class": "dummy"},
-                           "Authenticator": {"allow_all": True}}},
+                           "Authenticator": {"allow_all": True, "admin_users": [ADMIN]},
+                           "KubeSpawner": {"working_dir": "/home/jovyan"}}},
         "proxy": {"service": {"type": "NodePort"}},
         "singleuser": {
             "images": [
@@ -265,6 +273,19 @@ def proxy_url(cluster: TestCluster, runner: PodRunner, namespace: str, release: 
     return f"http://{running.ip}:8000/"
 
 
+def home_volume(cluster: TestCluster, namespace: str, claim: str) -> str:
+    """A PersistentVolume pre-bound to a user's home PVC, as a provisioner would make it (the
+    test cluster has none): kube-controller-manager binds the claim KubeSpawner creates."""
+    name = f"{namespace}-{claim}"[:63]
+    cluster.core.create_persistent_volume({
+        "metadata": {"name": name},
+        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                 "hostPath": {"path": f"/tmp/aispike-test-pv/{name}"},
+                 "claimRef": {"namespace": namespace, "name": claim}}})
+    return name
+
+
 def start_a_gpu_notebook(cluster: TestCluster, runner: PodRunner, namespace: str,
                          release: str) -> None:
     """A user logs in through the proxy and starts an 8 GiB slice through the hub's REST API;
@@ -297,8 +318,21 @@ def start_a_gpu_notebook(cluster: TestCluster, runner: PodRunner, namespace: str
     assert proxy is not None and not in_container(  # automountServiceAccountToken: false
         proxy.process.pid, "/var/run/secrets/kubernetes.io/serviceaccount").exists()
 
+    # A hub admin opens the admin panel (OAuth through the hub): the chart's role gives hub
+    # admins the panel's scope, and the service's OAuth client may ask for it.
+    admin = HubUser(url, ADMIN)
+    admin.login()
+    r = admin.session.get(f"{url}services/aispike/admin/", timeout=60)
+    assert r.status_code == 200 and r.url.startswith(f"{url}services/aispike/admin"), (
+        r.status_code, r.url, r.text[:300])
+    # ... and a user who is not an admin does not.
     user = HubUser(url, f"helm-{secrets.token_hex(3)}")
     user.login()
+    r = user.session.get(f"{url}services/aispike/admin/", timeout=60)
+    assert r.status_code == 403, (r.status_code, r.url)
+
+    # The default install keeps each user's home on a PVC of their own (claim-<user>).
+    pv = home_volume(cluster, namespace, f"claim-{user.name}")
     options = {"image": "pytorch", "gpu_gib": 8, "cpu": 1, "memory_gib": 1}
     r = user.api("POST", f"/users/{user.name}/server", json=options)
     assert r.status_code in (201, 202), (r.status_code, r.text[:500])
@@ -333,6 +367,11 @@ def start_a_gpu_notebook(cluster: TestCluster, runner: PodRunner, namespace: str
     r = user.session.get(f"{url}user/{user.name}/api/status", timeout=60,
                          headers={"X-XSRFToken": xsrf})
     assert r.status_code == 200 and "started" in r.json(), (r.status_code, r.text[:300])
+    # She writes a file in her home directory.
+    r = user.session.put(f"{url}user/{user.name}/api/contents/kept.txt", timeout=60,
+                         headers={"X-XSRFToken": xsrf},
+                         json={"type": "file", "format": "text", "content": "still here"})
+    assert r.status_code in (200, 201), (r.status_code, r.text[:300])
 
     # The notebook's server extension reaches the service where the chart says (by Service name,
     # through the notebook pod's /etc/hosts) with the server's own token: its user's quota.
@@ -374,6 +413,25 @@ def start_a_gpu_notebook(cluster: TestCluster, runner: PodRunner, namespace: str
     wait_until(lambda: claim_or_none(cluster, namespace, claim_name) is None, 60,
                "pinned claim deleted")
     wait_until(lambda: notebook.process.poll() is not None, 30, "notebook process ended")
+    pvc = cluster.core.read_namespaced_persistent_volume_claim(f"claim-{user.name}", namespace)
+    assert pvc.status.phase == "Bound" and pvc.spec.volume_name == pv  # kept across the stop
+
+    # Started again, her file is there: the home volume outlived the pod.
+    r = user.api("POST", f"/users/{user.name}/server", json=options)
+    assert r.status_code in (201, 202), (r.status_code, r.text[:500])
+    wait_until(lambda: (s := user.server()).get("ready") and s, 150,
+               f"{user.name}'s notebook ready again")
+    user.session.get(f"{url}user/{user.name}/lab", timeout=60)
+    xsrf = user.session.cookies.get("_xsrf", path=f"/user/{user.name}/") or ""
+    r = user.session.get(f"{url}user/{user.name}/api/contents/kept.txt", timeout=60,
+                         headers={"X-XSRFToken": xsrf})
+    assert r.status_code == 200 and r.json()["content"] == "still here", (
+        r.status_code, r.text[:300])
+    r = user.api("DELETE", f"/users/{user.name}/server")
+    assert r.status_code in (202, 204), (r.status_code, r.text[:500])
+    wait_until(lambda: not user.server(), 90, f"{user.name}'s notebook stopped again")
+    cluster.core.delete_namespaced_persistent_volume_claim(f"claim-{user.name}", namespace)
+    cluster.core.delete_persistent_volume(pv)
 
 
 def test_helm_install_upgrade_uninstall_on_kwok_gpu_nodes(

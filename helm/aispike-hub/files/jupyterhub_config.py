@@ -17,14 +17,18 @@ c.merge(Config(chart["hubConfig"]))
 
 # The AISpike service is an external JupyterHub service (its own Deployment); the shared token
 # comes from the chart's Secret, never from a ConfigMap.
+# The pages of the admin panel log in through the hub (OAuth): the panel's token carries the
+# admin scopes of those who have them (the aispike-admins role), never more.
 service_token = os.environ["AISPIKE_SERVICE_TOKEN"]
 c.JupyterHub.services = [
     *[s for s in c.JupyterHub.get("services", []) if s.get("name") != "aispike"],
+    *[s for s in chart["services"] if s.get("name") != "aispike"],
     {
         "name": "aispike",
         "url": chart["serviceUrl"],
         "api_token": service_token,
         "oauth_no_confirm": True,
+        "oauth_client_allowed_scopes": ["custom:aispike:admin", "custom:aispike:idle"],
     },
 ]
 c.AdmissionClient.api_token = service_token
@@ -42,10 +46,22 @@ if not any("server_token_scopes" in c[s] for s in ("Spawner", "KubeSpawner", "AI
     c.AISpikeSpawner.server_token_scopes = [
         "users:activity!user", "access:servers!server", "access:services!service=aispike"]
 
-# The service's roles, added to any the admin loads in hub.config (same name: the admin's wins).
-roles = list(c.JupyterHub.get("load_roles", []))
+# Roles: the admin's (hub.loadRoles, hub.config) first; then the chart's, unless the admin named
+# one the same. Hub admins (Authenticator.admin_users) use the admin panel: they join the
+# aispike-admins role. An admin's own `user` role keeps notebooks' access to the AISpike service
+# (the lab extension reads quota and notices there): the chart adds that scope to it.
+roles = [*c.JupyterHub.get("load_roles", []), *chart["adminRoles"]]
 named = {r["name"] for r in roles}
-c.JupyterHub.load_roles = roles + [r for r in chart["roles"] if r["name"] not in named]
+admin_users = sorted(c.Authenticator.get("admin_users", set()))
+for role in chart["roles"]:
+    if role["name"] == "aispike-admins":
+        role = {**role, "users": sorted({*role.get("users", []), *admin_users})}
+    if role["name"] not in named:
+        roles.append(role)
+for role in roles:
+    if role["name"] == "user" and "access:services!service=aispike" not in role.get("scopes", []):
+        role["scopes"] = [*role.get("scopes", ["self"]), "access:services!service=aispike"]
+c.JupyterHub.load_roles = roles
 
 # The database: a sqlite file on the hub's volume, in memory, or a URL from the values.
 db = chart["db"]

@@ -88,3 +88,38 @@ allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 capabilities: {drop: [ALL]}
 {{- end -}}
+
+{{/* The Secret with cookieSecret, proxyToken and serviceToken: hub.existingSecret or the chart's. */}}
+{{- define "aispike.secretName" -}}
+{{- .Values.hub.existingSecret | default (printf "%s-secret" (include "aispike.fullname" .)) -}}
+{{- end -}}
+
+{{/* A list of EnvVar objects from Z2JH's extraEnv forms: {NAME: value}, {NAME: {valueFrom: ...}}
+     (or any EnvVar fields), or already a list. */}}
+{{- define "aispike.envList" -}}
+{{- $out := list -}}
+{{- if kindIs "slice" . -}}
+{{- $out = . -}}
+{{- else -}}
+{{- range $k, $v := . -}}
+{{- if kindIs "map" $v -}}
+{{- $out = append $out (merge (dict "name" $k) $v) -}}
+{{- else -}}
+{{- $out = append $out (dict "name" $k "value" (toString $v)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{/* The images users pick from: singleuser.images, or Zero to JupyterHub's singleuser.image alone
+     when it is set (it replaces the list, as it is the one image of a Z2JH hub). JSON list. */}}
+{{- define "aispike.images" -}}
+{{- $su := .Values.singleuser -}}
+{{- if $su.image.name -}}
+{{- $ref := printf "%s:%s" $su.image.name ($su.image.tag | default "latest") -}}
+{{- list (dict "name" "default" "image" $ref "description" $ref "gpu" false "gpuModels" list) | toJson -}}
+{{- else -}}
+{{- $su.images | toJson -}}
+{{- end -}}
+{{- end -}}

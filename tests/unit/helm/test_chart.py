@@ -282,9 +282,12 @@ def test_hub_config_loads_and_wires_spawner_service_and_proxy(
         assert hub.hub_connect_url == "http://rel-aispike-hub-hub:8081"
         assert config.ConfigurableHTTPProxy.api_url == "http://rel-aispike-hub-proxy-api:8001"
         assert config.ConfigurableHTTPProxy.should_start is False
-        assert hub.services == [{"name": "aispike", "url": "http://rel-aispike-hub-service:10101",
-                                 "api_token": "s3cret", "oauth_no_confirm": True}]
-        assert {r["name"] for r in hub.load_roles} == {"aispike", "user"}
+        assert hub.services == [{
+            "name": "aispike", "url": "http://rel-aispike-hub-service:10101",
+            "api_token": "s3cret", "oauth_no_confirm": True,
+            "oauth_client_allowed_scopes": ["custom:aispike:admin", "custom:aispike:idle"]}]
+        assert {r["name"] for r in hub.load_roles} == {
+            "aispike", "aispike-admins", "aispike-metrics", "user"}
         # The service's idle monitor lists users and their servers' activity, stops servers and
         # asks their kernels (aispike_hub/service/idle/); admission needs admin:servers.
         (service_role,) = [r for r in hub.load_roles if r["name"] == "aispike"]
