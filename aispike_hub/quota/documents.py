@@ -102,7 +102,14 @@ def _names(path: str, doc: object) -> frozenset[str] | None:
     return frozenset(out)
 
 
-_ENTRY_KEYS = ("quota", "borrowing", "max_slice", "allowed_models", "allowed_images", "tier")
+ENTRY_KEYS = ("quota", "borrowing", "max_slice", "allowed_models", "allowed_images", "tier")
+"""Fields of a user's (or a group member's) entry; the chart's JSON schema uses the same."""
+GROUP_KEYS = ("member", "quota", "borrowing")
+"""Fields of a group's entry."""
+TIER_KEYS = ("name", "priority", "preempts", "priority_class")
+"""Fields of a tier."""
+POLICY_KEYS = ("defaults", "groups", "users", "tiers", "default_tier", "group_combine")
+"""Fields of a whole policy document."""
 
 
 def entry_from_dict(path: str, doc: object) -> Entry:
@@ -112,8 +119,8 @@ def entry_from_dict(path: str, doc: object) -> Entry:
     if not isinstance(doc, Mapping):
         raise PolicyError(path, f"expected a mapping, got {doc!r}")
     for key in doc:
-        if key not in _ENTRY_KEYS:
-            raise PolicyError(f"{path}.{key}", f"unknown field; use one of {list(_ENTRY_KEYS)}")
+        if key not in ENTRY_KEYS:
+            raise PolicyError(f"{path}.{key}", f"unknown field; use one of {list(ENTRY_KEYS)}")
     tier = doc.get("tier")
     if tier is not None and not isinstance(tier, str):
         raise PolicyError(f"{path}.tier", f"expected a tier name, got {tier!r}")
@@ -135,7 +142,7 @@ def group_from_dict(path: str, doc: object) -> GroupEntry:
     if not isinstance(doc, Mapping):
         raise PolicyError(path, f"expected a mapping, got {doc!r}")
     for key in doc:
-        if key not in ("member", "quota", "borrowing"):
+        if key not in GROUP_KEYS:
             raise PolicyError(f"{path}.{key}",
                               "unknown field; use member (limits of each member), quota and "
                               "borrowing (of the whole group)")
@@ -155,7 +162,7 @@ def tiers_from_list(path: str, doc: object) -> tuple[Tier, ...]:
         if not isinstance(t, Mapping):
             raise PolicyError(p, f"expected a mapping with name and priority, got {t!r}")
         for key in t:
-            if key not in ("name", "priority", "preempts", "priority_class"):
+            if key not in TIER_KEYS:
                 raise PolicyError(f"{p}.{key}", "unknown field; use name, priority, preempts, "
                                   "priority_class")
         name, prio = t.get("name"), t.get("priority")
@@ -176,7 +183,7 @@ def tiers_from_list(path: str, doc: object) -> tuple[Tier, ...]:
 def policy_from_dict(doc: Mapping[str, object]) -> Policy:
     """Parse and validate a whole policy document; :class:`PolicyError` names the field."""
     for key in doc:
-        if key not in ("defaults", "groups", "users", "tiers", "default_tier", "group_combine"):
+        if key not in POLICY_KEYS:
             raise PolicyError(key, "unknown field; use defaults, groups, users, tiers, "
                               "default_tier, group_combine")
 

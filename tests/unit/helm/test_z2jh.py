@@ -249,3 +249,8 @@ def test_agents_are_found_by_their_headless_service_and_reached_by_the_service_o
     assert peers[0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "service"
     assert all(p.get("podSelector", {}).get("matchLabels", {}).get("component")
                != "singleuser-server" for p in peers)
+
+
+def test_a_bad_quota_policy_fails_the_install_naming_the_field() -> None:
+    says = refused("aispike.service.policy.defaults.quota.gpu_memory=lots")
+    assert "gpu_memory" in says and "/aispike/service/policy/defaults/quota" in says, says
