@@ -40,9 +40,9 @@ from typing import Any, ClassVar, cast
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException
 from traitlets import Bool, Float, Integer, List, Unicode, default
 
-from aispike_hub.agent.dra import AllocatedGpu, IsolationSettings, isolation_env
+from aispike_hub.isolation_env import IsolationSettings, assignment_env
+from aispike_hub.isolation_env import no_gpu_env as isolation_no_gpu_env
 from aispike_hub.kube.nodespec import nodes_from_spec
-from aispike_hub.kube.resources import notebook_env
 from aispike_hub.model import GIB_IN_MIB, Assignment, Node, SliceRequest
 from aispike_hub.placement.engine import POLICY_NAMES, PlacementEngine
 from aispike_hub.placement.state import ClusterState
@@ -145,27 +145,15 @@ def slice_env(node: Node, assignment: Assignment, settings: IsolationSettings,
 
     The node agent's isolation variables for the chosen GPUs (the same function its DRA plugin
     writes into CDI specs), ``CUDA_VISIBLE_DEVICES`` (UUIDs, so CUDA's own device order does
-    not matter) and the slice variables the server extension and the notebook read.
+    not matter) and the slice variables the server extension and the notebook read
+    (:func:`aispike_hub.isolation_env.assignment_env`).
     """
-    by_index = {g.index: g for g in node.gpus}
-    gpus = []
-    for index, mib in zip(assignment.gpu_indices, assignment.gpu_memory_mib, strict=True):
-        gpu = by_index[index]
-        gpus.append(AllocatedGpu(request="gpu", pool=node.name, device=f"gpu-{index}",
-                                 uuid=gpu.uuid or str(index), limit_bytes=mib * MIB,
-                                 total_bytes=gpu.memory_mib * MIB))
-    env = isolation_env(gpus, settings)
-    env["CUDA_VISIBLE_DEVICES"] = env["NVIDIA_VISIBLE_DEVICES"]
-    env.update(notebook_env(request, assignment.gpu_memory_mib[0] if request.gpu_count == 1
-                            else 0, LOCAL_BACKEND, {}))
-    env["AISPIKE_GPU_INDICES"] = ",".join(str(i) for i in assignment.gpu_indices)
-    return env
+    return assignment_env(node, assignment, settings, request, LOCAL_BACKEND)
 
 
 def no_gpu_env() -> dict[str, str]:
     """A CPU-only server sees no GPU at all."""
-    return {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "void",
-            "AISPIKE_BACKEND": LOCAL_BACKEND, "AISPIKE_GPU_COUNT": "0"}
+    return isolation_no_gpu_env(LOCAL_BACKEND)
 
 
 def _machine_memory_mib() -> int:
