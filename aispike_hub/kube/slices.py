@@ -23,7 +23,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-# The contract names this module declared before live in aispike_hub.contract; re-exported here.
 from aispike_hub.contract import (
     DATASETS_ANNOTATION,
     DEVICE_CLASS,
@@ -34,6 +33,16 @@ from aispike_hub.contract import (
     RESOURCE_API_VERSION,
 )
 from aispike_hub.model import GIB_IN_MIB, Gpu, Node
+
+# The contract names (DRIVER, ...) are declared in aispike_hub.contract and re-exported here.
+__all__ = [
+    "DATASETS_ANNOTATION", "DEVICE_CLASS", "DRIVER", "GPU_MODEL_LABEL", "MAX_DEVICES_PER_SLICE",
+    "MEMORY_CAPACITY", "NVIDIA_GPU_RESOURCE", "RESOURCE_API_VERSION", "cpu_quantity",
+    "datasets_annotation", "device_class", "device_name", "gpu_device", "gpu_model_label",
+    "label_value", "memory_quantity", "node_images", "node_labels", "node_manifests",
+    "parse_datasets_annotation", "resource_slice", "resource_slice_name", "simulated_node",
+    "uuid_selector",
+]
 
 MAX_DEVICES_PER_SLICE = 128
 """API limit on devices in one ResourceSlice without taints, counters or list attributes."""
