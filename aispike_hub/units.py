@@ -106,7 +106,9 @@ def _parse_text(text: str, bare_unit: int | Fraction, what: str) -> Fraction:
         number = -number
     if match["exp"] is not None:
         exponent = int(match["exp"][1:])
-        if abs(exponent) > MAX_EXPONENT and number != 0:
+        if number == 0:
+            return number
+        if abs(exponent) > MAX_EXPONENT:
             raise QuantityError(f"{what}: the exponent of {text!r} is out of range "
                                 f"(-{MAX_EXPONENT}..{MAX_EXPONENT})")
         return number * Fraction(10) ** exponent
