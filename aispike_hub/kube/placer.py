@@ -18,9 +18,11 @@ The flow for one notebook server (the pod's name is the server's key):
    bounded by :attr:`Placer.max_repins`, counted on the claim itself, so a restart does not reset
    the bound.
 
-:meth:`Placer.start_server` runs steps 1-6 for a pod manifest (what the spawner and the
-benchmarks call); :meth:`Placer.reconcile` re-pins and cleans up whatever a crashed or restarted
-process left behind (what the AISpike service runs periodically).  All I/O is synchronous (the
+:meth:`Placer.start_server` runs steps 1-6 for a pod manifest (what the benchmarks and the
+integration tests call; the order of the steps and when to re-pin or give up is
+:mod:`aispike_hub.kube.startflow`, which the spawner drives too); :meth:`Placer.reconcile`
+re-pins and cleans up whatever a crashed or restarted process left behind (what the AISpike
+service runs periodically).  All I/O is synchronous (the
 official ``kubernetes`` client); async callers use ``asyncio.to_thread``.
 """
 
@@ -30,7 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -55,10 +57,20 @@ from aispike_hub.kube.inventory import (
     PodInfo,
     parse_claim,
 )
+from aispike_hub.kube.startflow import (
+    STALE_PHASES,
+    Action,
+    Flow,
+    Observation,
+    ServerStatus,
+    may_repin,
+    step,
+)
 from aispike_hub.model import GIB_IN_MIB, Assignment, SliceRequest
 from aispike_hub.placement.engine import DEFAULT_POLICY, Affinity, Decision, PlacementEngine
+from aispike_hub.placement.fit import still_fits
 from aispike_hub.placement.fragmentation import Workload
-from aispike_hub.placement.state import ClusterState, OverCommitError
+from aispike_hub.placement.state import ClusterState
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +120,6 @@ class Pin:
             for g in p.gpus
         )
         return f"placed on {p.node}: {gpus} (best of {self.candidates} candidates)"
-
-
-@dataclass(frozen=True, slots=True)
-class ServerStatus:
-    """Where a server's start stands: ``running``, ``allocated``, ``pending``, ``stale``,
-    ``missing`` (no claim), with a reason a person can read."""
-
-    phase: str
-    reason: str = ""
 
 
 @dataclass
@@ -225,7 +228,7 @@ class Placer(LoggingConfigurable):
             if state is None:
                 raise PlacementRefused(("no schedulable node in the cluster",))
             decision: Decision | None = None
-            if prefer is not None and honours(state, prefer, request):
+            if prefer is not None and still_fits(state, prefer, request):
                 decision = Decision(prefer, (), 1)
             elif prefer_node:
                 local = single_node_state(state, prefer_node)
@@ -423,7 +426,7 @@ class Placer(LoggingConfigurable):
         request = request or (claim.request if claim is not None else None)
         if request is None:
             raise PlacementFailed(f"claim {namespace}/{name} has no request to re-pin from")
-        if attempt > 1 + self.max_repins:
+        if not may_repin(attempt, self.max_repins):
             raise PlacementFailed(
                 f"gave up on server {server} after {self.max_repins} re-pins: {reason}"
             )
@@ -545,54 +548,87 @@ class Placer(LoggingConfigurable):
     ) -> StartResult:
         """The whole flow for one server: pin, create the pod, wait until Running, re-pin.
 
+        A thin driver of :func:`aispike_hub.kube.startflow.step` (the rules live there).
         Raises :class:`PlacementRefused` (nothing fits, before any pod exists),
         :class:`PlacementFailed` (re-pins exhausted; pod and claim are removed) or
         ``TimeoutError``.
         """
         say = progress or (lambda _msg: None)
-        pin = self.pin(namespace, server, request)
-        say(pin.describe())
+        flow = Flow(pins=True)  # pin() admits every server; a CPU-only one gets no claim
+        seen = Observation()
+        result = StartResult(Pin(namespace, server, "", None, request), None)
+        deadline = time.monotonic() + timeout
+        keys = (f"{namespace}/{server}", f"{namespace}/{claim_name(server)}")
+        last_reason = ""
+
+        def timed_out() -> bool:
+            return time.monotonic() >= deadline or self.inventory.stopped
+
+        def judged() -> ServerStatus | None:
+            st = self.status(namespace, server)
+            return st if st.phase in ("running", *STALE_PHASES) else None
+
+        while True:
+            s = step(flow, seen)
+            flow = s.flow
+            if s.action is Action.PIN:
+                result.pin = self.pin(namespace, server, request)
+                say(result.pin.describe())
+                flow = replace(flow, pins=bool(result.pin.claim))
+            elif s.action is Action.CREATE_POD:
+                created = self._create_pod(result.pin, pod, container)
+                seen = Observation(pod_uid=str(created["metadata"]["uid"]))
+                deadline = time.monotonic() + timeout
+            elif s.action is Action.ADOPT:
+                self.adopt(result.pin, server, seen.pod_uid)
+                seen = replace(seen, timed_out=timed_out())
+            elif s.action is Action.DONE:
+                result.pod = self.inventory.pod(namespace, server)
+                return result
+            elif s.action is Action.REPIN:
+                assert seen.claim is not None
+                last_reason = f"{seen.claim.phase}: {s.reason}"
+                say(f"the pin went stale ({s.reason}); placing again")
+                try:
+                    new = self.repin(namespace, server, s.reason, request)
+                except (PlacementFailed, PlacementRefused):
+                    self._abandon(namespace, server)
+                    raise
+                if new is not None:
+                    result.pin = new
+                    result.repins += 1
+                    flow = flow.repinned()
+                    say(new.describe())
+                seen = Observation(pod_uid=seen.pod_uid, timed_out=timed_out())
+            elif s.action is Action.WAIT:
+                st = self.inventory.wait_for(
+                    judged, keys, timeout=min(2.0, max(0.0, deadline - time.monotonic()))
+                )
+                seen = Observation(pod_uid=seen.pod_uid, running=st is not None
+                                   and st.phase == "running", claim=st, timed_out=timed_out())
+            else:  # Action.GIVE_UP: this driver's only reason is its deadline
+                raise self._timeout_error(namespace, server, result.pin, timeout, last_reason)
+
+    def _create_pod(
+        self, pin: Pin, pod: Mapping[str, Any], container: str
+    ) -> Mapping[str, Any]:
+        """Create the pinned pod; a retried spawn (or a restarted service) finds its own."""
         try:
-            created = self.api.create("pods", pin.pod(pod, container), namespace)
+            created: Mapping[str, Any] = self.api.create(
+                "pods", pin.pod(pod, container), pin.namespace
+            )
         except ApiException as e:
             if e.status != 409:
                 raise
-            # A retried spawn (or a restarted service) finds the pod it already made.
-            created = self.api.get("pods", server, namespace)
-        self.adopt(pin, server, str(created["metadata"]["uid"]))
-        result = StartResult(pin, None)
-        deadline = time.monotonic() + timeout
-        keys = (f"{namespace}/{server}", f"{namespace}/{pin.claim}")
-        last_reason = ""
-        while time.monotonic() < deadline and not self.inventory.stopped:
-            st = self.inventory.wait_for(
-                lambda: (lambda s: s if s.phase in ("running", "stale", "missing") else None)(
-                    self.status(namespace, server)
-                ),
-                keys,
-                timeout=min(2.0, max(0.0, deadline - time.monotonic())),
-            )
-            if st is None:
-                continue
-            if st.phase == "running":
-                result.pod = self.inventory.pod(namespace, server)
-                return result
-            if st.phase == "missing" and not pin.claim:
-                continue
-            last_reason = f"{st.phase}: {st.reason}"
-            say(f"the pin went stale ({st.reason}); placing again")
-            try:
-                new = self.repin(namespace, server, st.reason, request)
-            except (PlacementFailed, PlacementRefused):
-                self._abandon(namespace, server)
-                raise
-            if new is not None:
-                result.pin = new
-                result.repins += 1
-                say(new.describe())
+            created = self.api.get("pods", pin.server, pin.namespace)
+        return created
+
+    def _timeout_error(
+        self, namespace: str, server: str, pin: Pin, timeout: float, last_reason: str
+    ) -> TimeoutError:
         final = self.status(namespace, server)
         claim = self.inventory.claim(namespace, pin.claim) if pin.claim else None
-        raise TimeoutError(
+        return TimeoutError(
             f"server {server} not Running after {timeout:g} s: {final.phase} {final.reason}"
             + (f"; claim allocated={claim.is_allocated} allocating={claim.allocating} "
                f"deleting={claim.deleting}" if claim else "; no claim")
@@ -654,33 +690,12 @@ class Placer(LoggingConfigurable):
         self.inventory.drop(claim.namespace, claim.name, claim.uid)
 
 
-def honours(state: ClusterState, a: Assignment, request: SliceRequest) -> bool:
-    """True when assignment ``a`` (an earlier decision) still serves ``request`` in ``state``:
-    the node is placeable, the GPUs are the request's number, model and size, and it fits."""
-    if a.node not in state.node_index or len(a.gpu_indices) != request.gpu_count:
-        return False
-    node = state.nodes[state.node_index[a.node]]
-    by_index = {g.index: g for g in node.gpus}
-    for index, mib in zip(a.gpu_indices, a.gpu_memory_mib, strict=True):
-        gpu = by_index.get(index)
-        if gpu is None or not request.allows_model(gpu.model):
-            return False
-        if mib != request.gpu_demand_mib(gpu):
-            return False
-    if a.cpu_milli != request.cpu_milli or a.memory_mib != request.memory_mib:
-        return False
-    try:
-        state.commit(a)
-    except OverCommitError:
-        return False
-    state.release(a)
-    return True
+honours = still_fits
+"""The old name of :func:`aispike_hub.placement.fit.still_fits` (kept for importers)."""
 
 
 def _for_scheduler(request: SliceRequest) -> SliceRequest:
     """``request`` with a memory slice rounded up to whole GiB, as the device's policy will."""
     if request.gpu_memory_mib and request.gpu_memory_mib % GIB_IN_MIB:
-        from dataclasses import replace
-
         return replace(request, gpu_memory_mib=claimed_mib(request.gpu_memory_mib))
     return request

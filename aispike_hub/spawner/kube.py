@@ -30,6 +30,7 @@ import functools
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, ClassVar, cast
 
@@ -181,7 +182,8 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
     _options: Options | None = None
     _pin: Any = None
     _adopted_uid = ""
-    _starting = False
+    _kube_start: asyncio.Future[Any] | None = None
+    """KubeSpawner's own start (creates the pod and waits for it) while ours is in flight."""
     _base: dict[str, Any] | None = None
 
     @default("options_form")
@@ -327,10 +329,9 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
         return self._start_future
 
     async def _start_admitted(self) -> Any:
-        self._starting = True
         self._pin = None
         self._adopted_uid = ""
-        admitted = False
+        asked = False
         try:
             if self._options is None:  # JupyterHub < 5.3 has no apply_user_options
                 await self.apply_options(self.user_options)
@@ -343,25 +344,25 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
             except BackendError as e:
                 raise SpawnException(f"Cannot start {options.describe()}: {e}",
                                      reason="options", status_code=400) from None
+            # From here on every way out but success gives the admission back, also a
+            # cancel (the hub's start timeout, a user's cancel) while the ticket is queued.
+            asked = True
             ticket = await self._admit(options, request)
-            admitted = True
             try:
                 if self.enable_user_namespaces and self.user_namespace_quota:
                     await self._write_namespace_quota(ticket)
                 await self._prepare_pod(options, settings, request, resources, ticket)
-                if self.backend == "aispike" and request.gpu_count:
-                    await self._pin_gpu(options, request, ticket)
-                return await self._create_and_wait(options, request)
+                return await self._create_and_wait(options, request, ticket)
             except BaseException:
                 await self._abandon()
                 raise
         except BaseException:
-            if admitted:
+            if asked:
                 await self._release_admission()
             raise
         finally:
-            self._starting = False
             self._options = None
+            self._kube_start = None
 
     async def _write_namespace_quota(self, ticket: dict[str, Any]) -> None:
         """The user's ceilings as the ResourceQuota of their namespace (second line of
@@ -460,7 +461,7 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
                 self.log.warning("%s: ignoring a malformed admission assignment %r",
                                  self._log_name, ticket["assignment"])
         try:
-            self._pin = await asyncio.to_thread(
+            self._pin = await _to_thread_to_the_end(
                 functools.partial(placer.pin, self.namespace, self.pod_name, request,
                                   hub_server=self._hub_server(), prefer=prefer))
         except PlacementRefused as e:
@@ -488,83 +489,110 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
         finally:
             await api.close()
 
-    async def _create_and_wait(self, options: Options, request: SliceRequest) -> Any:
+    async def _create_and_wait(self, options: Options, request: SliceRequest,
+                               ticket: dict[str, Any]) -> Any:
+        """Pin (native), create the pod and wait: a thin driver of
+        :func:`aispike_hub.kube.startflow.step`, KubeSpawner creating the pod and waiting for it
+        to run while this loop adopts and re-pins the claim and gives up on a pod that stays
+        unschedulable for ``unschedulable_timeout`` seconds."""
+        from aispike_hub.kube.startflow import Action, Flow, Observation, Rules, step
+
+        flow = Flow(pins=self.backend == "aispike" and request.gpu_count > 0)
+        rules = Rules(unschedulable_timeout=self.unschedulable_timeout)
+        seen = Observation()
+        started: asyncio.Future[Any] | None = None
+        told = ""
+        try:
+            while True:
+                s = step(flow, seen, rules)
+                flow = s.flow
+                if s.action is Action.PIN:
+                    await self._pin_gpu(options, request, ticket)
+                elif s.action is Action.CREATE_POD:
+                    started = self._kube_start = asyncio.ensure_future(KubeSpawner._start(self))
+                elif s.action is Action.ADOPT:
+                    await self._adopt(seen.pod_uid)
+                elif s.action is Action.REPIN:
+                    self._say(f"The chosen GPU is taken ({s.reason}); placing again")
+                    if await self._repin(options, request, s.reason):
+                        flow = flow.repinned()
+                        seen = Observation()  # a fresh pin: look again
+                    else:
+                        seen = replace(seen, claim=None)
+                elif s.action is Action.DONE:
+                    assert started is not None
+                    return await self._started_url(started, options)
+                elif s.action is Action.GIVE_UP:
+                    raise SpawnException(
+                        f"Kubernetes cannot place {options.describe()}: {s.reason}. Ask for "
+                        "less, or try again later.", reason="unschedulable", status_code=503)
+                else:  # Action.WAIT
+                    if s.reason and s.reason != told:
+                        told = s.reason
+                        self._say(f"Waiting for a node: {s.reason}")
+                    assert started is not None
+                    seen = await self._observe(started, flow.pins)
+        finally:
+            if started is not None and not started.done():
+                started.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await started
+
+    async def _observe(self, started: asyncio.Future[Any], pins: bool) -> Any:
+        """What the start loop sees after half a second (or once KubeSpawner's start ends):
+        the pod from KubeSpawner's reflector, the placer's judgement of the pin (native)."""
+        from aispike_hub.kube.startflow import Observation
+
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(started), 0.5)
+        reflector = self.pod_reflector
+        pod = reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+        uid = str((pod.get("metadata") or {}).get("uid", "")) if pod is not None else ""
+        if started.done():
+            # A start that failed is not adopted: its error is what the caller must see.
+            failed = started.cancelled() or started.exception() is not None
+            return Observation(pod_uid="" if failed else uid, running=True)
+        if pod is None:
+            return Observation()
+        claim = None
+        if pins and self._pin is not None:
+            placer = await self.placer()
+            claim = await asyncio.to_thread(placer.status, self.namespace, self.pod_name)
+        return Observation(pod_uid=uid, claim=claim, unschedulable=parse_pod(pod).unschedulable,
+                           now=time.monotonic())
+
+    async def _started_url(self, started: asyncio.Future[Any], options: Options) -> Any:
+        """KubeSpawner's start result; a 403 from a ResourceQuota as a ``SpawnException``."""
         from kubernetes_asyncio.client.exceptions import ApiException
 
-        started = asyncio.ensure_future(KubeSpawner._start(self))
-        watching = asyncio.ensure_future(self._watch_scheduling(options, request))
         try:
-            await asyncio.wait({started, watching}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not watching.done():
-                watching.cancel()
-        if started.done():
-            try:
-                url = started.result()
-                pod = self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}")
-                if pod is not None and self._pin is not None:
-                    await self._adopt(pod)  # when the pod ran before the watch saw it
-                return url
-            except ApiException as e:
-                if e.status == 403:
-                    raise SpawnException(
-                        f"Kubernetes refused {options.describe()}: {_api_message(e)}",
-                        reason="quota", status_code=403) from None
-                raise
-        started.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await started
-        watching.result()  # raises why it stopped
-        raise SpawnException("the scheduling watch ended", reason="unschedulable")
+            return await started
+        except ApiException as e:
+            if e.status == 403:
+                raise SpawnException(
+                    f"Kubernetes refused {options.describe()}: {_api_message(e)}",
+                    reason="quota", status_code=403) from None
+            raise
 
-    async def _watch_scheduling(self, options: Options, request: SliceRequest) -> None:
-        """Adopt and re-pin the claim (native); abort a pod that stays unschedulable."""
+    async def _repin(self, options: Options, request: SliceRequest, reason: str) -> bool:
+        """Re-pin the stale claim; True when a fresh pin was made."""
         from aispike_hub.kube.placer import PlacementFailed, PlacementRefused
 
-        key = f"{self.namespace}/{self.pod_name}"
-        since: float | None = None
-        told = ""
-        while True:
-            await asyncio.sleep(0.5)
-            reflector = self.pod_reflector
-            pod = reflector.pods.get(key) if reflector is not None else None
-            if pod is None:
-                continue
-            if self._pin is not None:
-                placer = await self.placer()
-                await self._adopt(pod)
-                status = await asyncio.to_thread(placer.status, self.namespace, self.pod_name)
-                if status.phase == "stale":
-                    self._say(f"The chosen GPU is taken ({status.reason}); placing again")
-                    try:
-                        new = await asyncio.to_thread(placer.repin, self.namespace,
-                                                      self.pod_name, status.reason, request)
-                    except (PlacementFailed, PlacementRefused) as e:
-                        raise SpawnException(f"Cannot start {options.describe()}: {e}",
-                                             reason="unschedulable", status_code=503) from None
-                    if new is not None:
-                        self._pin = new
-                        self._say(new.describe())
-                        since = None
-                        continue
-            why = parse_pod(pod).unschedulable
-            if not why:
-                since = None
-                continue
-            now = time.monotonic()
-            if since is None:
-                since = now
-            if why != told:
-                told = why
-                self._say(f"Waiting for a node: {why}")
-            if now - since >= self.unschedulable_timeout:
-                raise SpawnException(
-                    f"Kubernetes cannot place {options.describe()}: {why}. Ask for less, "
-                    "or try again later.", reason="unschedulable", status_code=503)
+        placer = await self.placer()
+        try:
+            new = await _to_thread_to_the_end(
+                functools.partial(placer.repin, self.namespace, self.pod_name, reason, request))
+        except (PlacementFailed, PlacementRefused) as e:
+            raise SpawnException(f"Cannot start {options.describe()}: {e}",
+                                 reason="unschedulable", status_code=503) from None
+        if new is None:
+            return False
+        self._pin = new
+        self._say(new.describe())
+        return True
 
-    async def _adopt(self, pod: dict[str, Any]) -> None:
-        """Make the server's claim owned by its pod (deleted with it), once per pod."""
-        uid = str((pod.get("metadata") or {}).get("uid", ""))
+    async def _adopt(self, uid: str) -> None:
+        """Make the server's claim owned by its pod ``uid`` (deleted with it), once per pod."""
         if uid and uid != self._adopted_uid and self._pin is not None:
             placer = await self.placer()
             await asyncio.to_thread(placer.adopt, self._pin, self.pod_name, uid)
@@ -592,9 +620,23 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
             self.log.warning("releasing the admission of %s failed: %s", self._log_name, e)
 
     async def stop(self, now: bool = False) -> None:
+        """Delete the pod, release the claim and the admission at once.
+
+        Called while a start is in flight (a cancel, the hub's start timeout), the start is
+        cancelled first and its own cleanup runs; called from inside the start (KubeSpawner's
+        retry after a 409, or its cleanup), only the pod goes: the start cleans up the rest.
+        """
+        current = asyncio.current_task()
+        start = self._start_future
+        in_flight = start is not None and not start.done()
+        if in_flight and current is not None and current in (self._kube_start, start):
+            await super().stop(now=now)
+            return
+        if in_flight:
+            start.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await start
         await super().stop(now=now)
-        if self._starting:
-            return  # KubeSpawner's own retry (a 409) or our abort: the start cleans up
         await self._release_claim()
         await self._release_admission()
 
@@ -622,6 +664,22 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
             if finished:
                 break
             await asyncio.sleep(0.5)
+
+
+async def _to_thread_to_the_end(call: Callable[[], Any]) -> Any:
+    """``call()`` in a thread; cancelled, wait for the thread all the same, then re-raise.
+
+    A thread cannot be stopped: a pin or re-pin cancelled halfway would create its claim after
+    the start's cleanup ran, and the claim would outlive the start.  Waiting for it lets the
+    cleanup see (and delete) what it made.
+    """
+    task = asyncio.ensure_future(asyncio.to_thread(call))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
 
 
 def _literal(text: str) -> str:

@@ -366,15 +366,16 @@ class LocalGPUSpawner(LocalProcessSpawner, SpawnerFormSettings):  # type: ignore
 
         Raises ``SpawnException`` with the placement core's reasons when nothing fits.
         """
+        from aispike_hub.placement.fit import misfit
+
         state = self.machine_state()
         if suggested and suggested.get("node") == self.node_name and suggested.get("gpu_indices"):
             chosen = replace(assignment_from_dict(suggested), owner=self.key)
-            try:
-                state.commit(chosen)
+            why = misfit(state, chosen, request)
+            if not why:
                 return chosen
-            except ValueError as e:
-                self.log.info("the service's choice for %s no longer fits (%s); placing again",
-                              self.key, e)
+            self.log.info("the service's choice for %s no longer fits (%s); placing again",
+                          self.key, why)
         decision = PlacementEngine(self.placement_policy).place(state, request, self.key)
         if decision.assignment is None:
             raise SpawnException(

@@ -243,25 +243,6 @@ def test_the_hub_server_of_claims_and_pods_is_read_and_junk_is_ignored() -> None
         assert inventory.parse_pod(pod).hub_server == ""
 
 
-def test_an_earlier_decision_is_honoured_only_while_it_still_serves_the_request() -> None:
-    from aispike_hub.kube.placer import honours
-    from aispike_hub.model import Assignment, Node
-    from aispike_hub.placement.state import ClusterState
-
-    state = ClusterState([Node("n0", 8000, 64 * GIB, GPUS)])
-    req = SliceRequest(gpu_memory_mib=8 * GIB, cpu_milli=500, memory_mib=GIB)
-    good = Assignment("n0", (1,), (8 * GIB,), 500, GIB)
-    assert honours(state, good, req)
-    assert state.gpu_free.sum() == 160 * GIB  # checking took nothing
-    assert not honours(state, Assignment("gone", (1,), (8 * GIB,), 500, GIB), req)
-    assert not honours(state, Assignment("n0", (1,), (9 * GIB,), 500, GIB), req)
-    assert not honours(state, Assignment("n0", (7,), (8 * GIB,), 500, GIB), req)
-    assert not honours(state, good, SliceRequest(gpu_memory_mib=8 * GIB, cpu_milli=500,
-                                                 memory_mib=GIB, allowed_models={"H100"}))
-    state.commit(Assignment("n0", (1,), (75 * GIB,)))
-    assert not honours(state, good, req)  # no longer fits
-
-
 def test_node_facts_change_in_place_and_only_placement_changes_rebuild() -> None:
     """Image pulls, labels and CPU/RAM changes update the state in place (no rebuild of the
     whole cluster inside the next decision); readiness changes and new GPUs rebuild it."""

@@ -26,9 +26,9 @@ def policies(path: Path) -> list[dict[str, Any]]:
 def test_documented_policies_parse() -> None:
     docs = policies(REPO / "docs" / "quotas.md")
     assert len(docs) == 2
-    readme = policies(REPO / "README.md")
-    assert len(readme) == 1
-    for doc in docs + readme:
+    overview = policies(REPO / "docs" / "overview.md")
+    assert len(overview) == 1
+    for doc in docs + overview:
         policy_from_dict(doc)
 
 
