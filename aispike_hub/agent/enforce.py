@@ -38,6 +38,13 @@ from traitlets.config import Configurable
 
 from aispike_hub.agent.metrics import NotebookGpuUse
 from aispike_hub.agent.procs import ProcessInfo
+from aispike_hub.contract import (
+    ENV_GPU_MEMORY_LIMIT,
+    ENV_GPU_MEMORY_LIMITS,
+    ENV_HAMI_LIMIT_PREFIX,
+    ENV_NOTICES_TOKEN,
+    ENV_NVIDIA_VISIBLE_DEVICES,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +61,14 @@ def limits_from_environ(environ: Mapping[str, str] | None) -> dict[str, int]:
     """GPU UUID -> MiB from a process's environment (the variables the CDI spec sets)."""
     if not environ:
         return {}
-    uuids = [u.strip() for u in environ.get("NVIDIA_VISIBLE_DEVICES", "").split(",") if u.strip()]
+    visible = environ.get(ENV_NVIDIA_VISIBLE_DEVICES, "")
+    uuids = [u.strip() for u in visible.split(",") if u.strip()]
     uuids = [u for u in uuids if u.startswith(("GPU-", "MIG-"))]  # not "all", not indices
-    per_gpu = [v for v in environ.get("AISPIKE_GPU_MEMORY_LIMITS", "").split(",") if v.strip()]
-    single = environ.get("AISPIKE_GPU_MEMORY_LIMIT", "")
+    per_gpu = [v for v in environ.get(ENV_GPU_MEMORY_LIMITS, "").split(",") if v.strip()]
+    single = environ.get(ENV_GPU_MEMORY_LIMIT, "")
     out: dict[str, int] = {}
     for i, uuid in enumerate(uuids):
-        raw = environ.get(f"CUDA_DEVICE_MEMORY_LIMIT_{i}", "").strip().lower()
+        raw = environ.get(f"{ENV_HAMI_LIMIT_PREFIX}{i}", "").strip().lower()
         mib: int | None = None
         try:
             if raw:
@@ -330,7 +338,7 @@ class Enforcer(Configurable):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        token = self.notices_token or os.environ.get("AISPIKE_NOTICES_TOKEN", "")
+        token = self.notices_token or os.environ.get(ENV_NOTICES_TOKEN, "")
         self.sink: NoticeSink = sink or (
             ServiceNotices(self.notices_url, token) if self.notices_url else LogNotices()
         )

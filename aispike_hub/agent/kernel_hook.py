@@ -40,6 +40,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+# Spelled out, not imported from aispike_hub.contract / aispike_hub.units: this file runs in
+# images without AISpike Hub.  tests/unit/agent/test_kernel_hook.py keeps them equal to those.
 ENV_LIMITS = "AISPIKE_GPU_MEMORY_LIMITS"
 ENV_LIMIT = "AISPIKE_GPU_MEMORY_LIMIT"
 ENV_FRAMEWORKS = "AISPIKE_FRAMEWORK_LIMITS"

@@ -18,8 +18,7 @@ from typing import Any
 from aispike_hub.agent.nvml import GpuProcess, MachineReading
 from aispike_hub.agent.procs import Owner
 from aispike_hub.model import Usage
-
-MIB = 1 << 20
+from aispike_hub.units import MIB
 
 METRIC_GPU_MEMORY_TOTAL = "aispike_gpu_memory_total_bytes"
 METRIC_GPU_MEMORY_USED = "aispike_gpu_memory_used_bytes"

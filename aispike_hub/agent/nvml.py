@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aispike_hub.model import Gpu
+from aispike_hub.units import MIB
 
 log = logging.getLogger(__name__)
 
-MIB = 1 << 20
 
 # NVML's constants, repeated so the pure code below needs no pynvml import.
 TOPOLOGY_INTERNAL = 0

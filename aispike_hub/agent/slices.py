@@ -27,21 +27,28 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aispike_hub.agent.datasets import CachedDataset
-from aispike_hub.kube.slices import (
+from aispike_hub.contract import (
+    CONTENT_HASH_ANNOTATION,
     DATASETS_ANNOTATION,
     DRIVER,
     GPU_MODEL_LABEL,
+    MANAGED_BY_AGENT,
+    MANAGED_BY_LABEL,
+    RESOURCE_GROUP,
+    RESOURCE_VERSION,
+)
+from aispike_hub.kube.slices import datasets_annotation as build_datasets_annotation
+from aispike_hub.kube.slices import (
     gpu_device,
     gpu_model_label,
     resource_slice,
     resource_slice_name,
 )
-from aispike_hub.kube.slices import datasets_annotation as build_datasets_annotation
 from aispike_hub.model import Gpu
 
 log = logging.getLogger(__name__)
 
-HASH_ANNOTATION = "aispike.io/content-hash"
+HASH_ANNOTATION = CONTENT_HASH_ANNOTATION
 """On our ResourceSlice: hash of its content (generation excluded), to skip unchanged writes."""
 
 MAX_DATASETS_IN_ANNOTATION = 500
@@ -152,7 +159,7 @@ def plan_slice(
         return None
     body = copy.deepcopy(desired.resource_slice)
     body["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = desired.slice_hash
-    body["metadata"].setdefault("labels", {})["app.kubernetes.io/managed-by"] = "aispike-hub-agent"
+    body["metadata"].setdefault("labels", {})[MANAGED_BY_LABEL] = MANAGED_BY_AGENT
     if node_uid:
         body["metadata"]["ownerReferences"] = [
             {"apiVersion": "v1", "kind": "Node", "name": desired.node_name, "uid": node_uid}
@@ -248,7 +255,7 @@ class KubernetesClient:
     this works whatever the installed client's generated DRA models are.
     """
 
-    GROUP, VERSION, PLURAL = "resource.k8s.io", "v1", "resourceslices"
+    GROUP, VERSION, PLURAL = RESOURCE_GROUP, RESOURCE_VERSION, "resourceslices"
 
     def __init__(self, api_client: Any) -> None:
         import kubernetes  # imported here: only the agent in a cluster needs it

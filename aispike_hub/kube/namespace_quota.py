@@ -26,21 +26,31 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aispike_hub.kube.resources import GPUSHARE_MEMORY_RESOURCE, HAMI_MEMORY_RESOURCE
-from aispike_hub.kube.slices import DEVICE_CLASS, NVIDIA_GPU_RESOURCE
-from aispike_hub.model import GIB_IN_MIB
+from aispike_hub.backends import backend_for
+from aispike_hub.contract import (
+    CLAIMS_QUOTA,
+    DEVICES_QUOTA,
+    HUB_USER_ANNOTATION,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+)
+
+__all__ = ["CLAIMS_QUOTA", "DEVICES_QUOTA", "QUOTA_NAME", "USER_ANNOTATION", "quota_hard",
+           "resource_quota"]
 
 QUOTA_NAME = "aispike-user-quota"
 """Name of the ResourceQuota the spawner keeps in each user namespace."""
 
-USER_ANNOTATION = "aispike.io/hub-user"
-
-DEVICES_QUOTA = f"{DEVICE_CLASS}.deviceclass.resource.k8s.io/devices"
-CLAIMS_QUOTA = "count/resourceclaims.resource.k8s.io"
+USER_ANNOTATION = HUB_USER_ANNOTATION
 
 
 def quota_hard(ceiling: Mapping[str, int | None], backend: str) -> dict[str, str]:
-    """``spec.hard`` for a user whose ceilings are ``ceiling`` (resource -> amount or None)."""
+    """``spec.hard`` for a user whose ceilings are ``ceiling`` (resource -> amount or None).
+
+    CPU, RAM and servers (``pods``) are the same on every backend; the GPU part is the
+    backend's (:meth:`aispike_hub.backends.GpuBackend.quota_hard`).
+    """
+    gpu_backend = backend_for(backend)
     hard: dict[str, str] = {}
     cpu = ceiling.get("cpu_milli")
     if cpu is not None:
@@ -51,20 +61,8 @@ def quota_hard(ceiling: Mapping[str, int | None], backend: str) -> dict[str, str
     servers = ceiling.get("servers")
     if servers is not None:
         hard["pods"] = str(servers)
-        if backend == "aispike":
-            hard[CLAIMS_QUOTA] = str(servers)
-    gpus = ceiling.get("gpus")
-    if gpus is not None:
-        if backend == "aispike":
-            hard[DEVICES_QUOTA] = str(gpus)
-        elif backend in ("hami", "nvidia"):
-            hard[f"requests.{NVIDIA_GPU_RESOURCE}"] = str(gpus)
-    gpu_mem = ceiling.get("gpu_memory_mib")
-    if gpu_mem is not None:
-        if backend == "hami":
-            hard[f"requests.{HAMI_MEMORY_RESOURCE}"] = str(gpu_mem)
-        elif backend == "gpushare":
-            hard[f"requests.{GPUSHARE_MEMORY_RESOURCE}"] = str(gpu_mem // GIB_IN_MIB)
+    hard.update(gpu_backend.quota_hard(servers, ceiling.get("gpus"),
+                                       ceiling.get("gpu_memory_mib")))
     return hard
 
 
@@ -76,7 +74,7 @@ def resource_quota(user: str, ceiling: Mapping[str, int | None], backend: str,
         "kind": "ResourceQuota",
         "metadata": {
             "name": QUOTA_NAME,
-            "labels": {"app.kubernetes.io/managed-by": "aispike-hub", **(labels or {})},
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY, **(labels or {})},
             "annotations": {USER_ANNOTATION: user},
         },
         "spec": {"hard": quota_hard(ceiling, backend)},

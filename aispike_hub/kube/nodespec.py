@@ -21,17 +21,14 @@ publishes the same devices (placement pins claims by UUID).
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aispike_hub.model import Gpu, Node
+from aispike_hub.units import MIB, parse_quantity
 
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([a-zA-Z]*)$")
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}
-_DECIMAL = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
 _UUID_NAMESPACE = uuid.UUID("5f1c3f0e-5c3b-4c55-9a55-a15b1ce0a1d0")
 """Fixed namespace for synthesized GPU UUIDs: changing it would re-pin every simulated claim."""
 
@@ -46,30 +43,22 @@ class SimulatedNode:
 
 
 def quantity_bytes(value: str | int | float) -> int:
-    """Bytes (or plain units) in a Kubernetes quantity such as ``80Gi``, ``512M`` or ``64``."""
-    if isinstance(value, int | float):
-        return int(value)
-    match = _QUANTITY.match(value.strip())
-    if not match:
-        raise ValueError(f"not a quantity: {value!r} (write e.g. 80Gi, 512Mi, 64)")
-    number, suffix = match.groups()
-    if suffix in _BINARY:
-        return int(float(number) * _BINARY[suffix])
-    if suffix in _DECIMAL:
-        return int(float(number) * _DECIMAL[suffix])
-    raise ValueError(f"unknown quantity suffix {suffix!r} in {value!r}")
+    """Bytes (or plain units) in a Kubernetes quantity such as ``80Gi``, ``512M`` or ``64``.
+
+    A bare number counts as bytes, as in Kubernetes (:func:`aispike_hub.units.parse_quantity`);
+    fractions of a byte are dropped.  Raises ``ValueError`` (a ``QuantityError``).
+    """
+    return int(parse_quantity(value))
 
 
 def quantity_mib(value: str | int | float) -> int:
     """MiB in a memory quantity; a bare number counts as bytes, as in Kubernetes."""
-    return quantity_bytes(value) // 2**20
+    return quantity_bytes(value) // MIB
 
 
 def cpu_milli(value: str | int | float) -> int:
     """Thousandths of a core in a CPU quantity such as ``64``, ``1.5`` or ``500m``."""
-    if isinstance(value, str) and value.strip().endswith("m"):
-        return int(value.strip()[:-1])
-    return int(float(value) * 1000)
+    return int(parse_quantity(value) * 1000)
 
 
 def synthesized_uuid(node_name: str, index: int) -> str:

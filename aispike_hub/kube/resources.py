@@ -1,73 +1,59 @@
 """A notebook server's GPU slice in the words of each backend; pure builders, no I/O.
 
-The native backend ``aispike`` expresses the slice as the server's pinned ResourceClaim
-(:mod:`aispike_hub.kube.claims`); the others, for clusters without DRA consumable capacity,
-as extended resources on the notebook container (``DESIGN.md``, "Other backends"):
+What differs between backends lives in :mod:`aispike_hub.backends` (one class per backend,
+``backend_for(name)``); the functions here are the spawner's entry points and keep their old
+signatures: :func:`gpu_resources` (container limits), :func:`model_affinity` (the GPU model as a
+required node affinity when kube-scheduler places the pod) and :func:`notebook_env` (the slice
+variables, from :mod:`aispike_hub.isolation_env`).
 
-| backend | one slice of N GiB | k whole GPUs |
-|---|---|---|
-| ``hami`` | ``nvidia.com/gpu: 1``, ``nvidia.com/gpumem: N*1024`` (MiB) | ``nvidia.com/gpu: k`` |
-| ``gpushare`` | ``aliyun.com/gpu-mem: N`` (GiB, or MiB with unit "MiB") | refused (one GPU) |
-| ``mig`` | ``nvidia.com/mig-<profile>: 1``, smallest profile >= N GiB | ``nvidia.com/gpu: k`` |
-| ``nvidia`` | ``nvidia.com/gpu: 1`` (the whole GPU) | ``nvidia.com/gpu: k`` |
-
-Also here: the GPU model as a required node affinity (non-native backends: the placement is
-kube-scheduler's), the locality preference for nodes caching the image and datasets, dataset
-volumes and the notebook's environment.
+Also here, backend-independent: the locality preference for nodes caching the image and
+datasets, and dataset volumes.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from aispike_hub.kube.slices import GPU_MODEL_LABEL, NVIDIA_GPU_RESOURCE, label_value
-from aispike_hub.model import GIB_IN_MIB, Node, SliceRequest
+from aispike_hub.backends import (
+    DEFAULT_MIG_PROFILES,
+    BackendError,
+    BackendOptions,
+    GpuResources,
+    backend_for,
+    backend_names,
+    mig_profile_for,
+    model_affinity,
+)
+from aispike_hub.contract import (
+    GPUSHARE_MEMORY_RESOURCE,
+    HAMI_MEMORY_RESOURCE,
+    MIG_RESOURCE_PREFIX,
+)
+from aispike_hub.isolation_env import notebook_env
+from aispike_hub.model import Node, SliceRequest
 
-BACKENDS = ("aispike", "hami", "gpushare", "mig", "nvidia")
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_MIG_PROFILES",
+    "GPUSHARE_MEMORY_RESOURCE",
+    "HAMI_MEMORY_RESOURCE",
+    "MAX_LOCALITY_TERMS",
+    "MIG_RESOURCE_PREFIX",
+    "BackendError",
+    "GpuResources",
+    "dataset_volume_name",
+    "dataset_volumes",
+    "gpu_resources",
+    "locality_preference",
+    "mig_profile_for",
+    "model_affinity",
+    "notebook_env",
+]
 
-HAMI_MEMORY_RESOURCE = "nvidia.com/gpumem"
-GPUSHARE_MEMORY_RESOURCE = "aliyun.com/gpu-mem"
-MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
-DEFAULT_MIG_PROFILES = ("1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb")
-"""MIG profiles of an A100/H100 80GB, smallest first."""
-
-_MIG_PROFILE = re.compile(r"^([1-7])g\.([0-9]+)gb$")
-
-
-class BackendError(ValueError):
-    """The request cannot be expressed on this backend (the message says what to ask for)."""
-
-
-@dataclass(frozen=True, slots=True)
-class GpuResources:
-    """What a backend adds to the notebook container, and what the user actually gets."""
-
-    limits: Mapping[str, str]
-    granted_mib: int
-    """GPU memory per GPU the server gets (0 when only the device knows: whole GPUs)."""
-    note: str = ""
-    """Told to the user when the backend rounds the request (e.g. a whole GPU for a slice)."""
-
-
-def mig_profile_for(gib: int, profiles: Sequence[str] = DEFAULT_MIG_PROFILES) -> str:
-    """The smallest MIG profile with at least ``gib`` GiB (fewest compute slices on ties)."""
-    best: tuple[int, int, str] | None = None
-    for p in profiles:
-        m = _MIG_PROFILE.match(p)
-        if not m:
-            raise BackendError(f"{p!r} is not a MIG profile name like '1g.10gb'")
-        size, slices = int(m.group(2)), int(m.group(1))
-        if size >= gib and (best is None or (size, slices) < best[:2]):
-            best = (size, slices, p)
-    if best is None:
-        largest = max((int(_MIG_PROFILE.match(p).group(2)) for p in profiles  # type: ignore[union-attr]
-                       if _MIG_PROFILE.match(p)), default=0)
-        raise BackendError(f"no MIG profile has {gib} GiB (largest: {largest} GiB); "
-                           "ask for less, or for a whole GPU")
-    return best[2]
+BACKENDS = backend_names()
+"""Names of the registered backends (the values of ``c.AISpikeSpawner.backend``)."""
 
 
 def gpu_resources(
@@ -78,40 +64,8 @@ def gpu_resources(
     gpushare_unit: str = "GiB",
 ) -> GpuResources:
     """Container resource limits of ``request`` on ``backend`` (empty for ``aispike``)."""
-    if backend not in BACKENDS:
-        raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    k = request.gpu_count
-    if k == 0 or backend == "aispike":
-        return GpuResources({}, request.gpu_memory_mib if k == 1 else 0)
-    slice_mib = request.gpu_memory_mib if k == 1 else 0
-    gib = -(-slice_mib // GIB_IN_MIB)
-    if not slice_mib:  # whole GPUs
-        if backend == "gpushare":
-            raise BackendError("the gpushare backend gives one GPU's memory per server; "
-                               "ask for one GPU with a memory size")
-        return GpuResources({NVIDIA_GPU_RESOURCE: str(k)}, 0)
-    if backend == "hami":
-        return GpuResources({NVIDIA_GPU_RESOURCE: "1", HAMI_MEMORY_RESOURCE: str(slice_mib)},
-                            slice_mib)
-    if backend == "gpushare":
-        amount = gib if gpushare_unit == "GiB" else slice_mib
-        return GpuResources({GPUSHARE_MEMORY_RESOURCE: str(amount)}, gib * GIB_IN_MIB)
-    if backend == "mig":
-        profile = mig_profile_for(gib, mig_profiles)
-        size = int(profile.split(".")[1].removesuffix("gb"))
-        note = "" if size == gib else f"MIG profile {profile}: {size} GB for the {gib} GiB asked"
-        return GpuResources({MIG_RESOURCE_PREFIX + profile: "1"}, size * 1000 * 1000 * 1000
-                            // (1 << 20), note)
-    return GpuResources({NVIDIA_GPU_RESOURCE: "1"}, 0,
-                        f"this cluster gives whole GPUs: the {gib} GiB slice is a whole GPU")
-
-
-def model_affinity(models: Iterable[str], label: str = GPU_MODEL_LABEL) -> dict[str, Any] | None:
-    """A required node-selector term keeping the pod on nodes of the allowed GPU models."""
-    values = sorted({label_value(m) for m in models})
-    if not values:
-        return None
-    return {"matchExpressions": [{"key": label, "operator": "In", "values": values}]}
+    options = BackendOptions(mig_profiles=tuple(mig_profiles), gpushare_unit=gpushare_unit)
+    return backend_for(backend, options).pod_resources(request)
 
 
 MAX_LOCALITY_TERMS = 32
@@ -165,19 +119,3 @@ def dataset_volumes(
         volumes.append({"name": vname, **dict(source)})
         mounts.append({"name": vname, "mountPath": path, "readOnly": read_only})
     return volumes, mounts
-
-
-def notebook_env(
-    request: SliceRequest, granted_mib: int, backend: str, datasets: Mapping[str, str]
-) -> dict[str, str]:
-    """Environment the notebook sees: its slice, GPU model choice and dataset paths."""
-    env = {
-        "AISPIKE_BACKEND": backend,
-        "AISPIKE_GPU_COUNT": str(request.gpu_count),
-        "AISPIKE_GPU_MODEL": ",".join(sorted(request.allowed_models)) or "any",
-    }
-    if request.gpu_count == 1 and request.gpu_memory_mib:
-        env["AISPIKE_GPU_MEMORY_MIB"] = str(granted_mib or request.gpu_memory_mib)
-    if datasets:
-        env["AISPIKE_DATASETS"] = ",".join(f"{n}={p}" for n, p in sorted(datasets.items()))
-    return env

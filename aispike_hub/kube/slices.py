@@ -23,28 +23,26 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from aispike_hub.contract import (
+    DATASETS_ANNOTATION,
+    DEVICE_CLASS,
+    DRIVER,
+    GPU_MODEL_LABEL,
+    MEMORY_CAPACITY,
+    NVIDIA_GPU_RESOURCE,
+    RESOURCE_API_VERSION,
+)
 from aispike_hub.model import GIB_IN_MIB, Gpu, Node
 
-DRIVER = "gpu.aispike.io"
-"""Our DRA driver name; also the attribute domain: ``device.attributes["gpu.aispike.io"].uuid``."""
-
-DEVICE_CLASS = "gpu.aispike.io"
-"""DeviceClass that every AISpike ResourceClaim names in ``deviceClassName``."""
-
-RESOURCE_API_VERSION = "resource.k8s.io/v1"
-"""DRA API group version (GA since Kubernetes 1.34; consumable capacity fields since 1.36)."""
-
-MEMORY_CAPACITY = "memory"
-"""Name of the consumable capacity that GPU-memory slices are requested and accounted in."""
-
-GPU_MODEL_LABEL = "aispike.io/gpu-model"
-"""Node label naming the node's GPU model (``mixed`` when a node has more than one model)."""
-
-DATASETS_ANNOTATION = "aispike.io/datasets"
-"""Node annotation: JSON list of the datasets the node's cache holds (name, bytes, last use)."""
-
-NVIDIA_GPU_RESOURCE = "nvidia.com/gpu"
-"""Extended resource of the whole-GPU ``nvidia`` backend (device plugin style)."""
+# The contract names (DRIVER, ...) are declared in aispike_hub.contract and re-exported here.
+__all__ = [
+    "DATASETS_ANNOTATION", "DEVICE_CLASS", "DRIVER", "GPU_MODEL_LABEL", "MAX_DEVICES_PER_SLICE",
+    "MEMORY_CAPACITY", "NVIDIA_GPU_RESOURCE", "RESOURCE_API_VERSION", "cpu_quantity",
+    "datasets_annotation", "device_class", "device_name", "gpu_device", "gpu_model_label",
+    "label_value", "memory_quantity", "node_images", "node_labels", "node_manifests",
+    "parse_datasets_annotation", "resource_slice", "resource_slice_name", "simulated_node",
+    "uuid_selector",
+]
 
 MAX_DEVICES_PER_SLICE = 128
 """API limit on devices in one ResourceSlice without taints, counters or list attributes."""

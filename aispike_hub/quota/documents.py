@@ -21,8 +21,10 @@ from aispike_hub.quota.policy import (
     PolicyError,
     Tier,
 )
+from aispike_hub.units import MIB, QuantityError, parse_quantity
 
-_QUANTITY = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
+_MEMORY_SUFFIXES = ("Ki", "Mi", "Gi", "Ti")
+"""The suffixes a policy's memory amounts take (the schema's pattern says the same)."""
 
 
 def parse_amount(path: str, resource: str, value: object) -> int:
@@ -38,17 +40,18 @@ def parse_amount(path: str, resource: str, value: object) -> int:
         raise PolicyError(path, f"expected a number or 'unlimited', got {value!r}")
     if resource in ("gpu_memory_mib", "memory_mib", "max_slice_mib"):
         if isinstance(value, str):
-            for suffix, factor in _QUANTITY.items():
-                if value.endswith(suffix):
-                    try:
-                        number = float(value[: -len(suffix)])
-                    except ValueError:
-                        break
-                    out = number * factor
-                    if out != int(out) or out < 0:
-                        raise PolicyError(path, f"{value!r} is not a whole number of MiB >= 0")
-                    return int(out)
-            raise PolicyError(path, f"expected MiB or a quantity like '16Gi', got {value!r}")
+            # Kubernetes' quantity syntax, parsed once for the whole project (units.py); a
+            # policy takes the binary suffixes, as memory limits are written.
+            if not value.endswith(_MEMORY_SUFFIXES):
+                raise PolicyError(path, f"expected MiB or a quantity like '16Gi', got {value!r}")
+            try:
+                out = parse_quantity(value, what=path) / MIB
+            except QuantityError:
+                raise PolicyError(path, f"expected MiB or a quantity like '16Gi', "
+                                  f"got {value!r}") from None
+            if out.denominator != 1:
+                raise PolicyError(path, f"{value!r} is not a whole number of MiB >= 0")
+            return int(out)
         number = float(value)
     elif resource == "cpu_milli":
         if isinstance(value, str) and value.endswith("m"):

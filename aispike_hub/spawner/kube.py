@@ -42,21 +42,25 @@ from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
 from aispike_hub.admission.client import AdmissionClient
 from aispike_hub.admission.hub import admit_or_raise, fit_preview, form_choice_within_quota
 from aispike_hub.admission.protocol import Admission
+from aispike_hub.backends import BackendOptions, GpuBackend, backend_for, backend_names
+from aispike_hub.contract import (
+    BACKEND_ANNOTATION,
+    GFD_MODEL_LABEL,
+    GPU_MODEL_LABEL,
+    NOTE_ANNOTATION,
+    OPTIONS_ANNOTATION,
+    TIER_ANNOTATION,
+)
 from aispike_hub.kube.api import error_text, kube_api_client
 from aispike_hub.kube.claims import HUB_SERVER_ANNOTATION, REQUEST_ANNOTATION, request_to_json
 from aispike_hub.kube.inventory import parse_pod
 from aispike_hub.kube.resources import (
-    BACKENDS,
     DEFAULT_MIG_PROFILES,
     BackendError,
     GpuResources,
     dataset_volumes,
-    gpu_resources,
     locality_preference,
-    model_affinity,
-    notebook_env,
 )
-from aispike_hub.kube.slices import GPU_MODEL_LABEL
 from aispike_hub.model import Node, SliceRequest
 from aispike_hub.spawner.form import (
     FormError,
@@ -68,13 +72,8 @@ from aispike_hub.spawner.form import (
     settings_from_config,
     to_request,
 )
-from aispike_hub.spawner.nodes import GFD_MODEL_LABEL, NodeWatcher
+from aispike_hub.spawner.nodes import NodeWatcher
 from aispike_hub.spawner.settings import SpawnerFormSettings
-
-OPTIONS_ANNOTATION = "aispike.io/options"
-BACKEND_ANNOTATION = "aispike.io/backend"
-TIER_ANNOTATION = "aispike.io/tier"
-NOTE_ANNOTATION = "aispike.io/note"
 
 _RESTORED = ("image", "cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee",
              "extra_resource_limits", "volumes", "volume_mounts", "node_affinity_required",
@@ -107,7 +106,7 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
     """KubeSpawner that starts notebook servers on GPU slices (see the module docstring)."""
 
     backend = Enum(
-        list(BACKENDS), "aispike",
+        list(backend_names()), "aispike",
         help="""How a GPU slice becomes pod resources. aispike: our DRA driver, a pinned
         ResourceClaim per server (Kubernetes >= 1.34); hami: nvidia.com/gpu + nvidia.com/gpumem
         (MiB); gpushare: aliyun.com/gpu-mem; mig: the smallest nvidia.com/mig-<profile> that
@@ -205,6 +204,13 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
             AISpikeSpawner._shared_lock = asyncio.Lock()
         return AISpikeSpawner._shared_lock
 
+    @property
+    def gpu_backend(self) -> GpuBackend:
+        """The configured GPU backend (``c.AISpikeSpawner.backend``) with this spawner's
+        backend settings: what a slice becomes on the pod, and whether it is a pinned claim."""
+        return backend_for(self.backend, BackendOptions(
+            mig_profiles=tuple(self.mig_profiles), gpushare_unit=self.gpushare_unit))
+
     async def placer(self) -> Any:
         """The hub's one :class:`Placer` (native backend), its inventory started on first use."""
         shared = AISpikeSpawner._shared
@@ -234,7 +240,7 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
 
     async def cluster_nodes(self) -> list[Node]:
         """Schedulable nodes with their GPUs, as the backend sees them."""
-        if self.backend == "aispike":
+        if self.gpu_backend.uses_claims:
             placer = await self.placer()
             with placer.inventory.lock:
                 state = placer.inventory.state()
@@ -245,7 +251,7 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
     def _nodes_now(self) -> Sequence[Node]:
         """The cluster view without waiting (for in-process admission)."""
         placer = AISpikeSpawner._shared.get("placer")
-        if self.backend == "aispike" and placer is not None:
+        if self.gpu_backend.uses_claims and placer is not None:
             with placer.inventory.lock:
                 state = placer.inventory.state()
                 return list(state.nodes) if state is not None else []
@@ -334,8 +340,7 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
             assert options is not None
             request = to_request(options, settings)
             try:
-                resources = gpu_resources(self.backend, request, mig_profiles=self.mig_profiles,
-                                          gpushare_unit=self.gpushare_unit)
+                resources = self.gpu_backend.pod_resources(request)
             except BackendError as e:
                 raise SpawnException(f"Cannot start {options.describe()}: {e}",
                                      reason="options", status_code=400) from None
@@ -408,8 +413,8 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
             (d.name, d.mount_path, d.volume, d.read_only) for d in chosen)
         self.volumes = [*self._sorted_dict_values(base["volumes"]), *volumes]
         self.volume_mounts = [*self._sorted_dict_values(base["volume_mounts"]), *mounts]
-        if self.backend != "aispike" and request.gpu_count:
-            term = model_affinity(request.allowed_models, self.gpu_model_labels[0])
+        if not self.gpu_backend.uses_claims and request.gpu_count:
+            term = self.gpu_backend.model_affinity(request, self.gpu_model_labels[0])
             if term:
                 self.node_affinity_required = [
                     *self._sorted_dict_values(base["node_affinity_required"]), term]
@@ -434,8 +439,8 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
         self.extra_labels = {**base["extra_labels"], BACKEND_ANNOTATION: self.backend}
         self.environment = {
             **base["environment"],
-            **notebook_env(request, resources.granted_mib, self.backend,
-                           {d.name: d.mount_path for d in chosen}),
+            **self.gpu_backend.notebook_env(request, resources.granted_mib,
+                                            {d.name: d.mount_path for d in chosen}),
         }
 
     def _hub_server(self) -> str:
@@ -492,7 +497,7 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
         unschedulable for ``unschedulable_timeout`` seconds."""
         from aispike_hub.kube.startflow import Action, Flow, Observation, Rules, step
 
-        flow = Flow(pins=self.backend == "aispike" and request.gpu_count > 0)
+        flow = Flow(pins=self.gpu_backend.uses_claims and request.gpu_count > 0)
         rules = Rules(unschedulable_timeout=self.unschedulable_timeout)
         seen = Observation()
         started: asyncio.Future[Any] | None = None
@@ -601,7 +606,7 @@ class AISpikeSpawner(KubeSpawner, SpawnerFormSettings):  # type: ignore[misc]
 
     async def _release_claim(self) -> None:
         placer = AISpikeSpawner._shared.get("placer")
-        if self.backend == "aispike" and placer is not None:
+        if self.gpu_backend.uses_claims and placer is not None:
             try:
                 await asyncio.to_thread(placer.release, self.namespace, self.pod_name)
             except Exception as e:

@@ -11,7 +11,7 @@ adds what AISpike adds to a cluster, from the same parts:
    :class:`ClusterState` of this machine minus what running servers hold); the service's own
    choice is kept when it still fits, so the admin panel shows where the slice really is;
 4. the process gets ``CUDA_VISIBLE_DEVICES`` and the isolation environment of the node agent
-   (:func:`aispike_hub.agent.dra.isolation_env`: ``NVIDIA_VISIBLE_DEVICES``,
+   (:func:`aispike_hub.isolation_env.isolation_env`: ``NVIDIA_VISIBLE_DEVICES``,
    ``AISPIKE_GPU_MEMORY_LIMIT(S)``, HAMi-core's and the frameworks' limits) plus the slice
    variables the server extension reads.
 
@@ -45,9 +45,10 @@ from aispike_hub.admission.client import AdmissionClient
 from aispike_hub.admission.hub import admit_or_raise, fit_preview, form_choice_within_quota
 from aispike_hub.admission.protocol import Admission
 from aispike_hub.admission.wire import assignment_from_dict, assignment_to_dict
-from aispike_hub.agent.dra import AllocatedGpu, IsolationSettings, isolation_env
+from aispike_hub.contract import INVENTORY_LABEL
+from aispike_hub.isolation_env import IsolationSettings, assignment_env
+from aispike_hub.isolation_env import no_gpu_env as isolation_no_gpu_env
 from aispike_hub.kube.nodespec import nodes_from_spec
-from aispike_hub.kube.resources import notebook_env
 from aispike_hub.model import GIB_IN_MIB, Assignment, Node, SliceRequest
 from aispike_hub.placement.engine import POLICY_NAMES, PlacementEngine
 from aispike_hub.placement.state import ClusterState
@@ -62,14 +63,13 @@ from aispike_hub.spawner.form import (
     to_request,
 )
 from aispike_hub.spawner.settings import SpawnerFormSettings
+from aispike_hub.units import MIB
 
-INVENTORY_LABEL = "aispike.io/inventory"
 """Node label saying where the GPUs come from: ``nvml`` or ``simulated``."""
 STATE_KEY = "aispike_assignment"
 """Key of the server's slice (an assignment document) in its spawner state."""
 LOCAL_BACKEND = "local"
 """``AISPIKE_BACKEND`` of servers started by this spawner."""
-MIB = 2**20
 
 _GROUP = re.compile(
     r"^\s*(?:(\d+)\s*[x×]\s*)?(.+?)\s+(\d+(?:\.\d+)?)\s*(GB|GiB|G|Gi)\s*$", re.IGNORECASE)
@@ -142,27 +142,15 @@ def slice_env(node: Node, assignment: Assignment, settings: IsolationSettings,
 
     The node agent's isolation variables for the chosen GPUs (the same function its DRA plugin
     writes into CDI specs), ``CUDA_VISIBLE_DEVICES`` (UUIDs, so CUDA's own device order does
-    not matter) and the slice variables the server extension and the notebook read.
+    not matter) and the slice variables the server extension and the notebook read
+    (:func:`aispike_hub.isolation_env.assignment_env`).
     """
-    by_index = {g.index: g for g in node.gpus}
-    gpus = []
-    for index, mib in zip(assignment.gpu_indices, assignment.gpu_memory_mib, strict=True):
-        gpu = by_index[index]
-        gpus.append(AllocatedGpu(request="gpu", pool=node.name, device=f"gpu-{index}",
-                                 uuid=gpu.uuid or str(index), limit_bytes=mib * MIB,
-                                 total_bytes=gpu.memory_mib * MIB))
-    env = isolation_env(gpus, settings)
-    env["CUDA_VISIBLE_DEVICES"] = env["NVIDIA_VISIBLE_DEVICES"]
-    env.update(notebook_env(request, assignment.gpu_memory_mib[0] if request.gpu_count == 1
-                            else 0, LOCAL_BACKEND, {}))
-    env["AISPIKE_GPU_INDICES"] = ",".join(str(i) for i in assignment.gpu_indices)
-    return env
+    return assignment_env(node, assignment, settings, request, LOCAL_BACKEND)
 
 
 def no_gpu_env() -> dict[str, str]:
     """A CPU-only server sees no GPU at all."""
-    return {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "void",
-            "AISPIKE_BACKEND": LOCAL_BACKEND, "AISPIKE_GPU_COUNT": "0"}
+    return isolation_no_gpu_env(LOCAL_BACKEND)
 
 
 def _machine_memory_mib() -> int:

@@ -17,16 +17,19 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+from aispike_hub.contract import (
+    GFD_MEMORY_LABEL,
+    GFD_MODEL_LABEL,
+    GPU_MODEL_LABEL,
+    NVIDIA_GPU_RESOURCE,
+)
 from aispike_hub.kube.api import KubeJson, kube_api_client
 from aispike_hub.kube.objects import meta_of, parse_node
-from aispike_hub.kube.slices import GPU_MODEL_LABEL, NVIDIA_GPU_RESOURCE
 from aispike_hub.kube.watch import ListWatch, ListWatchApi
 from aispike_hub.model import GIB_IN_MIB, Gpu, Node
 
 log = logging.getLogger(__name__)
 
-GFD_MODEL_LABEL = "nvidia.com/gpu.product"
-GFD_MEMORY_LABEL = "nvidia.com/gpu.memory"
 """GPU feature discovery's labels: model name and memory per GPU in MiB."""
 
 

@@ -62,7 +62,7 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from aispike_hub.kube.slices import DRIVER, MEMORY_CAPACITY, RESOURCE_API_VERSION
+from aispike_hub.kube.slices import RESOURCE_API_VERSION
 
 log = logging.getLogger("podrunner")
 
@@ -156,46 +156,31 @@ class RunningPod:
             return ""
 
 
-def _memory_mib(quantity: str) -> int:
-    from aispike_hub.kube.nodespec import quantity_mib
-
-    return quantity_mib(quantity)
-
-
 def gpu_env(
     allocation_results: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[str, Any]]
 ) -> dict[str, str]:
     """Environment the DRA plugin's CDI spec gives a container for its allocated GPU devices.
 
-    Same variables as the Kubernetes contract in DESIGN.md: ``NVIDIA_VISIBLE_DEVICES`` (the
-    allocated GPUs' UUIDs), ``AISPIKE_GPU_MEMORY_LIMIT`` (MiB of the first device's consumed
-    memory) and HAMi-core's ``CUDA_DEVICE_MEMORY_LIMIT_<i>`` per visible device.
+    The plugin's own code, not a copy: the allocated GPUs as the plugin finds them
+    (:func:`aispike_hub.agent.allocation.allocated_gpus` over the slices' devices) and the
+    isolation environment with the plugin's default settings
+    (:func:`aispike_hub.isolation_env.isolation_env`).  ``{}`` when no result is a device of
+    our driver in the given slices (the plugin would refuse the claim).
     """
-    devices: dict[tuple[str, str], Mapping[str, Any]] = {}
-    for s in slices:
-        spec = s.get("spec", {})
-        if spec.get("driver") != DRIVER:
-            continue
-        for d in spec.get("devices", []):
-            devices[(spec["pool"]["name"], d["name"])] = d
-    uuids: list[str] = []
-    limits: list[int] = []
-    for result in allocation_results:
-        if result.get("driver") != DRIVER:
-            continue
-        device = devices.get((result["pool"], result["device"]))
-        if device is None:
-            continue
-        uuids.append(device["attributes"]["uuid"]["string"])
-        consumed = (result.get("consumedCapacity") or {}).get(MEMORY_CAPACITY)
-        total = device.get("capacity", {}).get(MEMORY_CAPACITY, {}).get("value", "0")
-        limits.append(_memory_mib(consumed or total))
-    if not uuids:
+    from aispike_hub.agent.allocation import PrepareError, allocated_gpus, node_devices
+    from aispike_hub.isolation_env import IsolationSettings, isolation_env
+
+    slices = list(slices)
+    devices = {}
+    for node in {(s.get("spec") or {}).get("nodeName") for s in slices}:
+        if node:
+            devices.update(node_devices(slices, node))
+    claim = {"status": {"allocation": {"devices": {"results": list(allocation_results)}}}}
+    try:
+        gpus = allocated_gpus(claim, devices)
+    except PrepareError:
         return {}
-    env = {"NVIDIA_VISIBLE_DEVICES": ",".join(uuids), "AISPIKE_GPU_MEMORY_LIMIT": f"{limits[0]}"}
-    for i, mib in enumerate(limits):
-        env[f"CUDA_DEVICE_MEMORY_LIMIT_{i}"] = f"{mib}m"
-    return env
+    return isolation_env(gpus, IsolationSettings())
 
 
 class PodRunner:

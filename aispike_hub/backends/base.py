@@ -1,0 +1,124 @@
+"""The interface every GPU backend implements, and what its answers look like; pure.
+
+A *backend* is how a notebook server's GPU slice becomes something Kubernetes enforces: our own
+DRA driver (a pinned ResourceClaim per server), or a device plugin's extended resources on the
+notebook container.  Everything that differs between backends is a method or attribute of
+:class:`GpuBackend`, so the spawner and the namespace quota ask the backend instead of comparing
+its name.  Backends are registered by name (:mod:`aispike_hub.backends.registry`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from aispike_hub.contract import GPU_MODEL_LABEL
+from aispike_hub.isolation_env import notebook_env
+from aispike_hub.kube.slices import label_value
+from aispike_hub.model import SliceRequest
+from aispike_hub.units import GIB_IN_MIB
+
+DEFAULT_MIG_PROFILES = ("1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb")
+"""MIG profiles of an A100/H100 80GB, smallest first."""
+
+
+class BackendError(ValueError):
+    """The request cannot be expressed on this backend (the message says what to ask for)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendOptions:
+    """Settings of the cluster's device plugins that some backends need (the spawner's
+    ``mig_profiles`` and ``gpushare_unit``); the others ignore them."""
+
+    mig_profiles: Sequence[str] = DEFAULT_MIG_PROFILES
+    """MIG profiles the ``mig`` backend may request."""
+    gpushare_unit: str = "GiB"
+    """Unit of ``aliyun.com/gpu-mem`` in the gpushare device plugin (``GiB`` or ``MiB``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GpuResources:
+    """What a backend adds to the notebook container, and what the user actually gets."""
+
+    limits: Mapping[str, str]
+    granted_mib: int
+    """GPU memory per GPU the server gets (0 when only the device knows: whole GPUs)."""
+    note: str = ""
+    """Told to the user when the backend rounds the request (e.g. a whole GPU for a slice)."""
+
+
+def model_affinity(models: Iterable[str], label: str = GPU_MODEL_LABEL) -> dict[str, Any] | None:
+    """A required node-selector term keeping the pod on nodes of the allowed GPU models."""
+    values = sorted({label_value(m) for m in models})
+    if not values:
+        return None
+    return {"matchExpressions": [{"key": label, "operator": "In", "values": values}]}
+
+
+def slice_gib(request: SliceRequest) -> tuple[int, int]:
+    """(MiB, GiB rounded up) of a one-GPU slice request; (0, 0) for whole GPUs or none."""
+    slice_mib = request.gpu_memory_mib if request.gpu_count == 1 else 0
+    return slice_mib, -(-slice_mib // GIB_IN_MIB)
+
+
+class GpuBackend(ABC):
+    """One way of giving notebook servers GPUs (see the module docstring).
+
+    Subclasses set :attr:`name` and :attr:`uses_claims`, implement :meth:`slice_resources`
+    (and, where the device plugin has quota-able resources, :meth:`quota_hard`), and are
+    registered with :func:`aispike_hub.backends.registry.register` (the built-in ones by
+    :data:`aispike_hub.backends.BUILTIN`).
+    """
+
+    name: ClassVar[str]
+    """The value of ``c.AISpikeSpawner.backend`` that selects this backend."""
+    uses_claims: ClassVar[bool] = False
+    """True when servers get their GPU as a ResourceClaim of our DRA driver pinned by the hub's
+    placer: the cluster view is the placer's inventory of our ResourceSlices, a start pins a
+    claim and a stop releases it.  False when kube-scheduler places the pod by extended
+    resources: the spawner adds GPU-model affinity and a locality preference instead."""
+    description: ClassVar[str] = ""
+    """One line for the setting's help text and the docs."""
+
+    def __init__(self, options: BackendOptions | None = None) -> None:
+        self.options = options or BackendOptions()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options!r})"
+
+    def pod_resources(self, request: SliceRequest) -> GpuResources:
+        """Container resource limits for ``request`` (raises :class:`BackendError`).
+
+        CPU-only requests get nothing; otherwise :meth:`slice_resources` decides.
+        """
+        if request.gpu_count == 0:
+            return GpuResources({}, 0)
+        return self.slice_resources(request)
+
+    @abstractmethod
+    def slice_resources(self, request: SliceRequest) -> GpuResources:
+        """Container resource limits for a request of at least one GPU."""
+
+    def quota_hard(self, servers: int | None, gpus: int | None,
+                   gpu_memory_mib: int | None) -> dict[str, str]:
+        """The GPU part of a user namespace's ResourceQuota ``spec.hard`` for these ceilings
+        (``None``: unlimited).  Servers are always ``pods`` (added by the caller); a backend
+        adds what its objects count in.  Default: nothing (the device plugin's resources
+        cannot be limited per namespace)."""
+        return {}
+
+    def model_affinity(self, request: SliceRequest,
+                       label: str = GPU_MODEL_LABEL) -> dict[str, Any] | None:
+        """A required node-selector term for the request's allowed GPU models, when
+        kube-scheduler places the pod (``None`` for a native backend or a CPU-only server)."""
+        if self.uses_claims or not request.gpu_count:
+            return None
+        return model_affinity(request.allowed_models, label)
+
+    def notebook_env(self, request: SliceRequest, granted_mib: int,
+                     datasets: Mapping[str, str]) -> dict[str, str]:
+        """The slice variables the notebook sees (``AISPIKE_BACKEND`` is this backend's name)."""
+        return notebook_env(request, granted_mib, self.name, datasets)
