@@ -20,6 +20,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -113,12 +114,21 @@ def newcomer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Newcomer]:
         unavailable("git or a git checkout is missing (the test clones this repository)")
     if not os.path.exists(CHROMIUM):
         unavailable(f"{CHROMIUM} is missing (apt-get install chromium; scripts/test does)")
-    base = tmp_path_factory.mktemp("newcomer")
+    root = os.getuid() == 0
+    # As root the demo runs each user's server as a system user of its own, who must be able to
+    # read the clone's environment: a root newcomer clones where others can read (as the README
+    # says), not into pytest's own temporary directory, which is closed to them.
+    base = Path(tempfile.mkdtemp(prefix="aispike-newcomer-", dir="/tmp")) if root else \
+        tmp_path_factory.mktemp("newcomer")
+    if root:
+        os.chmod(base, 0o755)
     clone, home = base / "aispike-hub", base / "home"
     home.mkdir()
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
     port = _free_port()
     line = f"{readme_command(0)} --port={port}"
+    if root:  # the servers' environment goes here, not into /opt (the default)
+        line += f" --public-dir={base / 'public'}"
     out = base / "first-command.out"
     with open(out, "wb") as f:
         process = start_group(["bash", "-c", line], cwd=clone, env=newcomer_env(home),
@@ -136,6 +146,8 @@ def newcomer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Newcomer]:
         tree = [process.pid, *descendants(process.pid)]
         end_group(process, grace=60)
         left = [pid for pid in tree if alive(pid)]
+        if root:
+            shutil.rmtree(base, ignore_errors=True)
         assert not left, f"processes left behind: {left}"
 
 

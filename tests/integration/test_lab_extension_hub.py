@@ -191,14 +191,14 @@ def test_status_bar_in_real_jupyterlab(lab_hub: RunningHub) -> None:
                 "() => document.querySelector('.aispike-StatusItem')?.textContent"
                 " === 'GPU 4.4 / 8 GiB'", timeout=30_000)
             assert item.get_attribute("data-level") == "ok"
-            assert item.get_attribute("title").startswith("GPU slice: 8 GiB on NVIDIA H200")
+            assert item.get_attribute("title").startswith("GPU slice: 8 GiB on GPU 0 (NVIDIA H200)")
             item.click()  # opens the side panel
             panel = page.locator("#aispike-gpu-panel")
             panel.wait_for(state="visible", timeout=30_000)
             page.wait_for_selector("#aispike-gpu-panel .aispike-Kernel svg.aispike-Sparkline",
                                    timeout=30_000)
             assert "8 GiB on NVIDIA H200 (GPU 0)" in panel.inner_text()
-            page.get_by_text("GPU slice: 8 GiB on NVIDIA H200").wait_for(timeout=30_000)
+            page.get_by_text("GPU slice: 8 GiB on GPU 0 (NVIDIA H200)").wait_for(timeout=30_000)
             with contextlib.suppress(Exception):  # JupyterLab's "news?" toast hides a corner
                 page.get_by_role("button", name="No").click(timeout=3_000)
             DOCS.mkdir(exist_ok=True)
