@@ -158,7 +158,10 @@ c.AdminPanel.prometheus_timeout = 2
             admin_scopes=["custom:aispike:admin"], admin_users=[admin],
             # Browser logins carry the admin scope to the service (only for users who have it).
             allowed_scopes=["custom:aispike:admin"],
-            environment={"KUBECONFIG": os.environ.get("KUBECONFIG", "")}),
+            environment={"KUBECONFIG": os.environ.get("KUBECONFIG", "")})
+        # Prometheus scrapes with JupyterHub's read:metrics (the chart's aispike-metrics role).
+        + "c.JupyterHub.load_roles.append({'name': 'metrics-scraper', "
+        f"'users': [{admin!r}], 'scopes': ['read:metrics']}})\n",
     )
     wait_for_service(service_url)
     with sync_playwright() as p:
