@@ -46,7 +46,7 @@ class PageHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
     @property
     def hub_scopes(self) -> set[str]:
         return {f"access:services!service={self.panel.ctx.service_name}", ADMIN_SCOPE,
-                ADMIT_SCOPE, IDLE_SCOPE, METRICS_SCOPE}
+                ADMIT_SCOPE, IDLE_SCOPE}
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
@@ -127,6 +127,11 @@ class HistoryHandler(PanelAPIHandler):
 
 class MetricsHandler(PanelAPIHandler):
     """The panel's gauges in Prometheus' text format, for Prometheus to scrape."""
+
+    @property
+    def hub_scopes(self) -> set[str]:
+        # A scraper's token may hold read:metrics alone: let the hub identify it here.
+        return {*super().hub_scopes, METRICS_SCOPE}
 
     async def get(self) -> None:
         if self.panel.authenticate_prometheus:
