@@ -431,3 +431,11 @@ def test_random_is_the_same_for_a_seed_and_differs_across_seeds() -> None:
         assert len(set(got.values())) == 3
         winners.add(max(got, key=got.__getitem__))
     assert winners == {"a", "b", "c"}
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_random_draws_one_number_per_node_from_the_context_rng(seed: int) -> None:
+    # the seeded context RNG is the only source: that is what makes a seed replay its decisions
+    got = by_node(scores(RandomScorer(), RANDOM_NODES, ONE_GPU, seed=seed))
+    draw = np.random.default_rng(seed).random(len(RANDOM_NODES))
+    assert got == {"a": draw[0], "b": draw[1], "c": draw[2]}
