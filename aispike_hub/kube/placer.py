@@ -24,6 +24,10 @@ integration tests call; the order of the steps and when to re-pin or give up is
 re-pins and cleans up whatever a crashed or restarted process left behind (what the AISpike
 service runs periodically).  All I/O is synchronous (the
 official ``kubernetes`` client); async callers use ``asyncio.to_thread``.
+
+Step 6 and ``reconcile`` are :mod:`aispike_hub.kube.repin` (functions of the placer that
+:meth:`Placer.repin` and :meth:`Placer.reconcile` call); :class:`Pin` and the two errors
+are :mod:`aispike_hub.kube.pin` (re-exported here, so every import from this module works).
 """
 
 from __future__ import annotations
@@ -39,31 +43,29 @@ from kubernetes.client.exceptions import ApiException
 from traitlets import Dict, Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
+from aispike_hub.kube import repin as repinning
 from aispike_hub.kube.api import error_text
 from aispike_hub.kube.claims import (
     PinnedGpu,
     Placement,
-    apply_pin_to_pod,
     claim_name,
     claimed_mib,
     owner_reference,
     pinned_claim,
-    pinned_node_of_pod,
 )
 from aispike_hub.kube.inventory import (
-    CLAIM_FINALIZER,
     ClaimInfo,
     Inventory,
     PodInfo,
     parse_claim,
 )
+from aispike_hub.kube.pin import Pin, PlacementFailed, PlacementRefused
 from aispike_hub.kube.startflow import (
     STALE_PHASES,
     Action,
     Flow,
     Observation,
     ServerStatus,
-    may_repin,
     step,
 )
 from aispike_hub.model import GIB_IN_MIB, Assignment, SliceRequest
@@ -78,48 +80,6 @@ AdmitHook = Callable[[str, str, SliceRequest], Sequence[str]]
 """``(namespace, server, request) -> reasons to refuse`` (empty: admitted).  The quota engine."""
 
 Progress = Callable[[str], None]
-
-
-class PlacementRefused(Exception):
-    """Nothing fits (or admission refused): ``reasons`` say why, for the spawn progress page."""
-
-    def __init__(self, reasons: Sequence[str], message: str = "") -> None:
-        self.reasons = tuple(reasons)
-        super().__init__(message or "; ".join(self.reasons))
-
-
-class PlacementFailed(Exception):
-    """The pin went stale more often than :attr:`Placer.max_repins` allows."""
-
-
-@dataclass(frozen=True, slots=True)
-class Pin:
-    """A server's placement as written to the cluster: its claim and where it points."""
-
-    namespace: str
-    server: str
-    claim: str
-    """Name of the server's ResourceClaim ('' for a CPU-only server: nothing to pin)."""
-    placement: Placement | None
-    request: SliceRequest
-    candidates: int = 0
-
-    def pod(self, manifest: Mapping[str, Any], container: str = "") -> dict[str, Any]:
-        """``manifest`` with the claim, the node affinity and the server label added."""
-        pod = apply_pin_to_pod(manifest, self.server, self.placement, container)
-        pod.setdefault("metadata", {})["name"] = self.server
-        return pod
-
-    def describe(self) -> str:
-        """One line for the spawn progress page."""
-        p = self.placement
-        if p is None:
-            return "CPU-only server: kube-scheduler picks the node"
-        gpus = ", ".join(
-            f"GPU {g.index}" + ("" if p.whole else f" ({g.memory_mib / GIB_IN_MIB:g} GiB)")
-            for g in p.gpus
-        )
-        return f"placed on {p.node}: {gpus} (best of {self.candidates} candidates)"
 
 
 @dataclass
@@ -391,6 +351,7 @@ class Placer(LoggingConfigurable):
             return ServerStatus("pending", pod.unschedulable)
         return ServerStatus("pending")
 
+    # -- re-pin and reconcile (:mod:`aispike_hub.kube.repin`) --------------------------------
     def repin(
         self, namespace: str, server: str, reason: str = "", request: SliceRequest | None = None
     ) -> Pin | None:
@@ -399,142 +360,16 @@ class Placer(LoggingConfigurable):
         Raises :class:`PlacementFailed` past :attr:`max_repins`, :class:`PlacementRefused` when
         nothing fits any more.
         """
-        with self._server_lock(namespace, server):
-            return self._repin(namespace, server, reason, request)
+        return repinning.repin(self, namespace, server, reason, request)
 
-    def _server_lock(self, namespace: str, server: str) -> threading.Lock:
-        with self._pinned_lock:
-            return self._server_locks.setdefault(f"{namespace}/{server}", threading.Lock())
+    def reconcile(self) -> dict[str, int]:
+        """Re-pin stale pins and delete orphaned claims; what a (restarted) service runs.
 
-    def _repin(
-        self, namespace: str, server: str, reason: str, request: SliceRequest | None
-    ) -> Pin | None:
-        name = claim_name(server)
-        claim = self.inventory.claim(namespace, name)
-        if claim is not None and (claim.is_allocated or claim.deleting):
-            return None
-        pod_now = self.inventory.pod(namespace, server)
-        # A claim with the scheduler's finalizer but no allocation is normally being allocated
-        # right now; if its pod is unschedulable all the same, the attempt failed and left it.
-        stuck = bool(claim is not None and claim.allocating and pod_now is not None
-                     and pod_now.unschedulable)
-        if claim is not None and claim.allocating and not stuck:
-            return None
-        attempt = 1
-        if claim is not None and claim.placement is not None:
-            attempt = claim.placement.attempt + 1
-        request = request or (claim.request if claim is not None else None)
-        if request is None:
-            raise PlacementFailed(f"claim {namespace}/{name} has no request to re-pin from")
-        if not may_repin(attempt, self.max_repins):
-            raise PlacementFailed(
-                f"gave up on server {server} after {self.max_repins} re-pins: {reason}"
-            )
-        if claim is not None:
-            if not self._delete_unallocated(namespace, name, claim.uid, claim.resource_version,
-                                            finalizer_ok=stuck):
-                return None  # allocated since we looked: nothing to re-pin
-            self.inventory.drop(namespace, name, claim.uid)
-        pod = self.inventory.pod(namespace, server)
-        pod_node = ""
-        pod_json: dict[str, Any] | None = None
-        if pod is not None and not pod.node:
-            try:
-                pod_json = self.api.get("pods", server, namespace)
-                pod_node = pinned_node_of_pod(pod_json)
-            except ApiException as e:
-                if e.status != 404:
-                    raise
-                pod = None
-        placement, candidates = self._decide(namespace, name, request, attempt, pod_node)
-        owner = owner_reference(pod.name, pod.uid) if pod is not None else None
-        moved = pod_json is not None and bool(pod_node) and placement.node != pod_node
-        hub_server = (claim.hub_server if claim is not None else "") or (
-            pod.hub_server if pod is not None else "")
-        if not self._create_claim(namespace, server, placement, request,
-                                  None if moved else owner, wait_gone=10,
-                                  hub_server=hub_server):
-            return None  # another actor re-pinned it first
-        self.repins += 1
-        log.info("re-pinned %s/%s (attempt %d) on %s: %s", namespace, server, attempt,
-                 placement.node, reason)
-        pin = Pin(namespace, server, name, placement, request, candidates)
-        if moved and pod_json is not None:
-            self._recreate_pod(pin, pod_json)
-        return pin
-
-    def _delete_unallocated(
-        self, namespace: str, name: str, uid: str, rv: str, finalizer_ok: bool = False
-    ) -> bool:
-        """Delete the claim only while it is unallocated; False if it got allocated meanwhile.
-
-        The resourceVersion precondition makes this safe against the scheduler allocating it at
-        the same moment; a 409 from an unrelated change (say, our owner patch) is re-read.
+        Returns counts of what it did (``repinned``, ``orphans``, ``failed``).
         """
-        for _ in range(5):
-            try:
-                self.api.delete("resourceclaims", name, namespace, uid=uid, resource_version=rv)
-                return True
-            except ApiException as e:
-                if e.status == 404:
-                    return True
-                if e.status != 409:
-                    raise
-            try:
-                fresh = self.api.get("resourceclaims", name, namespace)
-            except ApiException as e:
-                if e.status == 404:
-                    return True
-                raise
-            meta = fresh.get("metadata") or {}
-            if (
-                (fresh.get("status") or {}).get("allocation")
-                or meta.get("uid") != uid
-                or (not finalizer_ok and CLAIM_FINALIZER in (meta.get("finalizers") or []))
-            ):
-                return False  # allocated, being allocated, or someone else's by now
-            rv = str(meta.get("resourceVersion", ""))
-        return False
+        return repinning.reconcile(self)
 
-    def _recreate_pod(self, pin: Pin, pod_json: Mapping[str, Any], timeout: float = 60) -> None:
-        """Re-create a pending (never bound) pod so its node affinity names the new node."""
-        meta = pod_json.get("metadata") or {}
-        manifest: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                k: meta[k] for k in ("name", "labels", "annotations") if k in meta
-            },
-            "spec": {k: v for k, v in (pod_json.get("spec") or {}).items() if k != "nodeName"},
-        }
-        if "ownerReferences" in meta:
-            manifest["metadata"]["ownerReferences"] = meta["ownerReferences"]
-        # Drop the old node pin before applying the new one (apply narrows existing terms).
-        spec: dict[str, Any] = manifest["spec"]
-        affinity = spec.get("affinity") or {}
-        (affinity.get("nodeAffinity") or {}).pop(
-            "requiredDuringSchedulingIgnoredDuringExecution", None
-        )
-        body = pin.pod(manifest)
-        try:
-            self.api.delete("pods", pin.server, pin.namespace, uid=str(meta.get("uid", "")),
-                            grace_seconds=0)
-        except ApiException as e:
-            if e.status not in (404, 409):
-                raise
-            if e.status == 409:
-                return  # a different pod by now: whoever made it owns it
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                created = self.api.create("pods", body, pin.namespace)
-                break
-            except ApiException as e:
-                if e.status != 409 or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        self.adopt(pin, pin.server, str(created["metadata"]["uid"]))
-
+    # -- the start driver ----------------------------------------------------------------------
     def start_server(
         self,
         namespace: str,
@@ -645,49 +480,6 @@ class Placer(LoggingConfigurable):
                                 error_text(e))
         self.inventory.drop(namespace, claim_name(server))
 
-    # -- after a restart -----------------------------------------------------------------------
-    def reconcile(self) -> dict[str, int]:
-        """Re-pin stale pins and delete orphaned claims; what a (restarted) service runs.
-
-        Returns counts of what it did (``repinned``, ``orphans``, ``failed``).
-        """
-        done = {"repinned": 0, "orphans": 0, "failed": 0}
-        users: dict[str, PodInfo] = {}
-        for p in self.inventory.pods():
-            for c in p.claim_names:
-                users[f"{p.namespace}/{c}"] = p
-        now = time.monotonic()
-        for claim in self.inventory.claims():
-            if not claim.ours or claim.is_allocated or claim.deleting:
-                continue
-            pod = users.get(claim.key)
-            if pod is None:
-                with self._pinned_lock:
-                    seen = self._pinned_at.setdefault(claim.key, now)
-                if not claim.owner_pod and now - seen >= self.orphan_seconds:
-                    self._delete_claim(claim)
-                    done["orphans"] += 1
-                continue
-            st = self.status(claim.namespace, pod.name)
-            if st.phase != "stale":
-                continue
-            try:
-                if self.repin(claim.namespace, pod.name, st.reason, claim.request) is not None:
-                    done["repinned"] += 1
-            except (PlacementFailed, PlacementRefused) as e:
-                log.warning("server %s/%s cannot be placed: %s", claim.namespace, pod.name, e)
-                done["failed"] += 1
-        return done
-
-    def _delete_claim(self, claim: ClaimInfo) -> None:
-        try:
-            self.api.delete("resourceclaims", claim.name, claim.namespace, uid=claim.uid,
-                            resource_version=claim.resource_version)
-        except ApiException as e:
-            if e.status not in (404, 409):
-                raise
-            return
-        self.inventory.drop(claim.namespace, claim.name, claim.uid)
 
 
 honours = still_fits
@@ -699,3 +491,16 @@ def _for_scheduler(request: SliceRequest) -> SliceRequest:
     if request.gpu_memory_mib and request.gpu_memory_mib % GIB_IN_MIB:
         return replace(request, gpu_memory_mib=claimed_mib(request.gpu_memory_mib))
     return request
+
+
+__all__ = [  # the names importable from here before the split, and this module's own
+    "AdmitHook",
+    "Pin",
+    "PlacementFailed",
+    "PlacementRefused",
+    "Placer",
+    "Progress",
+    "StartResult",
+    "honours",
+    "single_node_state",
+]
