@@ -10,8 +10,10 @@ hub's REST API.  Every setting is a trait: ``aispike-hub service --help-all`` li
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from aispike_hub.kube.inventory import Inventory as KubeInventoryConfig
 from aispike_hub.model import Node
 from aispike_hub.placement.engine import POLICY_NAMES, PlacementEngine
 from aispike_hub.placement.state import ClusterState
+from aispike_hub.quota import PolicyError
 from aispike_hub.service.api import ServiceContext, handlers
 from aispike_hub.service.hubclient import HubAPIError, HubClient
 from aispike_hub.service.idle import IdleMonitor, idle_handlers
@@ -54,8 +57,16 @@ class AISpikeService(Application):
 
     config_file = Unicode(
         "aispike_service_config.py",
-        help="Python config file to load (traitlets), if it exists.",
+        help="""Config file to load (traitlets, .py or .json). The default is read when it
+        exists; a file named on the command line must exist. A file that cannot be read or
+        parsed stops the service with the file and line: it never starts on defaults (no
+        quotas, a new database).""",
     ).tag(config=True)
+
+    @default("raise_config_file_errors")
+    def _raise_config_file_errors_default(self) -> bool:
+        # A broken config file fails the start (traitlets' default only logs it and goes on).
+        return True
 
     db_url = Unicode(
         "sqlite:///aispike_service.sqlite",
@@ -207,6 +218,9 @@ class AISpikeService(Application):
 
     def initialize(self, argv: list[str] | None = None) -> None:
         self.parse_command_line(argv)
+        named = "config_file" in self.config.get("AISpikeService", {})
+        if named and not Path(self.config_file).is_file():
+            raise ConfigFileError(f"{self.config_file}: no such config file")
         if self.config_file and Path(self.config_file).exists():
             self.load_config_file(self.config_file)
             self.parse_command_line(argv)  # the command line wins over the file
@@ -298,8 +312,51 @@ class AISpikeService(Application):
         asyncio.run(self.run())
 
 
+class ConfigFileError(ValueError):
+    """The service's config file is missing or broken: the service does not start."""
+
+
+def config_failure(e: BaseException) -> str:
+    """One line naming the file and line of a config error (a Python or JSON config file) or
+    the policy field, for a service that refuses to start."""
+    if isinstance(e, SyntaxError):
+        return f"{e.filename}:{e.lineno}: {e.msg}"
+    if isinstance(e, json.JSONDecodeError):
+        return f"line {e.lineno}, column {e.colno}: {e.msg}"
+    if isinstance(e, PolicyError):
+        return f"policy: {e}"
+    tb = e.__traceback__
+    where = ""
+    while tb is not None:  # the deepest frame in a config file (*.py run by traitlets)
+        name = tb.tb_frame.f_code.co_filename
+        if name.endswith(".py") and "aispike_hub" not in name and "traitlets" not in name:
+            where = f"{name}:{tb.tb_lineno}: "
+        tb = tb.tb_next
+    return f"{where}{type(e).__name__}: {e}"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``aispike-hub service``."""
+    """Entry point of ``aispike-hub service``: a config that cannot be used stops it (exit 1)
+    with the file and line, never a start on defaults."""
     app = AISpikeService()
-    app.initialize(list(argv) if argv is not None else None)
+    try:
+        app.initialize(list(argv) if argv is not None else None)
+    except (ConfigFileError, SyntaxError, json.JSONDecodeError, PolicyError) as e:
+        print(f"aispike-hub service: cannot start: {config_failure(e)}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except Exception as e:
+        if not _from_config_file(e):
+            raise
+        print(f"aispike-hub service: cannot start: {config_failure(e)}", file=sys.stderr)
+        raise SystemExit(1) from None
     app.start()
+
+
+def _from_config_file(e: BaseException) -> bool:
+    """Whether ``e`` was raised while running a Python config file (traitlets' loader)."""
+    tb = e.__traceback__
+    while tb is not None:
+        if "traitlets/config/loader" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
