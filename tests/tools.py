@@ -33,6 +33,20 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "test-cluster"
 
 
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+"""Under CI a missing real component is a failure, never a skip."""
+
+
+def unavailable(why: str) -> None:
+    """A real component the test needs is missing: a failure with ``CI=true`` (a CI run that
+    skipped it proved nothing), a skip that says what is missing elsewhere."""
+    import pytest
+
+    if IN_CI:
+        pytest.fail(f"CI=true and {why}", pytrace=False)
+    pytest.skip(why)
+
+
 def cache_dir() -> Path:
     """``${AISPIKE_CACHE:-~/.cache/aispike-hub}``: the test-cluster build and the demo's npm."""
     return Path(os.environ.get("AISPIKE_CACHE", Path.home() / ".cache" / "aispike-hub"))

@@ -38,22 +38,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tools import end_group, start_group
+from tools import end_group, start_group, unavailable
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).parents[2]
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
 
-
-def unavailable(why: str) -> None:
-    """A missing component: a failure under CI, a skip elsewhere."""
-    if IN_CI:
-        pytest.fail(f"CI=true and {why}")
-    pytest.skip(why)
 
 
 def _free_port() -> int:

@@ -29,11 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tools import alive, descendants, end_group, start_group
+from tools import alive, descendants, end_group, start_group, unavailable
 
 pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parents[2]
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
@@ -41,12 +40,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 SETUP_TIMEOUT = float(os.environ.get("AISPIKE_README_TIMEOUT", "1200"))
 """Seconds for the first command to create its venv, build and serve the login page."""
 
-
-def unavailable(why: str) -> None:
-    """A missing component: a failure under CI, a skip elsewhere."""
-    if IN_CI:
-        pytest.fail(f"CI=true and {why}", pytrace=False)
-    pytest.skip(why)
 
 
 def readme_command(index: int) -> str:

@@ -11,8 +11,6 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from aispike_hub.admission.client import AdmissionClient
 from aispike_hub.admission.inprocess import InProcessAdmission
 from aispike_hub.admission.protocol import Admission
@@ -78,7 +76,6 @@ def test_a_request_that_does_not_fit_waits_then_gives_up(tmp_path: Path) -> None
 
 
 def test_every_spawner_setting_has_help() -> None:
-    pytest.importorskip("kubespawner")
     from aispike_hub.spawner.kube import AISpikeSpawner
     from aispike_hub.spawner.settings import SpawnerFormSettings
 

@@ -16,16 +16,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from kubespawner import KubeSpawner
 from traitlets.config import Config
 
 from aispike_hub.admission.inprocess import InProcessAdmission
 from aispike_hub.kube.startflow import ServerStatus
 from aispike_hub.model import GIB_IN_MIB, Gpu, Node, SliceRequest
 from aispike_hub.placement.state import ClusterState
-
-pytest.importorskip("kubespawner")
-from kubespawner import KubeSpawner
-
 from aispike_hub.spawner.kube import AISpikeSpawner
 
 NODE = Node("n1", 32_000, 256 * GIB_IN_MIB, (Gpu(0, "A100", 80 * GIB_IN_MIB, uuid="u0"),))

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+from unit.service.service_fixtures import GIB, a100_nodes
+
 from aispike_hub.admission.controller import AdmissionController
 from aispike_hub.admission.inventory import StaticInventory
 from aispike_hub.admission.wire import RequestError, request_from_dict
-from aispike_hub.model import Gpu, Node, SliceRequest
+from aispike_hub.model import SliceRequest
 from aispike_hub.quota import User, policy_from_dict
 from aispike_hub.service.store import Store
-
-GIB = 1024
-
-
-def a100_nodes(n_nodes: int = 1, gpus: int = 1, gib: int = 80) -> list[Node]:
-    return [
-        Node(f"node-{i}", 64_000, 512 * GIB,
-             tuple(Gpu(g, "NVIDIA A100-SXM4-80GB", gib * GIB, uuid=f"GPU-{i}-{g}")
-                   for g in range(gpus)))
-        for i in range(n_nodes)
-    ]
-
 
 POLICY = {"users": {"boss": {"tier": "high"}, "intern": {"tier": "low"}}}
 

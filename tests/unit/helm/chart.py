@@ -2,33 +2,27 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "helm" / "aispike-hub"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 KUBE_VERSION = "1.36.3"
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def helm_binary() -> Path:
     """The helm that ``scripts/test-cluster build`` pinned (tools.find_tool); skip (or in CI
     fail) without it."""
-    from tools import find_tool, where_tools_are_looked_for
+    from tools import find_tool, unavailable, where_tools_are_looked_for
 
     helm = find_tool("helm")
     if helm is None:
-        reason = f"helm not found in {where_tools_are_looked_for('helm')}"
-        if IN_CI:
-            pytest.fail(f"CI=true and helm is missing: {reason}", pytrace=False)
-        pytest.skip(reason)
+        unavailable(f"helm is missing: not found in {where_tools_are_looked_for('helm')}")
     return helm
 
 

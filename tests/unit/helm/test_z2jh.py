@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from traitlets.config import PyFileConfigLoader
 
-from tests.unit.helm.chart import CHART, REPO, helm, one, render, template_args
+from .chart import CHART, REPO, helm, one, render, template_args
 
 Z2JH_CONFIG = REPO / "tests" / "fixtures" / "charts" / "z2jh" / "config.yaml"
 HUB_CM = "rel-aispike-hub-hub"

@@ -55,7 +55,6 @@ def _spawner(kind: str, case: Case, node: Node, tmp_path: Path,
     server = "" if case.id == "same-server-not-counted-twice" else "new"
     orm = SimpleNamespace(name=server, server=None, state=None, user_options=None)
     if kind == "kube":
-        pytest.importorskip("kubespawner")
         from aispike_hub.spawner.kube import AISpikeSpawner
 
         (tmp_path / "kubeconfig").write_text(KUBECONFIG)

@@ -19,14 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from tools import unavailable
 
 
 def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"CI=true and PostgreSQL is not usable: {reason}", pytrace=False)
-    pytest.skip(reason)
+    unavailable(f"PostgreSQL is not usable: {reason}")
 
 
 def _pg_bin() -> Path | None:
