@@ -40,6 +40,7 @@ from typing import Any
 from traitlets import Bool, Dict, Float, Integer, Unicode, default
 from traitlets.config import Application
 
+from aispike_hub import contract
 from aispike_hub.cli import package_version
 from aispike_hub.demo_host import (
     PortUse,
@@ -291,7 +292,7 @@ class DemoApp(Application):
             f"c.IdleMonitor.timeout = {self.idle_timeout!r}\n"
             f"c.IdleMonitor.mode = {self.idle_mode!r}\n"
             f"c.IdleMonitor.proxy_url = {f'http://127.0.0.1:{port}'!r}\n"
-            "c.AdminPanel.pool_labels = ['aispike.io/inventory']\n"
+            f"c.AdminPanel.pool_labels = [{contract.INVENTORY_LABEL!r}]\n"
         )
         # The notebooks' Jupyter config: the server extension on, the lab extension found.
         # Isolated servers cannot enter the workdir: theirs is in public_dir (nothing secret).

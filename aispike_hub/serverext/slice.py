@@ -15,10 +15,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from aispike_hub import contract
 from aispike_hub.agent.nvml import GpuProcess, GpuReading
 from aispike_hub.agent.procs import ProcessInfo
 
-SLICE_ENV = ("AISPIKE_GPU_MEMORY_LIMITS", "AISPIKE_GPU_MEMORY_LIMIT", "AISPIKE_GPU_MEMORY_MIB")
+SLICE_ENV = (contract.ENV_GPU_MEMORY_LIMITS, contract.ENV_GPU_MEMORY_LIMIT,
+             contract.ENV_GPU_MEMORY_MIB)
 SERVER_ROW = "server"
 """Key of the row for this server's GPU processes that descend from no kernel (a terminal)."""
 
@@ -84,9 +86,9 @@ def _mib_list(value: str) -> list[int]:
 
 def slice_limits(environ: Mapping[str, str]) -> list[int]:
     """MiB per GPU the environment grants (empty: whole GPUs, or no slice at all)."""
-    if environ.get("AISPIKE_GPU_MEMORY_LIMITS"):
-        return _mib_list(environ["AISPIKE_GPU_MEMORY_LIMITS"])
-    for key in ("AISPIKE_GPU_MEMORY_LIMIT", "AISPIKE_GPU_MEMORY_MIB"):
+    if environ.get(contract.ENV_GPU_MEMORY_LIMITS):
+        return _mib_list(environ[contract.ENV_GPU_MEMORY_LIMITS])
+    for key in (contract.ENV_GPU_MEMORY_LIMIT, contract.ENV_GPU_MEMORY_MIB):
         if environ.get(key):
             return _mib_list(environ[key])
     return []
@@ -147,7 +149,7 @@ def server_slice(environ: Mapping[str, str], gpus: Sequence[GpuReading],
     limits = slice_limits(environ)
     backend = environ.get("AISPIKE_BACKEND") or (
         "unmanaged" if not any(environ.get(k) for k in SLICE_ENV) else "native")
-    requested = environ.get("AISPIKE_GPU_MODEL", "")
+    requested = environ.get(contract.ENV_GPU_MODEL, "")
     if not nvml_available:
         if not limits:
             return None
@@ -175,12 +177,12 @@ def _slice_from_environment(environ: Mapping[str, str], limits: list[int], backe
     """
     visible = _tokens(environ.get("NVIDIA_VISIBLE_DEVICES", ""))
     uuids = [t for t in visible if not t.isdigit() and t.lower() not in ("all", "none", "void")]
-    indices = [int(t) for t in _tokens(environ.get("AISPIKE_GPU_INDICES", "")) if t.isdigit()]
+    indices = [int(t) for t in _tokens(environ.get(contract.ENV_GPU_INDICES, "")) if t.isdigit()]
     if not indices:
         indices = [int(t) for t in visible if t.isdigit()]
-    models = _tokens(environ.get("AISPIKE_GPU_MODELS", ""))
+    models = _tokens(environ.get(contract.ENV_GPU_MODELS, ""))
     count = max(len(limits), len(uuids), len(indices),
-                int(environ.get("AISPIKE_GPU_COUNT", "1") or 1))
+                int(environ.get(contract.ENV_GPU_COUNT, "1") or 1))
     asked = [m for m in _tokens(requested) if m != "any"]
     fallback = asked[0] if len(asked) == 1 else ""
     gpus = tuple(
