@@ -8,8 +8,9 @@ stationary workload drawn from the trace, Poisson arrivals, departures, a FIFO w
 highest load whose mean wait over *every* pod of the measured window (pods placed at once count
 as 0; pods still waiting at the end count up to the end) stays under each threshold.
 
-Configurations, fed the same arrivals (same seed; the whole-GPU versions keep each pod's own GPU
-demand, so the offered load and the arrival stream are identical and only the request differs):
+Configurations, fed the same arrivals (same seed; the workload is drawn from the trace as asked
+and only then, for the whole-GPU configurations, each fractional request is rounded up: the
+arrival stream and the offered load, the users' demand, are identical, only the request differs):
   slices+aispike   memory slices as asked, AISpike's placement
   whole+spread     every fractional request rounded up to a whole GPU, kube-scheduler-like spreading
   whole+bestfit    the same, best fit (the tightest whole-GPU packing a default scheduler offers)
@@ -54,9 +55,8 @@ def mean_wait_all_min(nodes_csv: str, pods_csv: str, config: str, load: float,
     """Mean wait in minutes over every pod of the window at ``load`` for ``config``."""
     policy, whole = CONFIGS[config]
     pods: list[TracePod] = read_pods(pods_csv)
-    if whole:
-        pods = [whole_gpu_version(p) for p in pods]
-    r = timed_replay(read_nodes(nodes_csv), pods, policy, seed=seed, load=load)
+    r = timed_replay(read_nodes(nodes_csv), pods, policy, seed=seed, load=load,
+                     transform=whole_gpu_version if whole else None)
     if r.pods == 0:
         return 0.0
     return r.mean_wait_s * r.waited_pods / r.pods / 60.0
@@ -67,7 +67,7 @@ def highest_load(wait_at: Callable[[float], float], threshold_min: float, lo: fl
     """The highest offered load in [lo, hi] (to ``tolerance``) whose mean wait is under the
     threshold, assuming the wait grows with the load (it does, up to the replay's noise)."""
     if wait_at(lo) >= threshold_min:
-        return lo
+        return 0.0  # not even the lowest load searched: reported as "< lo"
     if wait_at(hi) < threshold_min:
         return hi
     while hi - lo > tolerance:
@@ -130,7 +130,8 @@ def main() -> None:
             cells = [t, c]
             for th in THRESHOLDS_MIN:
                 load = float(found[th])
-                cell = f"{load:.2f}"
+                cell = (f"< {a.low:.2f}" if not load else
+                        f">= {a.high:.2f}" if load >= a.high else f"{load:.2f}")
                 if base is not None and c != "slices+aispike":
                     ours = float(base["found"][th])  # type: ignore[index]
                     cell += f" (slices {(ours / load - 1) * 100:+.0f} %)" if load else ""

@@ -33,7 +33,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -263,10 +263,15 @@ def trace_time_workload(pods: Sequence[TracePod]) -> TimedWorkload:
 def timed_replay(nodes: Sequence[Node], pods: Sequence[TracePod], policy: str, seed: int = 42,
                  workload: Workload | None = None, load: float | None = None,
                  window_s: int = DEFAULT_WINDOW_S,
-                 warmup_s: int = DEFAULT_WARMUP_S) -> TimedResult:
+                 warmup_s: int = DEFAULT_WARMUP_S,
+                 transform: Callable[[TracePod], TracePod] | None = None) -> TimedResult:
     """Replay ``pods`` in time on ``nodes`` with ``policy``: at the trace's own times, or (with
     ``load``) as a stationary workload of that offered load, measured over ``window_s`` after
-    ``warmup_s``."""
+    ``warmup_s``.
+
+    ``transform`` rewrites each pod's request *after* the workload is drawn (e.g.
+    ``sim.trace.whole_gpu_version``), so configurations compared at one load and seed get the
+    very same arrivals and the offered load stays the users' demand (``served_gpus``)."""
     usable = [p for p in pods if 0 <= p.creation_time < p.deletion_time]
     if not usable:
         raise ValueError("no pod of the trace has both creation_time and a later deletion_time")
@@ -278,6 +283,11 @@ def timed_replay(nodes: Sequence[Node], pods: Sequence[TracePod], policy: str, s
     else:
         work = stationary_workload(usable, capacity, load, np.random.default_rng(seed),
                                    window_s, warmup_s)
+    if transform is not None:
+        work = TimedWorkload([transform(p) for p in work.initial],
+                             [transform(p) for p in work.arrivals],
+                             work.start, work.measure_from, work.end)
+        pods = [transform(p) for p in pods]
     engine = PlacementEngine(policy, workload=workload or Workload.from_requests(
         p.request for p in pods), seed=seed)
     replay = _Replay(nodes, engine, work)
@@ -295,7 +305,7 @@ def timed_replay(nodes: Sequence[Node], pods: Sequence[TracePod], policy: str, s
     waited = [w for w in waits if w > 0]
     queued = set(replay.queue)
     # GPUs that would be busy in the window if nothing ever waited, averaged over it
-    offered = sum(p.gpu_demand * max(0, min(p.deletion_time, work.end)
+    offered = sum(p.served_gpus * max(0, min(p.deletion_time, work.end)
                                      - max(p.creation_time, work.measure_from))
                   for p in replay.pods)
     return TimedResult(
