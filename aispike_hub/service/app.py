@@ -20,6 +20,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from tornado import web
 from traitlets import Bool, Dict, Enum, Float, Unicode, default
 from traitlets.config import Application
@@ -32,9 +34,11 @@ from aispike_hub.model import Node
 from aispike_hub.placement.engine import POLICY_NAMES, PlacementEngine
 from aispike_hub.placement.state import ClusterState
 from aispike_hub.quota import PolicyError
+from aispike_hub.service import migrations
 from aispike_hub.service.api import ServiceContext, handlers
 from aispike_hub.service.hubclient import HubAPIError, HubClient
 from aispike_hub.service.idle import IdleMonitor, idle_handlers
+from aispike_hub.service.migrations import SchemaError
 from aispike_hub.service.panel import AdminPanel, panel_handlers
 from aispike_hub.service.store import Store
 
@@ -73,6 +77,13 @@ class AISpikeService(Application):
         help="""SQLAlchemy URL of the store (policy, reservations, notices, audit log).
         sqlite for one hub; PostgreSQL in production, e.g.
         postgresql+psycopg://aispike:PASSWORD@db:5432/aispike.""",
+    ).tag(config=True)
+
+    upgrade_db = Bool(
+        False,
+        help="""Upgrade the store's schema at start when it is behind this version (a sqlite
+        file is copied first), like ``jupyterhub --upgrade-db``.  Default: a database behind
+        refuses the start and names the command, ``aispike-hub service upgrade-db``.""",
     ).tag(config=True)
 
     policy = Dict(
@@ -216,15 +227,35 @@ class AISpikeService(Application):
             self._inventory = kube
         return self._inventory
 
-    def initialize(self, argv: list[str] | None = None) -> None:
+    def load_settings(self, argv: list[str] | None = None) -> None:
+        """The command line, then the config file (the command line wins over the file)."""
         self.parse_command_line(argv)
         named = "config_file" in self.config.get("AISpikeService", {})
         if named and not Path(self.config_file).is_file():
             raise ConfigFileError(f"{self.config_file}: no such config file")
         if self.config_file and Path(self.config_file).exists():
             self.load_config_file(self.config_file)
-            self.parse_command_line(argv)  # the command line wins over the file
-        store = Store(self.db_url)
+            self.parse_command_line(argv)
+
+    def open_store(self) -> Store:
+        """The store, its schema current (or upgraded with ``upgrade_db``); raises
+        :class:`DatabaseError` naming the database and what to do."""
+        try:
+            store = Store(self.db_url, upgrade=self.upgrade_db)
+        except SchemaError as e:
+            raise DatabaseError(f"database {safe_url(self.db_url)}: {e}") from None
+        except SQLAlchemyError as e:
+            raise DatabaseError(f"cannot use the database {safe_url(self.db_url)}: "
+                                f"{str(getattr(e, 'orig', None) or e).strip()}") from None
+        if store.upgraded is not None:
+            before, after, backup = store.upgraded
+            self.log.warning("upgraded the database from revision %s to %s%s", before, after,
+                             f" (backup: {backup})" if backup else "")
+        return store
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        self.load_settings(argv)
+        store = self.open_store()
         policy = AdmissionController.load_policy(store, self.policy)
         if self.reset_policy and self.policy:
             controller = AdmissionController(store, self.make_inventory(), policy)
@@ -316,6 +347,39 @@ class ConfigFileError(ValueError):
     """The service's config file is missing or broken: the service does not start."""
 
 
+class DatabaseError(RuntimeError):
+    """The store cannot be used (unreachable, or its schema is not this version's): the
+    service does not start."""
+
+
+def safe_url(url: str) -> str:
+    """A database URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+def upgrade_db(argv: list[str]) -> None:
+    """``aispike-hub service upgrade-db [--config=...] [--db-url=...]``: back up a sqlite
+    file, then bring the store's schema to this version (exit 1 with the reason on failure)."""
+    app = AISpikeService()
+    try:
+        app.load_settings(argv)
+        app.upgrade_db = True
+        store = app.open_store()
+    except (ConfigFileError, DatabaseError, SyntaxError, json.JSONDecodeError) as e:
+        print(f"aispike-hub service upgrade-db: {config_failure(e)}", file=sys.stderr)
+        raise SystemExit(1) from None
+    store.close()
+    if store.upgraded is None:
+        print(f"{safe_url(app.db_url)}: already at revision {migrations.head()}")
+        return
+    before, after, backup = store.upgraded
+    print(f"{safe_url(app.db_url)}: upgraded from revision {before} to {after}"
+          + (f"; backup {backup}" if backup else ""))
+
+
 def config_failure(e: BaseException) -> str:
     """One line naming the file and line of a config error (a Python or JSON config file) or
     the policy field, for a service that refuses to start."""
@@ -325,6 +389,8 @@ def config_failure(e: BaseException) -> str:
         return f"line {e.lineno}, column {e.colno}: {e.msg}"
     if isinstance(e, PolicyError):
         return f"policy: {e}"
+    if isinstance(e, (ConfigFileError, DatabaseError)):
+        return str(e)
     tb = e.__traceback__
     where = ""
     while tb is not None:  # the deepest frame in a config file (*.py run by traitlets)
@@ -338,10 +404,14 @@ def config_failure(e: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``aispike-hub service``: a config that cannot be used stops it (exit 1)
     with the file and line, never a start on defaults."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    if args[:1] == ["upgrade-db"]:
+        upgrade_db(args[1:])
+        return
     app = AISpikeService()
     try:
-        app.initialize(list(argv) if argv is not None else None)
-    except (ConfigFileError, SyntaxError, json.JSONDecodeError, PolicyError) as e:
+        app.initialize(args if argv is not None else None)
+    except (ConfigFileError, DatabaseError, SyntaxError, json.JSONDecodeError, PolicyError) as e:
         print(f"aispike-hub service: cannot start: {config_failure(e)}", file=sys.stderr)
         raise SystemExit(1) from None
     except Exception as e:
