@@ -40,6 +40,7 @@ from aispike_hub.service.hubclient import HubAPIError, HubClient
 from aispike_hub.service.idle import IdleMonitor, idle_handlers
 from aispike_hub.service.migrations import SchemaError
 from aispike_hub.service.panel import AdminPanel, panel_handlers
+from aispike_hub.service.reconciler import Reconciler
 from aispike_hub.service.store import Store
 
 
@@ -192,13 +193,14 @@ class AISpikeService(Application):
         "config": "AISpikeService.config_file",
     }
 
-    classes = [IdleMonitor, AdminPanel, KubeInventoryConfig]  # noqa: RUF012 (traitlets reads this class attribute)
+    classes = [IdleMonitor, AdminPanel, KubeInventoryConfig, Reconciler]  # noqa: RUF012 (traitlets reads this class attribute)
 
     controller: AdmissionController
     ctx: ServiceContext
     idle: IdleMonitor
     hub: HubClient
     panel: AdminPanel | None = None
+    reconciler: Reconciler
     _inventory: Inventory | None = None
 
     def make_inventory(self) -> Inventory:
@@ -274,11 +276,14 @@ class AISpikeService(Application):
 
     def make_app(self) -> web.Application:
         self.ctx = ServiceContext(self.controller, self.service_name)
+        kube = getattr(self._inventory, "inventory", None)  # the Kubernetes inventory, if any
+        self.reconciler = Reconciler(self.ctx, self.hub, kube, parent=self)
         prefix = self.service_prefix
         routes: list[Any] = [(rf"{prefix.rstrip('/')}/oauth_callback", HubOAuthCallbackHandler)]
         routes += handlers(prefix, self.ctx)
         routes += idle_handlers(prefix, self.ctx, self.idle)
         panel = AdminPanel(self.ctx, self.idle, prefix, parent=self)
+        panel.reconciler = self.reconciler
         if panel.enabled:
             self.panel = panel
             routes += panel_handlers(panel)
@@ -308,6 +313,13 @@ class AISpikeService(Application):
 
     async def run(self) -> None:
         app = self.make_app()
+        if self.reconciler.enabled:
+            # Before anything is admitted: tickets the hub no longer runs (a shutdown's failed
+            # releases) and orphaned claims go first.
+            try:
+                await self.reconciler.run_once("start")
+            except Exception:
+                self.log.exception("reconciliation at start failed; the loop retries")
         url = urlparse(self.bind_url)
         app.listen(url.port or 80, url.hostname or "127.0.0.1", xheaders=True)
         self.log.info("AISpike service on %s (prefix %s, store %s)", self.bind_url,
@@ -318,6 +330,8 @@ class AISpikeService(Application):
             loop.add_signal_handler(sig, stop.set)
         idle = asyncio.ensure_future(self.idle.run(stop)) if self.idle.enabled else None
         history = asyncio.ensure_future(self.panel.run(stop)) if self.panel else None
+        reconcile = (asyncio.ensure_future(self.reconciler.run(stop))
+                     if self.reconciler.enabled else None)
         while not stop.is_set():
             try:
                 await self.tick()
@@ -330,6 +344,10 @@ class AISpikeService(Application):
                                return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
+            if self.ctx.wakeup.is_set():  # a release or policy change: reconcile soon
+                self.reconciler.poke()
+        if reconcile is not None:
+            await reconcile
         if idle is not None:
             await idle
         if history is not None:
