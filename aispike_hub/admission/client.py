@@ -23,18 +23,23 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 from urllib.parse import quote
 
 from tornado import httpclient
-from traitlets import Float, Unicode, default
+from traitlets import Enum, Float, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from aispike_hub.admission.wire import request_to_dict
 from aispike_hub.model import SliceRequest
 
-__all__ = ["AdmissionClient", "AdmissionError"]
+__all__ = ["AdmissionClient", "AdmissionError", "AdmissionUnavailable"]
+
+UNAVAILABLE_STATUSES = frozenset({502, 503, 504, 599})
+"""Answers that mean "the service is not there" (599: tornado's no answer; 502-504: a proxy
+in front of a service that is down), as opposed to the service refusing."""
 
 
 class AdmissionError(RuntimeError):
@@ -45,6 +50,16 @@ class AdmissionError(RuntimeError):
         self.status = status
         self.message = message
         self.field = field
+
+
+class AdmissionUnavailable(AdmissionError):
+    """The service could not be asked: nothing may start unchecked, so the start fails."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(
+            503, "the AISpike service that admits GPU servers is not answering, so no new "
+            "server can start until it is back (nothing starts unchecked); try again in a "
+            f"minute or ask an admin ({cause})")
 
 
 class AdmissionClient(LoggingConfigurable):
@@ -74,6 +89,22 @@ class AdmissionClient(LoggingConfigurable):
 
     request_timeout = Float(30.0, help="Seconds to wait for one answer.").tag(config=True)
 
+    when_unavailable = Enum(
+        ["refuse", "wait"], "refuse",
+        help="""What a start does when the AISpike service does not answer: 'refuse' (the
+        default) fails it at once with that reason; 'wait' asks again every
+        `unavailable_retry` seconds for up to `unavailable_wait` seconds, then fails it.
+        Either way nothing starts without the service's admission (fail closed).""",
+    ).tag(config=True)
+
+    unavailable_wait = Float(
+        300.0, help="With when_unavailable='wait': seconds a start waits for the service."
+    ).tag(config=True)
+
+    unavailable_retry = Float(
+        5.0, help="With when_unavailable='wait': seconds between two tries."
+    ).tag(config=True)
+
     async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         request = httpclient.HTTPRequest(
             self.url.rstrip("/") + "/api/" + path.lstrip("/"),
@@ -101,11 +132,33 @@ class AdmissionClient(LoggingConfigurable):
 
     async def admit(self, user: str, server: str, groups: Iterable[str],
                     request: SliceRequest) -> dict[str, Any]:
-        """Ask for admission: a ticket whose ``state`` is admitted, queued or refused."""
-        return await self._call("POST", "admissions", {
+        """Ask for admission: a ticket whose ``state`` is admitted, queued or refused.
+
+        Raises :class:`AdmissionUnavailable` when the service cannot be asked (see
+        :attr:`when_unavailable`)."""
+        return await self._admit_fail_closed({
             "user": user, "server": server, "groups": sorted(groups),
             "request": request_to_dict(request),
         })
+
+    async def _admit_fail_closed(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST the admission; an unreachable service refuses, or with 'wait' is asked again
+        (admission is idempotent per user and server, so a retry never admits twice)."""
+        deadline = time.monotonic() + self.unavailable_wait
+        while True:
+            try:
+                return await self._call("POST", "admissions", body)
+            except AdmissionError as e:
+                if e.status not in UNAVAILABLE_STATUSES:
+                    raise
+                cause = e.message
+            except OSError as e:  # refused, unreachable, DNS
+                cause = str(e) or type(e).__name__
+            if self.when_unavailable != "wait" or time.monotonic() >= deadline:
+                raise AdmissionUnavailable(cause)
+            self.log.warning("AISpike service unavailable (%s); asking again for %s/%s in "
+                             "%g s", cause, body["user"], body["server"], self.unavailable_retry)
+            await asyncio.sleep(self.unavailable_retry)
 
     async def status(self, user: str, server: str) -> dict[str, Any]:
         return await self._call("GET", self._path(user, server))

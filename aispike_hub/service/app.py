@@ -20,6 +20,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from tornado import web
 from traitlets import Bool, Dict, Enum, Float, Unicode, default
 from traitlets.config import Application
@@ -32,10 +34,13 @@ from aispike_hub.model import Node
 from aispike_hub.placement.engine import POLICY_NAMES, PlacementEngine
 from aispike_hub.placement.state import ClusterState
 from aispike_hub.quota import PolicyError
+from aispike_hub.service import migrations
 from aispike_hub.service.api import ServiceContext, handlers
 from aispike_hub.service.hubclient import HubAPIError, HubClient
 from aispike_hub.service.idle import IdleMonitor, idle_handlers
+from aispike_hub.service.migrations import SchemaError
 from aispike_hub.service.panel import AdminPanel, panel_handlers
+from aispike_hub.service.reconciler import Reconciler
 from aispike_hub.service.store import Store
 
 
@@ -73,6 +78,13 @@ class AISpikeService(Application):
         help="""SQLAlchemy URL of the store (policy, reservations, notices, audit log).
         sqlite for one hub; PostgreSQL in production, e.g.
         postgresql+psycopg://aispike:PASSWORD@db:5432/aispike.""",
+    ).tag(config=True)
+
+    upgrade_db = Bool(
+        False,
+        help="""Upgrade the store's schema at start when it is behind this version (a sqlite
+        file is copied first), like ``jupyterhub --upgrade-db``.  Default: a database behind
+        refuses the start and names the command, ``aispike-hub service upgrade-db``.""",
     ).tag(config=True)
 
     policy = Dict(
@@ -181,13 +193,14 @@ class AISpikeService(Application):
         "config": "AISpikeService.config_file",
     }
 
-    classes = [IdleMonitor, AdminPanel, KubeInventoryConfig]  # noqa: RUF012 (traitlets reads this class attribute)
+    classes = [IdleMonitor, AdminPanel, KubeInventoryConfig, Reconciler]  # noqa: RUF012 (traitlets reads this class attribute)
 
     controller: AdmissionController
     ctx: ServiceContext
     idle: IdleMonitor
     hub: HubClient
     panel: AdminPanel | None = None
+    reconciler: Reconciler
     _inventory: Inventory | None = None
 
     def make_inventory(self) -> Inventory:
@@ -216,15 +229,35 @@ class AISpikeService(Application):
             self._inventory = kube
         return self._inventory
 
-    def initialize(self, argv: list[str] | None = None) -> None:
+    def load_settings(self, argv: list[str] | None = None) -> None:
+        """The command line, then the config file (the command line wins over the file)."""
         self.parse_command_line(argv)
         named = "config_file" in self.config.get("AISpikeService", {})
         if named and not Path(self.config_file).is_file():
             raise ConfigFileError(f"{self.config_file}: no such config file")
         if self.config_file and Path(self.config_file).exists():
             self.load_config_file(self.config_file)
-            self.parse_command_line(argv)  # the command line wins over the file
-        store = Store(self.db_url)
+            self.parse_command_line(argv)
+
+    def open_store(self) -> Store:
+        """The store, its schema current (or upgraded with ``upgrade_db``); raises
+        :class:`DatabaseError` naming the database and what to do."""
+        try:
+            store = Store(self.db_url, upgrade=self.upgrade_db)
+        except SchemaError as e:
+            raise DatabaseError(f"database {safe_url(self.db_url)}: {e}") from None
+        except SQLAlchemyError as e:
+            raise DatabaseError(f"cannot use the database {safe_url(self.db_url)}: "
+                                f"{str(getattr(e, 'orig', None) or e).strip()}") from None
+        if store.upgraded is not None:
+            before, after, backup = store.upgraded
+            self.log.warning("upgraded the database from revision %s to %s%s", before, after,
+                             f" (backup: {backup})" if backup else "")
+        return store
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        self.load_settings(argv)
+        store = self.open_store()
         policy = AdmissionController.load_policy(store, self.policy)
         if self.reset_policy and self.policy:
             controller = AdmissionController(store, self.make_inventory(), policy)
@@ -243,11 +276,14 @@ class AISpikeService(Application):
 
     def make_app(self) -> web.Application:
         self.ctx = ServiceContext(self.controller, self.service_name)
+        kube = getattr(self._inventory, "inventory", None)  # the Kubernetes inventory, if any
+        self.reconciler = Reconciler(self.ctx, self.hub, kube, parent=self)
         prefix = self.service_prefix
         routes: list[Any] = [(rf"{prefix.rstrip('/')}/oauth_callback", HubOAuthCallbackHandler)]
         routes += handlers(prefix, self.ctx)
         routes += idle_handlers(prefix, self.ctx, self.idle)
         panel = AdminPanel(self.ctx, self.idle, prefix, parent=self)
+        panel.reconciler = self.reconciler
         if panel.enabled:
             self.panel = panel
             routes += panel_handlers(panel)
@@ -277,6 +313,13 @@ class AISpikeService(Application):
 
     async def run(self) -> None:
         app = self.make_app()
+        if self.reconciler.enabled:
+            # Before anything is admitted: tickets the hub no longer runs (a shutdown's failed
+            # releases) and orphaned claims go first.
+            try:
+                await self.reconciler.run_once("start")
+            except Exception:
+                self.log.exception("reconciliation at start failed; the loop retries")
         url = urlparse(self.bind_url)
         app.listen(url.port or 80, url.hostname or "127.0.0.1", xheaders=True)
         self.log.info("AISpike service on %s (prefix %s, store %s)", self.bind_url,
@@ -287,6 +330,8 @@ class AISpikeService(Application):
             loop.add_signal_handler(sig, stop.set)
         idle = asyncio.ensure_future(self.idle.run(stop)) if self.idle.enabled else None
         history = asyncio.ensure_future(self.panel.run(stop)) if self.panel else None
+        reconcile = (asyncio.ensure_future(self.reconciler.run(stop))
+                     if self.reconciler.enabled else None)
         while not stop.is_set():
             try:
                 await self.tick()
@@ -299,6 +344,10 @@ class AISpikeService(Application):
                                return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
+            if self.ctx.wakeup.is_set():  # a release or policy change: reconcile soon
+                self.reconciler.poke()
+        if reconcile is not None:
+            await reconcile
         if idle is not None:
             await idle
         if history is not None:
@@ -316,6 +365,39 @@ class ConfigFileError(ValueError):
     """The service's config file is missing or broken: the service does not start."""
 
 
+class DatabaseError(RuntimeError):
+    """The store cannot be used (unreachable, or its schema is not this version's): the
+    service does not start."""
+
+
+def safe_url(url: str) -> str:
+    """A database URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+def upgrade_db(argv: list[str]) -> None:
+    """``aispike-hub service upgrade-db [--config=...] [--db-url=...]``: back up a sqlite
+    file, then bring the store's schema to this version (exit 1 with the reason on failure)."""
+    app = AISpikeService()
+    try:
+        app.load_settings(argv)
+        app.upgrade_db = True
+        store = app.open_store()
+    except (ConfigFileError, DatabaseError, SyntaxError, json.JSONDecodeError) as e:
+        print(f"aispike-hub service upgrade-db: {config_failure(e)}", file=sys.stderr)
+        raise SystemExit(1) from None
+    store.close()
+    if store.upgraded is None:
+        print(f"{safe_url(app.db_url)}: already at revision {migrations.head()}")
+        return
+    before, after, backup = store.upgraded
+    print(f"{safe_url(app.db_url)}: upgraded from revision {before} to {after}"
+          + (f"; backup {backup}" if backup else ""))
+
+
 def config_failure(e: BaseException) -> str:
     """One line naming the file and line of a config error (a Python or JSON config file) or
     the policy field, for a service that refuses to start."""
@@ -325,6 +407,8 @@ def config_failure(e: BaseException) -> str:
         return f"line {e.lineno}, column {e.colno}: {e.msg}"
     if isinstance(e, PolicyError):
         return f"policy: {e}"
+    if isinstance(e, (ConfigFileError, DatabaseError)):
+        return str(e)
     tb = e.__traceback__
     where = ""
     while tb is not None:  # the deepest frame in a config file (*.py run by traitlets)
@@ -338,10 +422,14 @@ def config_failure(e: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``aispike-hub service``: a config that cannot be used stops it (exit 1)
     with the file and line, never a start on defaults."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    if args[:1] == ["upgrade-db"]:
+        upgrade_db(args[1:])
+        return
     app = AISpikeService()
     try:
-        app.initialize(list(argv) if argv is not None else None)
-    except (ConfigFileError, SyntaxError, json.JSONDecodeError, PolicyError) as e:
+        app.initialize(args if argv is not None else None)
+    except (ConfigFileError, DatabaseError, SyntaxError, json.JSONDecodeError, PolicyError) as e:
         print(f"aispike-hub service: cannot start: {config_failure(e)}", file=sys.stderr)
         raise SystemExit(1) from None
     except Exception as e:

@@ -26,6 +26,17 @@ Operations and what their answers mean (JupyterHub 6, ``jupyterhub/apihandlers/u
     The three results all mean "the hub will not run this server any more": callers treat them
     alike and the distinction is for logs.
 
+``whoami()``
+    ``GET /user``: the model of this client's own token (``scopes``: what it may do).
+
+``active_servers()``
+    ``GET /users?state=active``, all pages: ``user/server`` of every server the hub lists as
+    active (running, starting or stopping; '' names the default server).  Raises
+    :class:`HubAPIError` unless the token may list users and read every server
+    (``list:users`` and ``read:servers``, checked in ``GET /user``'s ``scopes`` first: without
+    them the hub answers with fewer users or none and no error), so a reconciler never mistakes
+    "not allowed to see" for "none".
+
 ``delete_user(name)``
     ``DELETE /users/<name>``: True on 204 (removed), False on 404 (already gone, nothing done);
     anything else raises :class:`HubAPIError` (400: a server of theirs is still stopping).
@@ -182,3 +193,25 @@ class HubClient:
                 return False
             raise
         return True
+
+    async def whoami(self) -> dict[str, Any]:
+        """The model of this client's token (its ``scopes``, ``name``, ``kind``)."""
+        _, model = await self.request("GET", "/user")
+        return model if isinstance(model, dict) else {}
+
+    async def active_servers(self) -> frozenset[str]:
+        """``user/server`` of every active server (see the module doc); raises HubAPIError when
+        the token may not read servers."""
+        scopes = set((await self.whoami()).get("scopes") or [])
+        missing = sorted({"list:users", "read:servers"} - scopes)
+        if missing:
+            raise HubAPIError("GET", "/user", 403,
+                              f"the token cannot see every server (needs {', '.join(missing)})")
+        keys: set[str] = set()
+        for user in await self.users("active"):
+            servers = user.get("servers")
+            if not isinstance(servers, dict):
+                raise HubAPIError("GET", "/users", 403,
+                                  "the token cannot read servers (needs read:servers)")
+            keys.update(f"{user.get('name', '')}/{name}" for name in servers)
+        return frozenset(keys)

@@ -35,6 +35,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from aispike_hub.service import migrations
+
 SCHEMA_VERSION = 1
 
 
@@ -81,6 +83,9 @@ class ReservationRow(Base):
     admitted_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     deadline: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     """Queued: when it gives up.  Admitted and chosen as a victim: when it is stopped."""
+    missing_since: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    """When the reconciler first saw the hub list no server for this ticket (None: it has
+    one, or nobody looked yet); released after ``reconcile_grace`` (migration 0002)."""
 
 
 class NoticeRow(Base):
@@ -145,12 +150,31 @@ def make_engine(url: str) -> Engine:
 
 
 class Store:
-    """Tables of the service in one database; short transactions through :meth:`session`."""
+    """Tables of the service in one database; short transactions through :meth:`session`.
 
-    def __init__(self, url: str) -> None:
+    The schema is Alembic's (:mod:`aispike_hub.service.migrations`): an empty database gets
+    today's tables, stamped as the newest revision; one that is behind raises
+    :class:`~aispike_hub.service.migrations.SchemaError` naming the upgrade command, unless
+    ``upgrade`` (then a sqlite file is copied first and the migrations run).  An unreachable
+    database raises SQLAlchemy's ``OperationalError`` here, at start, not at the first request.
+    """
+
+    def __init__(self, url: str, *, upgrade: bool = False) -> None:
         self.url = url
         self.engine = make_engine(url)
-        Base.metadata.create_all(self.engine)
+        self.upgraded: tuple[str | None, str, Any] | None = None
+        """(revision before, after, sqlite backup path) when this start upgraded the schema."""
+        if migrations.current(self.engine) is None:
+            from aispike_hub.service import history  # noqa: F401 (its table is in Base too)
+
+            Base.metadata.create_all(self.engine)
+            migrations.stamp_head(self.engine)
+        elif upgrade:
+            before, after, backup = migrations.upgrade(self.engine, url)
+            if before != after:
+                self.upgraded = (before, after, backup)
+        else:
+            migrations.check(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         with self.session() as s:
             if s.get(MetaRow, "schema_version") is None:

@@ -153,6 +153,9 @@ class AdminPanel(LoggingConfigurable):
         self.views = PanelViews(ctx, monitor, self)
         """The data the pages show (:mod:`.views`); the methods below are its front."""
         self._env: Any = None
+        self.reconciler: Any = None
+        """The service's :class:`~aispike_hub.service.reconciler.Reconciler` (its totals and
+        last pass appear on the queue page), when the service has one."""
 
     @property
     def controller(self) -> AdmissionController:

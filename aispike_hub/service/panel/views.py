@@ -258,7 +258,21 @@ class PanelViews:
                     "gives_up_in_seconds": round((r.deadline - now).total_seconds(), 1)
                     if r.deadline else None})
         rows.sort(key=lambda x: x["position"])
-        return {"queued": rows, "length": len(rows), "generated_at": now.isoformat() + "Z"}
+        return {"queued": rows, "length": len(rows), "generated_at": now.isoformat() + "Z",
+                "reconciled": self.reconciled()}
+
+    def reconciled(self, limit: int = 20) -> dict[str, Any]:
+        """What reconciliation released or deleted (newest first, from the audit log), its
+        totals since the service started and its last pass (docs/operations.md)."""
+        from aispike_hub.service.reconciler import AUDIT_ACTIONS
+
+        store = self.controller.store
+        entries = sorted((e for action in AUDIT_ACTIONS for e in store.audit_log(limit, action)),
+                         key=lambda e: e.id, reverse=True)[:limit]
+        reconciler = getattr(self.settings, "reconciler", None)
+        return {"entries": [e.as_dict() for e in entries],
+                "totals": dict(reconciler.totals) if reconciler is not None else {},
+                "last": dict(reconciler.last) if reconciler is not None else {}}
 
     # -- idle actions ------------------------------------------------------------------------
     async def idle_action(self, user: str, server: str, action: str, actor: str) -> dict[str, Any]:

@@ -443,8 +443,25 @@
             el("td", { text: duration(r.gives_up_in_seconds) }),
             el("td", { cls: "reason", text: r.reasons.join("; ") }));
         }));
+        reconciled(d.reconciled || {});
         root.dataset.loaded = "queue";
       }).catch(function (e) { showError(document.getElementById("queue-summary"), e); });
+    }
+    const what = { "reconcile.release": "ticket released", "reconcile.claim": "claim deleted",
+                   "reconcile.unprotect": "finalizer removed" };
+    function reconciled(r) {
+      const t = r.totals || {}, last = r.last || {};
+      document.getElementById("reconciled-summary").textContent =
+        "Since the service started: " + (t.released || 0) + " tickets released, " +
+        (t.claims_deleted || 0) + " claims deleted, " + (t.unprotected || 0) +
+        " finalizers removed" + (last.at ? "; last pass " + last.at + " (" + last.why + ")" : "") +
+        (last.problem ? "; " + last.problem : "");
+      document.querySelector("#reconciled tbody").replaceChildren(...(r.entries || []).map(
+        function (e) {
+          return el("tr", { "data-action": e.action },
+            el("td", { text: e.at }), el("td", { text: what[e.action] || e.action }),
+            el("td", { text: e.target }), el("td", { cls: "reason", text: e.detail.reason || "" }));
+        }));
     }
     load();
     setInterval(load, 10000);

@@ -45,6 +45,7 @@ class StandInHub:
         self.stopping: set[str] = set()  # users with a stop under way (DELETE user: 400)
         self.delay = 0.0
         self.url = ""
+        self.read_servers = True  # False: the token lacks read:servers (models without servers)
 
     def add(self, name: str, *servers: str, admin: bool = False,
             last_activity: str = LONG_AGO) -> None:
@@ -82,7 +83,10 @@ class StandInHub:
                         continue
                     if state == "inactive" and ready:
                         continue
-                    rows.append({**u, "servers": ready})
+                    row = {**u, "servers": ready}
+                    if not hub.read_servers:
+                        del row["servers"]
+                    rows.append(row)
                 page = rows[offset:offset + limit]
                 nxt = ({"offset": offset + limit, "limit": limit}
                        if offset + limit < len(rows) else None)
@@ -91,6 +95,13 @@ class StandInHub:
                         "offset": offset, "limit": limit, "total": len(rows), "next": nxt}})
                 else:
                     self.finish(json.dumps(page))
+
+        class Me(Base):
+            def get(self) -> None:
+                scopes = ["list:users", "read:users", "admin:servers", "read:users:activity"]
+                if hub.read_servers:
+                    scopes.append("read:servers")
+                self.finish({"kind": "service", "name": "aispike", "scopes": scopes})
 
         class User(Base):
             def delete(self, name: str) -> None:
@@ -129,6 +140,7 @@ class StandInHub:
                 self.set_status(204)
 
         return web.Application([
+            (r"/hub/api/user", Me),
             (r"/hub/api/users", Users),
             (r"/hub/api/users/([^/]+)", User),
             (r"/hub/api/users/([^/]+)/server", Server),
