@@ -6,7 +6,9 @@ GPUs, count as taken; the inventory is driven with plain event dicts, as the wat
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -226,3 +228,46 @@ def test_our_servers_device_plugin_gpus_are_counted_as_theirs() -> None:
     ours, other = inv.usage_by_server()
     assert sum(a.anonymous_gpus for a in ours["alice/"]) == 1
     assert sum(a.anonymous_gpus for a in other) == 1
+
+
+# -- device-plugin backends: the spawner's node view --------------------------------------------
+class ListOnlyApi:
+    """Lists fixed objects per kind; each watch waits briefly and ends (no events)."""
+
+    def __init__(self, objects: dict[str, list[dict[str, Any]]]) -> None:
+        self.objects = objects
+
+    def list(self, kind: str, *, query: Any = None) -> tuple[list[dict[str, Any]], str]:
+        return self.objects.get(kind, []), "1"
+
+    def watch(self, kind: str, resource_version: str, *, timeout_seconds: int = 240,
+              query: Any = None) -> list[tuple[str, dict[str, Any]]]:
+        time.sleep(0.05)
+        return []
+
+
+def test_device_plugin_backends_see_only_the_gpus_other_workloads_leave() -> None:
+    from aispike_hub.spawner.nodes import NodeWatcher
+
+    labelled = node_obj()
+    labelled["metadata"]["labels"] = {"nvidia.com/gpu.product": "A100",
+                                      "nvidia.com/gpu.memory": "81920"}
+    mine = gpu_pod("jupyter-alice", limits={"nvidia.com/gpu": "1"},
+                   annotations={claims.HUB_SERVER_ANNOTATION: "alice/"})
+    api = ListOnlyApi({"nodes": [labelled], "pods": [
+        gpu_pod("dp", limits={"nvidia.com/gpu": "2"}),
+        gpu_pod("mig", limits={"nvidia.com/mig-1g.10gb": "1"}),
+        gpu_pod("pending", node="", limits={"nvidia.com/gpu": "1"}),
+        mine]})
+
+    async def main() -> None:
+        watcher = NodeWatcher(api, watch_timeout=1).start()
+        await asyncio.wait_for(asyncio.shield(watcher.first_load), 5)
+        (n0,) = watcher.nodes()
+        assert len(n0.gpus) == 1  # 4 - 2 (device plugin) - 1 (MIG); our own pod not subtracted
+        watcher._pod_event("DELETED", gpu_pod("dp"))
+        (n0,) = watcher.nodes()
+        assert len(n0.gpus) == 3
+        await watcher.stop()
+
+    asyncio.run(main())
