@@ -95,6 +95,8 @@ class ForeignDevice:
 
     uuid: str
     memory_mib: int | None = None
+    model: str = ""
+    """NVIDIA's ``productName`` (the GPU model where no node label names it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +231,9 @@ def parse_foreign_slice(obj: Mapping[str, Any], rules: OutsideRules = DEFAULT_RU
                 memory = quantity_mib(str(capacity["value"]))
             except ValueError:
                 memory = None
-        devices[str(dev["name"])] = ForeignDevice(uuid if isinstance(uuid, str) else "", memory)
+        product = _attr(attributes, str(driver), "productName")
+        devices[str(dev["name"])] = ForeignDevice(uuid if isinstance(uuid, str) else "", memory,
+                                                  product if isinstance(product, str) else "")
     return ForeignSlice(str(meta.get("name", "")), str(driver), node,
                         str(pool.get("name") or node), generation, devices)
 

@@ -32,6 +32,7 @@ from aispike_hub.contract import (
 from aispike_hub.kube.api import KubeJson, kube_api_client
 from aispike_hub.kube.coexist import pod_gpus
 from aispike_hub.kube.objects import meta_of, parse_node
+from aispike_hub.kube.slices import label_value
 from aispike_hub.kube.watch import ListWatch, ListWatchApi
 from aispike_hub.model import GIB_IN_MIB, Gpu, Node
 
@@ -73,6 +74,33 @@ def node_from_object(
         gpus = tuple(Gpu(i, model, memory_mib) for i in range(count))
     return Node(info.name, info.cpu_milli, info.memory_mib, gpus, labels,
                 dict(info.images), dict(info.datasets))
+
+
+def model_label_for(objects: Sequence[Mapping[str, Any]],
+                    model_labels: Sequence[str] = (GPU_MODEL_LABEL, GFD_MODEL_LABEL)) -> str:
+    """The node label that names GPU models on this cluster, for the spawner's model affinity:
+    the first of ``model_labels`` that a node offering ``nvidia.com/gpu`` carries (our
+    ``aispike.io/gpu-model``, else GPU feature discovery's ``nvidia.com/gpu.product``), or the
+    first of them when no node carries any.  Pair it with :func:`model_value` for the value.
+
+    Why: a cluster with GPU feature discovery but not our agent has no ``aispike.io/gpu-model``;
+    an affinity on it would leave the pod unschedulable (issue 21).
+    """
+    gpu_labels = []
+    for obj in objects:
+        alloc = (obj.get("status") or {}).get("allocatable") or {}
+        if str(alloc.get(NVIDIA_GPU_RESOURCE, "0")) not in ("", "0"):
+            gpu_labels.append(meta_of(obj).get("labels") or {})
+    for key in model_labels:
+        if any(labels.get(key) for labels in gpu_labels):
+            return key
+    return model_labels[0] if model_labels else GPU_MODEL_LABEL
+
+
+def model_value(model: str) -> str:
+    """The label value a node of GPU ``model`` carries under either model label (both our agent
+    and GPU feature discovery write the product name with spaces as dashes)."""
+    return label_value(model)
 
 
 class NodeWatcher:
@@ -205,6 +233,13 @@ class NodeWatcher:
                 self.objects.pop(name, None)
             else:
                 self.objects[name] = obj
+
+    def model_label(self, model_labels: Sequence[str] = (GPU_MODEL_LABEL, GFD_MODEL_LABEL)
+                    ) -> str:
+        """:func:`model_label_for` over the nodes seen now."""
+        with self._lock:
+            objects = list(self.objects.values())
+        return model_label_for(objects, model_labels)
 
     def nodes(self, gpu_memory_gib: Mapping[str, int] | None = None,
               model_labels: Sequence[str] = (GPU_MODEL_LABEL, GFD_MODEL_LABEL)) -> list[Node]:

@@ -125,6 +125,7 @@ def test_nvidia_dra_slices_and_claims_are_read_for_their_gpu_uuids() -> None:
     assert parsed is not None and parsed.node == "n0" and parsed.driver == "gpu.nvidia.com"
     assert parsed.devices["gpu-1"].uuid == "GPU-a1"
     assert parsed.devices["gpu-1"].memory_mib == 80 * GIB
+    assert parsed.devices["gpu-1"].model == "NVIDIA A100"  # productName
     assert parsed.devices["gpu-3-mig-1g10gb-0"].uuid == "GPU-a3"  # a MIG device's parent
     assert parse_foreign_slice(resource_slice("n0", GPUS)) is None  # ours
     net = nvidia_slice()
@@ -271,3 +272,23 @@ def test_device_plugin_backends_see_only_the_gpus_other_workloads_leave() -> Non
         await watcher.stop()
 
     asyncio.run(main())
+
+
+def test_the_model_label_is_ours_else_gpu_feature_discoverys() -> None:
+    from aispike_hub.spawner.nodes import model_label_for, model_value, node_from_object
+
+    gfd = node_obj("g")
+    gfd["metadata"]["labels"] = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
+                                 "nvidia.com/gpu.memory": "81920"}
+    ours = node_obj("o")
+    ours["metadata"]["labels"] = {"aispike.io/gpu-model": "NVIDIA-H100",
+                                  "nvidia.com/gpu.product": "NVIDIA-H100"}
+    cpu = {"metadata": {"name": "c", "labels": {"aispike.io/gpu-model": "x"}},
+           "status": {"allocatable": {"cpu": "8"}}}
+    assert model_label_for([gfd]) == "nvidia.com/gpu.product"
+    assert model_label_for([gfd, cpu]) == "nvidia.com/gpu.product"  # a CPU node does not count
+    assert model_label_for([gfd, ours]) == "aispike.io/gpu-model"
+    assert model_label_for([]) == "aispike.io/gpu-model"
+    assert model_value("NVIDIA A100-SXM4-80GB") == "NVIDIA-A100-SXM4-80GB"
+    node = node_from_object(gfd)
+    assert node is not None and node.gpus[0].model == "NVIDIA-A100-SXM4-80GB"
