@@ -166,6 +166,13 @@ class Inventory(LoggingConfigurable):
         taken (the whole GPU when the device's uuid is one of ours, else one GPU of its
         node).  Devices of drivers not listed (NICs, ...) are not GPUs and never count.""",
     ).tag(config=True)
+    hub_id = Unicode(
+        "",
+        help="""This hub's id when several hubs share the cluster (kube/identity.py): its
+        servers' claims and pods carry "<hub id>:<user>/<server>" in aispike.io/hub-server.
+        Servers of other hubs count as other workloads' (taken).  Empty: the default hub, which
+        also owns values written without a hub id.""",
+    ).tag(config=True)
     pod_field_selector = Unicode(
         "status.phase!=Succeeded,status.phase!=Failed",
         help="Field selector for the pod watch: only pods that can hold CPU and RAM.",
@@ -384,7 +391,7 @@ class Inventory(LoggingConfigurable):
         not its own promise) and the rest as other workloads'.
         """
         with self.lock:
-            return self._ledger.usage_by_server()
+            return self._ledger.usage_by_server(self.hub_id)
 
     # -- placement support ---------------------------------------------------------------------
     def hold(self, namespace: str, claim: str, assignment: Assignment) -> None:

@@ -39,6 +39,7 @@ from aispike_hub.kube.coexist import (
     outside_claim_usage,
     outside_pod_usage,
 )
+from aispike_hub.kube.identity import DEFAULT_HUB, split_hub_server
 from aispike_hub.kube.objects import ClaimInfo, NodeInfo, PodInfo, SliceInfo
 from aispike_hub.kube.usage import DeviceIndex, Usage, claim_usage, pod_usage
 from aispike_hub.model import Assignment, Gpu, Node
@@ -589,8 +590,10 @@ class Ledger:
         entry = self._entries.get(f"claim:{key}") or self._entries.get(f"hold:{key}")
         return tuple(entry.committed) if entry else ()
 
-    def usage_by_server(self) -> tuple[dict[str, list[Assignment]], list[Assignment]]:
-        """What the state counts, split: per hub server (``user/server``) and everything else."""
+    def usage_by_server(self, hub_id: str = DEFAULT_HUB
+                        ) -> tuple[dict[str, list[Assignment]], list[Assignment]]:
+        """What the state counts, split: per server (``user/server``) of hub ``hub_id`` and
+        everything else (other workloads, other hubs' servers: kube/identity.py)."""
         self.state()
         ours: dict[str, list[Assignment]] = {}
         other: list[Assignment] = []
@@ -600,9 +603,10 @@ class Ledger:
             kind, _, key = ukey.partition(":")
             info: ClaimInfo | PodInfo | None = (
                 self.pods.get(key) if kind in ("pod", "outside-pod") else self.claims.get(key))
-            hub = info.hub_server if info is not None else ""
-            if hub:
-                ours.setdefault(hub, []).extend(entry.committed)
+            value = info.hub_server if info is not None else ""
+            owner_hub, server = split_hub_server(value)
+            if value and owner_hub == hub_id:
+                ours.setdefault(server, []).extend(entry.committed)
             else:
                 other.extend(entry.committed)
         return ours, other

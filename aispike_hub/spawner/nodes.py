@@ -31,6 +31,7 @@ from aispike_hub.contract import (
 )
 from aispike_hub.kube.api import KubeJson, kube_api_client
 from aispike_hub.kube.coexist import pod_gpus
+from aispike_hub.kube.identity import split_hub_server
 from aispike_hub.kube.objects import meta_of, parse_node
 from aispike_hub.kube.slices import label_value
 from aispike_hub.kube.watch import ListWatch, ListWatchApi
@@ -124,9 +125,11 @@ class NodeWatcher:
     ``CoreV1Api``) is not used: the watcher then opens :func:`kube_api_client` itself.
     """
 
-    def __init__(self, api: Any = None, watch_timeout: int = 300, watch_pods: bool = True
-                 ) -> None:
+    def __init__(self, api: Any = None, watch_timeout: int = 300, watch_pods: bool = True,
+                 hub_id: str = "") -> None:
         self.api = api
+        self.hub_id = hub_id
+        """This hub's id: pods of other hubs count as held (kube/identity.py)."""
         self.watch_timeout = watch_timeout
         self.watch_pods = watch_pods
         """Also watch pods, to leave out the GPUs other workloads hold (see the module doc)."""
@@ -186,11 +189,11 @@ class NodeWatcher:
         if not self._pending and not self.first_load.done():
             self.first_load.set_result(None)
 
-    @staticmethod
-    def _held(obj: Mapping[str, Any]) -> tuple[str, int] | None:
+    def _held(self, obj: Mapping[str, Any]) -> tuple[str, int] | None:
         """(node, GPUs) a pod of another workload holds; ``None`` when it holds none here."""
         meta = meta_of(obj)
-        if HUB_SERVER_ANNOTATION in (meta.get("annotations") or {}):
+        value = (meta.get("annotations") or {}).get(HUB_SERVER_ANNOTATION)
+        if isinstance(value, str) and split_hub_server(value)[0] == self.hub_id:
             return None  # this hub's server: admission counts it from its ticket
         node = (obj.get("spec") or {}).get("nodeName")
         phase = (obj.get("status") or {}).get("phase")
