@@ -178,8 +178,14 @@ class Assignment:
     memory_mib: int = 0
     owner: str = ""
     """Who holds it (a server or pod name); used by reports, ignored by placement."""
+    anonymous_gpus: int = 0
+    """Whole GPUs of the node held by something that does not say which (a device-plugin pod
+    asking for ``nvidia.com/gpu``): placement keeps that many of the node's GPUs idle
+    (docs/placement.md, "GPUs used outside AISpike")."""
 
     def __post_init__(self) -> None:
+        if self.anonymous_gpus < 0:
+            raise ValueError(f"anonymous_gpus must be >= 0, got {self.anonymous_gpus}")
         if len(self.gpu_indices) != len(self.gpu_memory_mib):
             raise ValueError("gpu_indices and gpu_memory_mib must have the same length")
         if len(set(self.gpu_indices)) != len(self.gpu_indices):

@@ -13,6 +13,11 @@ Four kinds are watched, each by its own thread with a periodic full re-list (res
   never pin the same room while the scheduler has not caught up;
 - Pods that are bound to a node and not finished: their CPU and RAM requests.
 
+GPUs held outside AISpike count as taken too (:mod:`aispike_hub.kube.coexist`): pods asking for
+``nvidia.com/gpu``, MIG or HAMi resources, and claims of another GPU driver (``gpu.nvidia.com``,
+whose slices are read for their devices' uuids).  Which resources and drivers count is set by
+:attr:`Inventory.outside_gpu_resources` and its siblings.
+
 All of it is rebuilt from the API at start, so a restarted service loses nothing.  Objects that do
 not follow the contract (a slice of another driver, a device without uuid, a uuid published
 twice, a claim result on a device that vanished, a claim of another driver) are skipped with one
@@ -46,7 +51,20 @@ from typing import Any
 from traitlets import Dict, Float, Integer, List, Unicode, observe
 from traitlets.config import LoggingConfigurable
 
+from aispike_hub.contract import (
+    GPUSHARE_MEMORY_RESOURCE,
+    HAMI_MEMORY_RESOURCE,
+    MIG_RESOURCE_PREFIX,
+    NVIDIA_DRIVER,
+    NVIDIA_GPU_RESOURCE,
+)
 from aispike_hub.kube.api import KubeJson
+from aispike_hub.kube.coexist import (
+    OutsideRules,
+    foreign_claim_results,
+    parse_foreign_slice,
+    pod_gpus,
+)
 from aispike_hub.kube.ledger import Ledger
 from aispike_hub.kube.objects import (
     CLAIM_FINALIZER,
@@ -123,6 +141,38 @@ class Inventory(LoggingConfigurable):
         preview and admission. Set the same for the hub (placer) and the AISpike service, and
         match KubeSpawner.node_selector. Empty: every schedulable node.""",
     ).tag(config=True)
+    outside_gpu_resources = List(
+        Unicode(), default_value=[NVIDIA_GPU_RESOURCE],
+        help="""Extended resources that hold whole GPUs outside AISpike (NVIDIA's device
+        plugin, the GPU operator; add a renamed resource, e.g. HAMi's configured name): each one
+        a pod asks for counts as one of its node's GPUs taken, which GPU unknown (placement
+        keeps that many idle).""",
+    ).tag(config=True)
+    outside_mig_prefixes = List(
+        Unicode(), default_value=[MIG_RESOURCE_PREFIX],
+        help="""Prefixes of MIG instance resources (mixed strategy): each instance a pod asks
+        for counts as one GPU taken (which GPU unknown; never under-counted).""",
+    ).tag(config=True)
+    outside_memory_resources = List(
+        Unicode(), default_value=[HAMI_MEMORY_RESOURCE, f"{HAMI_MEMORY_RESOURCE}-percentage",
+                                  GPUSHARE_MEMORY_RESOURCE],
+        help="""Device-plugin GPU-memory resources: a pod asking only for these holds one GPU.
+        A HAMi pod with its hami.io/vgpu-devices-allocated annotation counts exactly (its MiB
+        on the GPU with that uuid).""",
+    ).tag(config=True)
+    outside_gpu_drivers = List(
+        Unicode(), default_value=[NVIDIA_DRIVER],
+        help="""Other DRA drivers whose devices are GPUs: their allocated claims count as
+        taken (the whole GPU when the device's uuid is one of ours, else one GPU of its
+        node).  Devices of drivers not listed (NICs, ...) are not GPUs and never count.""",
+    ).tag(config=True)
+    hub_id = Unicode(
+        "",
+        help="""This hub's id when several hubs share the cluster (kube/identity.py): its
+        servers' claims and pods carry "<hub id>:<user>/<server>" in aispike.io/hub-server.
+        Servers of other hubs count as other workloads' (taken).  Empty: the default hub, which
+        also owns values written without a hub id.""",
+    ).tag(config=True)
     pod_field_selector = Unicode(
         "status.phase!=Succeeded,status.phase!=Failed",
         help="Field selector for the pod watch: only pods that can hold CPU and RAM.",
@@ -133,6 +183,10 @@ class Inventory(LoggingConfigurable):
         self.api = KubeJson(api_client)
         self.lock = threading.RLock()
         self._ledger = Ledger(self.node_selector, on_change=self._notify, logger=log)
+        self.outside = OutsideRules(
+            tuple(self.outside_gpu_resources), tuple(self.outside_mig_prefixes),
+            tuple(self.outside_memory_resources), tuple(self.outside_gpu_drivers))
+        """What holds GPUs outside AISpike (from the ``outside_*`` settings)."""
         self._waiters: dict[str, list[threading.Event]] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -200,6 +254,9 @@ class Inventory(LoggingConfigurable):
                 seen.add(object_key(obj))
                 self._apply(kind, "ADDED", obj)
             book = self._ledger
+            if kind == "resourceslices":
+                for name in [n for n in book.foreign_slices if n not in seen]:
+                    book.remove_foreign_slice(name)
             stores: dict[str, Mapping[str, Any]] = {
                 "resourceslices": book.slices, "nodes": book.nodes,
                 "resourceclaims": book.claims, "pods": book.pods,
@@ -227,7 +284,14 @@ class Inventory(LoggingConfigurable):
         name = str(meta_of(obj).get("name", ""))
         if etype == "DELETED":
             self._ledger.remove_slice(name)
+            self._ledger.remove_foreign_slice(name)
             return
+        foreign = parse_foreign_slice(obj, self.outside)
+        if foreign is not None:
+            self._ledger.remove_slice(name)
+            self._ledger.put_foreign_slice(foreign)
+            return
+        self._ledger.remove_foreign_slice(name)
         info, problems = parse_slice(obj)
         rv = str(meta_of(obj).get("resourceVersion", ""))
         for p in problems:
@@ -265,7 +329,7 @@ class Inventory(LoggingConfigurable):
         if info.foreign_results and not info.allocated:
             self._ledger.warn_once(f"claim-foreign/{key}/{uid}",
                                    f"claim {key}: allocated by another driver only")
-        self._ledger.put_claim(info)
+        self._ledger.put_claim(info, foreign_claim_results(obj, self.outside))
 
     def _on_pod(self, etype: str, obj: Mapping[str, Any]) -> None:
         meta = meta_of(obj)
@@ -278,7 +342,7 @@ class Inventory(LoggingConfigurable):
         except (ValueError, TypeError) as e:
             self._ledger.warn_once(f"pod/{key}/{e}", f"pod {key}: {e}")
             return
-        self._ledger.put_pod(info)
+        self._ledger.put_pod(info, pod_gpus(obj, self.outside))
 
     # -- reading -------------------------------------------------------------------------------
     def state(self) -> ClusterState | None:
@@ -327,7 +391,7 @@ class Inventory(LoggingConfigurable):
         not its own promise) and the rest as other workloads'.
         """
         with self.lock:
-            return self._ledger.usage_by_server()
+            return self._ledger.usage_by_server(self.hub_id)
 
     # -- placement support ---------------------------------------------------------------------
     def hold(self, namespace: str, claim: str, assignment: Assignment) -> None:

@@ -6,8 +6,9 @@ Inventory` calls it under its lock; tests call it directly).  It keeps
 - the parsed objects by key (:attr:`Ledger.slices`, :attr:`~Ledger.nodes`, :attr:`~Ledger.claims`,
   :attr:`~Ledger.pods`);
 - one :class:`Entry` per usage key (``claim:<ns>/<name>``, ``pod:<ns>/<name>``,
-  ``hold:<ns>/<name>``): the :class:`~aispike_hub.kube.usage.Usage` it takes and the part of it
-  committed into the state;
+  ``hold:<ns>/<name>``, and for GPUs held outside AISpike ``outside-pod:<ns>/<name>`` and
+  ``outside-claim:<ns>/<name>``, see :mod:`aispike_hub.kube.coexist`): the
+  :class:`~aispike_hub.kube.usage.Usage` it takes and the part of it committed into the state;
 - one :class:`~aispike_hub.placement.state.ClusterState`, kept current incrementally through its
   ``commit``/``release`` (the placement core's own invariant checks), so a placement at 1,000
   nodes does not rebuild arrays.  Only a change of topology (a slice, a node coming or going,
@@ -16,7 +17,9 @@ Inventory` calls it under its lock; tests call it directly).  It keeps
 
 Facts win over promises: hard usage (an allocation, a bound pod) is committed first; a soft pin in
 its way is evicted (un-counted, with a stale reason); a fact that still does not fit is clamped to
-what fits, with one warning (the scheduler knows better than our view).
+what fits, with one warning (the scheduler knows better than our view).  GPUs held anonymously
+(device-plugin pods) are facts too: when they leave a node fewer idle GPUs than they hold, our pins
+that started idle GPUs there are evicted, newest first; a pin that would do so is stale.
 """
 
 from __future__ import annotations
@@ -26,6 +29,17 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from aispike_hub.kube.coexist import (
+    NO_GPUS,
+    ForeignDevice,
+    ForeignResult,
+    ForeignSlice,
+    PodGpus,
+    foreign_device_index,
+    outside_claim_usage,
+    outside_pod_usage,
+)
+from aispike_hub.kube.identity import DEFAULT_HUB, split_hub_server
 from aispike_hub.kube.objects import ClaimInfo, NodeInfo, PodInfo, SliceInfo
 from aispike_hub.kube.usage import DeviceIndex, Usage, claim_usage, pod_usage
 from aispike_hub.model import Assignment, Gpu, Node
@@ -76,6 +90,13 @@ class Ledger:
         self.nodes: dict[str, NodeInfo] = {}
         self.claims: dict[str, ClaimInfo] = {}
         self.pods: dict[str, PodInfo] = {}
+        self.foreign_slices: dict[str, ForeignSlice] = {}
+        """Slices of other GPU drivers (their devices' uuids locate foreign claims)."""
+        self._pod_gpus: dict[str, PodGpus] = {}
+        """pod key -> GPUs it holds through device plugins (only pods that hold some)."""
+        self._claim_foreign: dict[str, tuple[ForeignResult, ...]] = {}
+        """claim key -> its allocation results on other GPU drivers' devices (when any)."""
+        self._foreign_devices: dict[tuple[str, str, str], tuple[str, ForeignDevice]] = {}
         self._bound_refs: dict[str, set[str]] = {}
         """claim key -> keys of bound pods that use it."""
         self._entries: dict[str, Entry] = {}
@@ -114,6 +135,16 @@ class Ledger:
         if self.slices.pop(name, None) is not None:
             self._topology_dirty = True
 
+    def put_foreign_slice(self, info: ForeignSlice) -> None:
+        """A slice of another GPU driver was added or changed."""
+        if info != self.foreign_slices.get(info.name):
+            self.foreign_slices[info.name] = info
+            self._topology_dirty = True
+
+    def remove_foreign_slice(self, name: str) -> None:
+        if self.foreign_slices.pop(name, None) is not None:
+            self._topology_dirty = True
+
     def put_node(self, info: NodeInfo) -> None:
         """A node was added or changed: its facts change in place when placement keeps it."""
         name = info.name
@@ -147,16 +178,23 @@ class Ledger:
         """True for the uid of a claim we deleted ourselves (its late events are echoes)."""
         return bool(uid) and uid in self._gone_set
 
-    def put_claim(self, info: ClaimInfo) -> None:
-        """A claim was added or changed: it replaces any hold under its key."""
+    def put_claim(self, info: ClaimInfo, foreign: tuple[ForeignResult, ...] = ()) -> None:
+        """A claim was added or changed: it replaces any hold under its key.  ``foreign``: its
+        allocation results on other GPU drivers' devices (:func:`~aispike_hub.kube.coexist.
+        foreign_claim_results`)."""
         key = info.key
         if self.is_gone(info.uid):
             return  # an event of a claim we already deleted to re-pin: its successor counts
-        if self.claims.get(key) == info:
+        if self.claims.get(key) == info and self._claim_foreign.get(key, ()) == foreign:
             return
         self.claims[key] = info
+        if foreign:
+            self._claim_foreign[key] = foreign
+        else:
+            self._claim_foreign.pop(key, None)
         self.set_usage(f"hold:{key}", None)
         self._refresh_claim(key)
+        self._refresh_outside_claim(key)
         self._on_change(key)
 
     def remove_claim(self, key: str, uid: str = "") -> None:
@@ -164,15 +202,22 @@ class Ledger:
         old = self.claims.get(key)
         if old is not None and (not uid or old.uid == uid):
             del self.claims[key]
+            self._claim_foreign.pop(key, None)
             self.set_usage(f"claim:{key}", None)
+            self.set_usage(f"outside-claim:{key}", None)
             self._on_change(key)
 
-    def put_pod(self, info: PodInfo) -> None:
-        """A pod was added or changed."""
+    def put_pod(self, info: PodInfo, gpus: PodGpus = NO_GPUS) -> None:
+        """A pod was added or changed.  ``gpus``: what it holds through device plugins
+        (:func:`~aispike_hub.kube.coexist.pod_gpus`)."""
         old = self.pods.get(info.key)
-        if info == old:
+        if info == old and self._pod_gpus.get(info.key, NO_GPUS) == gpus:
             return
         self.pods[info.key] = info
+        if gpus:
+            self._pod_gpus[info.key] = gpus
+        else:
+            self._pod_gpus.pop(info.key, None)
         self._pod_changed(info.key, old, info)
 
     def remove_pod(self, key: str, uid: str = "") -> None:
@@ -181,10 +226,12 @@ class Ledger:
         if old is None or (uid and old.uid != uid):
             return
         del self.pods[key]
+        self._pod_gpus.pop(key, None)
         self._pod_changed(key, old, None)
 
     def _pod_changed(self, key: str, old: PodInfo | None, new: PodInfo | None) -> None:
         self.set_usage(f"pod:{key}", pod_usage(new) if new is not None else None)
+        self._refresh_outside_pod(key)
         # Which claims are used by a bound pod changed: their CPU/RAM moves to the pod.
         touched: set[str] = set()
         for info, add in ((old, False), (new, True)):
@@ -218,6 +265,39 @@ class Ledger:
             self.warn_once(f"claim-usage/{key}/{info.resource_version}/{p}", p)
         self.set_usage(f"claim:{key}", usage)
 
+    def _outside_pod(self, key: str) -> Usage | None:
+        pod = self.pods.get(key)
+        gpus = self._pod_gpus.get(key)
+        if pod is None or gpus is None or not pod.counts:
+            return None
+        assignments, problems = outside_pod_usage(pod.node, key, gpus, self._devices.by_uuid)
+        for p in problems:
+            self.warn_once(f"outside-pod/{key}/{p}", p)
+        return Usage(assignments, True)
+
+    def _outside_claim(self, key: str) -> Usage | None:
+        results = self._claim_foreign.get(key)
+        info = self.claims.get(key)
+        if not results or info is None or not info.is_allocated:
+            return None
+        assignments, problems = outside_claim_usage(key, results, self._foreign_devices,
+                                                    self._devices.by_uuid)
+        for p in problems:
+            self.warn_once(f"outside-claim/{key}/{info.resource_version}/{p}", p)
+        return Usage(assignments, True)
+
+    def _refresh_outside_pod(self, key: str) -> None:
+        if self._topology_dirty or self._state is None:
+            self._entries.pop(f"outside-pod:{key}", None)  # the rebuild recomputes it
+            return
+        self.set_usage(f"outside-pod:{key}", self._outside_pod(key))
+
+    def _refresh_outside_claim(self, key: str) -> None:
+        if self._topology_dirty or self._state is None:
+            self._entries.pop(f"outside-claim:{key}", None)
+            return
+        self.set_usage(f"outside-claim:{key}", self._outside_claim(key))
+
     # -- placement support ---------------------------------------------------------------------
     def hold(self, key: str, assignment: Assignment) -> None:
         """Count ``assignment`` for claim ``key`` about to be created (replaces what it counted)."""
@@ -234,7 +314,9 @@ class Ledger:
         info = self.claims.get(key)
         if info is not None and (not uid or info.uid == uid):
             del self.claims[key]
+            self._claim_foreign.pop(key, None)
             self.set_usage(f"claim:{key}", None)
+            self.set_usage(f"outside-claim:{key}", None)
         self.set_usage(f"hold:{key}", None)
 
     def drop_hold(self, key: str) -> None:
@@ -260,6 +342,8 @@ class Ledger:
         assert state is not None
         entry.committed = []
         entry.stale = ""
+        rooms = {a.node: state.node_anonymous_room(state.node_index[a.node])
+                 for a in entry.usage.assignments if a.node in state.node_index}
         for a in entry.usage.assignments:
             if a.node not in state.node_index:
                 # A node we do not place on (cordoned, not Ready, no Node object): a fact there
@@ -287,6 +371,53 @@ class Ledger:
                         entry.committed.append(clamped)
                     continue
             entry.committed.append(a)
+        self._keep_anonymous_room(ukey, entry, rooms)
+
+    def _keep_anonymous_room(self, ukey: str, entry: Entry, rooms: Mapping[str, int]) -> None:
+        """The anonymous-GPU rule after ``entry`` was committed: a node keeps as many GPUs idle
+        as others hold without naming which (docs/placement.md).  A pin of ours that breaks it
+        is stale; a fact that breaks it evicts our pins that started idle GPUs there."""
+        state = self._state
+        assert state is not None
+        for node, before in rooms.items():
+            n = state.node_index[node]
+            if state.node_anonymous_room(n) >= 0:
+                continue
+            if not entry.usage.hard:
+                if state.node_anonymous_room(n) < before:
+                    for done in entry.committed:
+                        state.release(done)
+                    entry.committed = []
+                    entry.stale = (f"the GPUs left on {node} are held by workloads outside "
+                                   "AISpike (nvidia.com/gpu pods, other drivers' claims)")
+                    self._on_change(ukey.partition(":")[2])
+                    return
+                continue
+            self._evict_soft_for_room(node, ukey)
+
+    def _evict_soft_for_room(self, node: str, cause: str) -> None:
+        """Un-count our pins on ``node`` that use GPUs, newest first, until it keeps as many
+        idle GPUs as are held anonymously (or none is left)."""
+        state = self._state
+        assert state is not None
+        n = state.node_index[node]
+        candidates: list[tuple[str, str, Entry]] = []
+        for ukey, entry in self._entries.items():
+            if entry.usage.hard or not any(c.node == node and c.gpu_indices
+                                           for c in entry.committed):
+                continue
+            claim = self.claims.get(ukey.partition(":")[2])
+            created = claim.created if claim is not None and ukey.startswith("claim:") else "~"
+            candidates.append((created, ukey, entry))
+        candidates.sort(key=lambda c: (_desc(c[0]), c[1]))
+        for _, ukey, entry in candidates:
+            if state.node_anonymous_room(n) >= 0:
+                return
+            for c in entry.committed:
+                state.release(c)
+            entry.committed = []
+            entry.stale = f"room on {node} was taken by a workload outside AISpike ({cause})"
+            self._on_change(ukey.partition(":")[2])
 
     def _try_commit(self, a: Assignment) -> bool:
         assert self._state is not None
@@ -381,6 +512,7 @@ class Ledger:
                            "pin on it would be ambiguous; not placing on it")
             del by_uuid[u]
         self._devices = DeviceIndex(by_device, by_uuid)
+        self._foreign_devices = foreign_device_index(self.foreign_slices.values())
         nodes: list[Node] = []
         for name in sorted(self.nodes):
             info = self.nodes[name]
@@ -399,12 +531,23 @@ class Ledger:
             self._entries[f"claim:{key}"] = Entry(usage)
             if not usage.assignments:
                 del self._entries[f"claim:{key}"]
+        for keys, kind, outside in ((self._pod_gpus, "outside-pod", self._outside_pod),
+                                    (self._claim_foreign, "outside-claim", self._outside_claim)):
+            for key in list(keys):
+                found = outside(key)
+                if found is not None and found.assignments:
+                    self._entries[f"{kind}:{key}"] = Entry(found)
+                else:
+                    self._entries.pop(f"{kind}:{key}", None)
         self._state = ClusterState(nodes) if nodes else None
         self._topology_dirty = False
         if self._state is None:
             return
+        # Facts first (exact ones before anonymous GPUs), then our pins, holds last.
         order = sorted(self._entries.items(),
-                       key=lambda kv: (not kv[1].usage.hard, kv[0].startswith("hold:"), kv[0]))
+                       key=lambda kv: (not kv[1].usage.hard,
+                                       any(a.anonymous_gpus for a in kv[1].usage.assignments),
+                                       kv[0].startswith("hold:"), kv[0]))
         for ukey, entry in order:
             self._commit(ukey, entry)
 
@@ -447,8 +590,10 @@ class Ledger:
         entry = self._entries.get(f"claim:{key}") or self._entries.get(f"hold:{key}")
         return tuple(entry.committed) if entry else ()
 
-    def usage_by_server(self) -> tuple[dict[str, list[Assignment]], list[Assignment]]:
-        """What the state counts, split: per hub server (``user/server``) and everything else."""
+    def usage_by_server(self, hub_id: str = DEFAULT_HUB
+                        ) -> tuple[dict[str, list[Assignment]], list[Assignment]]:
+        """What the state counts, split: per server (``user/server``) of hub ``hub_id`` and
+        everything else (other workloads, other hubs' servers: kube/identity.py)."""
         self.state()
         ours: dict[str, list[Assignment]] = {}
         other: list[Assignment] = []
@@ -457,10 +602,11 @@ class Ledger:
                 continue
             kind, _, key = ukey.partition(":")
             info: ClaimInfo | PodInfo | None = (
-                self.pods.get(key) if kind == "pod" else self.claims.get(key))
-            hub = info.hub_server if info is not None else ""
-            if hub:
-                ours.setdefault(hub, []).extend(entry.committed)
+                self.pods.get(key) if kind in ("pod", "outside-pod") else self.claims.get(key))
+            value = info.hub_server if info is not None else ""
+            owner_hub, server = split_hub_server(value)
+            if value and owner_hub == hub_id:
+                ours.setdefault(server, []).extend(entry.committed)
             else:
                 other.extend(entry.committed)
         return ours, other

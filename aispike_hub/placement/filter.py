@@ -5,6 +5,11 @@ slot on it; for whole GPUs and CPU-only servers it is a node (which whole GPUs t
 afterwards by topology, see :func:`choose_whole_gpus`).  GPUs on one node with the same free
 memory are interchangeable for a slice, so only the first of them is kept as an option: this keeps
 scoring cheap on nodes with eight GPUs without changing any decision's quality.
+
+GPUs held anonymously (:attr:`ClusterState.anon_gpus`: device-plugin pods, whose GPU nobody
+names) must stay idle: a slice may start an idle GPU only where the node has idle GPUs beyond
+those, and a whole-GPU request of k needs k idle GPUs beyond them
+(:meth:`ClusterState.anonymous_room`).
 """
 
 from __future__ import annotations
@@ -72,13 +77,17 @@ def find_options(state: ClusterState, request: SliceRequest) -> Options:
         nodes = np.nonzero(hosts)[0]
         return Options(nodes, np.full_like(nodes, -1), np.zeros_like(nodes), 0, False)
     models = model_mask(state, request)
+    room = state.anonymous_room()
     if request.whole_gpus:
         idle = (state.gpu_free == state.gpu_cap) & models
-        nodes = np.nonzero(hosts & (idle.sum(axis=1) >= request.gpu_count))[0]
+        enough = (idle.sum(axis=1) >= request.gpu_count) & (room >= request.gpu_count)
+        nodes = np.nonzero(hosts & enough)[0]
         demand = state.node_gpu_cap[nodes]
         return Options(nodes, np.full_like(nodes, -1), demand, request.gpu_count, False)
     demand = demand_matrix(state, request)
-    fits = (state.gpu_free >= demand) & models & hosts[:, None]
+    # An idle GPU may be started only where idle GPUs beyond the anonymously held ones remain.
+    startable = (state.gpu_free != state.gpu_cap) | (room > 0)[:, None]
+    fits = (state.gpu_free >= demand) & models & hosts[:, None] & startable
     node, slot = np.nonzero(fits)
     if node.size == 0:
         return Options(node, slot, node, 1, True)
@@ -171,8 +180,11 @@ def why_nothing_fits(state: ClusterState, request: SliceRequest) -> list[str]:
             reasons.append("no node has both the CPUs and the RAM free at once")
         return reasons
     hosts = cpu_ok & mem_ok
+    room = state.anonymous_room()
+    outside = _held_outside(state)
     if request.whole_gpus:
-        idle = ((state.gpu_free == state.gpu_cap) & models).sum(axis=1)
+        idle = np.minimum(((state.gpu_free == state.gpu_cap) & models).sum(axis=1),
+                          np.maximum(room, 0))
         most = int(idle.max())
         where = int(idle[hosts].max()) if hosts.any() else 0
         reasons.append(
@@ -181,7 +193,7 @@ def why_nothing_fits(state: ClusterState, request: SliceRequest) -> list[str]:
             + (f"; {where} on a node with the CPUs and RAM free" if where != most else "")
             + ")"
         )
-        return reasons
+        return reasons + outside
     demand = demand_matrix(state, request)
     free = np.where(models, state.gpu_free, -1)
     for mid, model in enumerate(state.models):
@@ -194,15 +206,28 @@ def why_nothing_fits(state: ClusterState, request: SliceRequest) -> list[str]:
             reasons.append(
                 f"no {model} has {_gib(need)} free (largest free: {_gib(max(largest, 0))})"
             )
-    fits_gpu = (state.gpu_free >= demand) & models
+    startable = (state.gpu_free != state.gpu_cap) | (room > 0)[:, None]
+    fits_gpu = (state.gpu_free >= demand) & models & startable
     if fits_gpu.any() and not (fits_gpu & hosts[:, None]).any():
         n = int(fits_gpu.any(axis=1).sum())
         reasons.append(
             f"{n} node{'s' if n != 1 else ''} have the GPU memory but not the CPUs and RAM too"
         )
+    reasons += outside
     if not reasons:
         reasons.append("nothing fits right now")
     return reasons
+
+
+def _held_outside(state: ClusterState) -> list[str]:
+    """The reason naming GPUs kept idle for workloads outside AISpike ([] when there are none)."""
+    held = int(state.anon_gpus.sum())
+    if not held:
+        return []
+    n = int((state.anon_gpus > 0).sum())
+    return [f"{held} GPU{'s' if held != 1 else ''} on {n} node{'s' if n != 1 else ''} "
+            f"{'are' if held != 1 else 'is'} held by workloads outside AISpike (nvidia.com/gpu "
+            "pods, other drivers' claims) and kept idle for them"]
 
 
 def _gib(mib: int) -> str:
@@ -223,6 +248,7 @@ class NodeFit:
             for m, c, f in zip(state.gpu_model[node][exists], state.gpu_cap[node][exists],
                                state.gpu_free[node][exists], strict=True)
         ]
+        self.room = int(state.anonymous_room()[node])
         self._memo: dict[tuple[int, int, int, frozenset[str]], bool] = {}
 
     def could_host(self, request: SliceRequest) -> bool:
@@ -244,10 +270,11 @@ class NodeFit:
         allowed = request.allowed_models
         ok = [(c, f) for m, c, f in self.gpus if not allowed or models[m] in allowed]
         if request.whole_gpus:
-            return sum(1 for c, f in ok if f == c) >= request.gpu_count
+            return (sum(1 for c, f in ok if f == c) >= request.gpu_count
+                    and self.room >= request.gpu_count)
         for c, f in ok:
             need = (request.gpu_memory_mib if request.gpu_memory_mib
                     else -(-request.gpu_share_milli * c // FULL_GPU_MILLI))
-            if f >= need:
+            if f >= need and (f != c or self.room > 0):
                 return True
         return False

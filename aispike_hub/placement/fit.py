@@ -39,11 +39,17 @@ def misfit(state: ClusterState, assignment: Assignment, request: SliceRequest) -
                     f"{request.gpu_demand_mib(gpu)} MiB requested")
     if assignment.cpu_milli != request.cpu_milli or assignment.memory_mib != request.memory_mib:
         return "the CPU or RAM decided differs from the request"
+    n = state.node_index[assignment.node]
+    room = int(state.anonymous_room()[n])
     try:
         state.commit(assignment)
     except OverCommitError as e:
         return f"no longer free: {e}"
+    after = int(state.anonymous_room()[n])
     state.release(assignment)
+    if after < 0 and after < room:
+        return (f"no longer free: {assignment.node} must keep {int(state.anon_gpus[n])} idle "
+                "GPUs for workloads outside AISpike")
     return ""
 
 

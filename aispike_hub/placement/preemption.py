@@ -116,6 +116,7 @@ def _one_node(state: ClusterState, node: str) -> ClusterState:
             tuple(int(state.gpu_cap[n, s] - state.gpu_free[n, s]) for s in slots),
             int(state.cpu_cap[n] - state.cpu_free[n]),
             int(state.mem_cap[n] - state.mem_free[n]),
+            anonymous_gpus=int(state.anon_gpus[n]),
         )
     )
     return one

@@ -5,6 +5,15 @@ so the state is held column-wise in numpy arrays (one row per node, one column p
 instead of as objects.  It is built from the frozen :mod:`aispike_hub.model` types and changed
 only through :meth:`ClusterState.commit` and :meth:`ClusterState.release`, which check every
 invariant (no GPU, CPU or RAM ever goes below zero or above capacity).
+
+GPUs held by something that does not say which GPU it holds (a pod of NVIDIA's device plugin
+asking for ``nvidia.com/gpu``: the plugin picks the GPU, nobody tells the API) are counted per
+node in :attr:`ClusterState.anon_gpus` (an :class:`~aispike_hub.model.Assignment`'s
+``anonymous_gpus``).  The rule: *a node keeps at least that many GPUs idle*.  Whatever GPUs those
+pods really hold, the sum of the GPUs our placements touch and the anonymous ones then never
+exceeds the node's GPUs.  Commit counts them as facts (they are never refused: the cluster
+already runs them); the filter (:mod:`aispike_hub.placement.filter`) offers no option that would
+leave fewer idle GPUs than are held anonymously (:meth:`ClusterState.anonymous_room`).
 """
 
 from __future__ import annotations
@@ -103,6 +112,8 @@ class ClusterState:
         self.cpu_free: IntArray = self.cpu_cap.copy()
         self.mem_free: IntArray = self.mem_cap.copy()
         self.gpu_count: IntArray = self.gpu_exists.sum(axis=1).astype(np.int64)
+        self.anon_gpus: IntArray = np.zeros(n_nodes, dtype=np.int64)
+        """Whole GPUs per node held anonymously (which GPU is unknown): kept idle by placement."""
         # A node's "model" for policies that think per node (a node with mixed models is rare;
         # its first GPU's model stands for it there, while fit checks stay per GPU).
         self.node_model: IntArray = self.gpu_model[:, 0].copy()
@@ -153,6 +164,9 @@ class ClusterState:
         except KeyError:
             raise OverCommitError(f"unknown node {a.node!r}") from None
         slots = [self.slot_of(n, idx) for idx in a.gpu_indices]
+        anon = int(self.anon_gpus[n]) - sign * a.anonymous_gpus
+        if anon < 0:
+            raise OverCommitError(f"node {a.node}: anonymous GPUs would be {anon}")
         cpu = self.cpu_free[n] + sign * a.cpu_milli
         mem = self.mem_free[n] + sign * a.memory_mib
         if not 0 <= cpu <= self.cpu_cap[n]:
@@ -170,6 +184,7 @@ class ClusterState:
             new_free.append(free)
         self.cpu_free[n] = cpu
         self.mem_free[n] = mem
+        self.anon_gpus[n] = anon
         for slot, free in zip(slots, new_free, strict=True):
             self.gpu_free[n, slot] = free
         self.version += 1
@@ -181,6 +196,22 @@ class ClusterState:
         if hits.size == 0:
             raise OverCommitError(f"node {self.nodes[node].name} has no GPU {gpu_index}")
         return int(hits[0])
+
+    def idle_gpus(self) -> IntArray:
+        """Per node, GPUs nothing of ours uses (free memory equals capacity)."""
+        out: IntArray = ((self.gpu_free == self.gpu_cap) & self.gpu_exists).sum(axis=1)
+        return out
+
+    def anonymous_room(self) -> IntArray:
+        """Per node, idle GPUs beyond those held anonymously: how many more idle GPUs placement
+        may start using there (negative when others already hold more than is idle)."""
+        out: IntArray = self.idle_gpus() - self.anon_gpus
+        return out
+
+    def node_anonymous_room(self, node: int) -> int:
+        """:meth:`anonymous_room` of one node row (cheap: one row)."""
+        idle = (self.gpu_free[node] == self.gpu_cap[node]) & self.gpu_exists[node]
+        return int(idle.sum()) - int(self.anon_gpus[node])
 
     def commit_all(self, assignments: Iterable[Assignment]) -> None:
         for a in assignments:
@@ -199,7 +230,8 @@ class ClusterState:
         for n in rows:
             gpus = sorted(zip(self.gpu_free[n].tolist(), self.gpu_cap[n].tolist(), strict=True))
             self._signature[n] = hash((int(self.node_model[n]), int(self.cpu_free[n]),
-                                       int(self.mem_free[n]), tuple(gpus)))
+                                       int(self.mem_free[n]), int(self.anon_gpus[n]),
+                                       tuple(gpus)))
         self._signature_seen = len(self.changed_nodes)
         return self._signature
 

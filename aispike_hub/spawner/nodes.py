@@ -6,6 +6,11 @@
 parses them (:func:`aispike_hub.kube.objects.parse_node`), plus whole GPUs from the
 ``nvidia.com/gpu`` allocatable, their model from a label and their memory from a label or the
 admin's table.
+
+GPUs held outside this hub count as taken on these backends too: the watcher also watches pods,
+and a node lists only the GPUs that pods of other workloads (``nvidia.com/gpu``, MIG, HAMi,
+gpushare: :func:`aispike_hub.kube.coexist.pod_gpus`) do not hold.  This hub's own notebook pods
+(``aispike.io/hub-server``) are not subtracted: admission counts them from its tickets.
 """
 
 from __future__ import annotations
@@ -21,10 +26,14 @@ from aispike_hub.contract import (
     GFD_MEMORY_LABEL,
     GFD_MODEL_LABEL,
     GPU_MODEL_LABEL,
+    HUB_SERVER_ANNOTATION,
     NVIDIA_GPU_RESOURCE,
 )
 from aispike_hub.kube.api import KubeJson, kube_api_client
+from aispike_hub.kube.coexist import pod_gpus
+from aispike_hub.kube.identity import split_hub_server
 from aispike_hub.kube.objects import meta_of, parse_node
+from aispike_hub.kube.slices import label_value
 from aispike_hub.kube.watch import ListWatch, ListWatchApi
 from aispike_hub.model import GIB_IN_MIB, Gpu, Node
 
@@ -37,11 +46,13 @@ def node_from_object(
     obj: Mapping[str, Any],
     gpu_memory_gib: Mapping[str, int] | None = None,
     model_labels: Sequence[str] = (GPU_MODEL_LABEL, GFD_MODEL_LABEL),
+    held_outside: int = 0,
 ) -> Node | None:
     """The model :class:`Node` of a Node object; ``None`` when pods cannot go there.
 
     GPUs without a known memory size (no ``nvidia.com/gpu.memory`` label, model not in
     ``gpu_memory_gib``) are left out: the form cannot offer slices of an unknown size.
+    ``held_outside`` GPUs (held by other workloads' pods) are left out too.
     """
     info = parse_node(obj)
     if info.unschedulable:
@@ -52,6 +63,7 @@ def node_from_object(
         count = int(str(allocatable.get(NVIDIA_GPU_RESOURCE, "0")))
     except ValueError:
         count = 0
+    count = max(0, count - held_outside)
     model = next((labels[k] for k in model_labels if labels.get(k)), "")
     memory_mib = 0
     if labels.get(GFD_MEMORY_LABEL, "").isdigit():
@@ -63,6 +75,33 @@ def node_from_object(
         gpus = tuple(Gpu(i, model, memory_mib) for i in range(count))
     return Node(info.name, info.cpu_milli, info.memory_mib, gpus, labels,
                 dict(info.images), dict(info.datasets))
+
+
+def model_label_for(objects: Sequence[Mapping[str, Any]],
+                    model_labels: Sequence[str] = (GPU_MODEL_LABEL, GFD_MODEL_LABEL)) -> str:
+    """The node label that names GPU models on this cluster, for the spawner's model affinity:
+    the first of ``model_labels`` that a node offering ``nvidia.com/gpu`` carries (our
+    ``aispike.io/gpu-model``, else GPU feature discovery's ``nvidia.com/gpu.product``), or the
+    first of them when no node carries any.  Pair it with :func:`model_value` for the value.
+
+    Why: a cluster with GPU feature discovery but not our agent has no ``aispike.io/gpu-model``;
+    an affinity on it would leave the pod unschedulable (issue 21).
+    """
+    gpu_labels = []
+    for obj in objects:
+        alloc = (obj.get("status") or {}).get("allocatable") or {}
+        if str(alloc.get(NVIDIA_GPU_RESOURCE, "0")) not in ("", "0"):
+            gpu_labels.append(meta_of(obj).get("labels") or {})
+    for key in model_labels:
+        if any(labels.get(key) for labels in gpu_labels):
+            return key
+    return model_labels[0] if model_labels else GPU_MODEL_LABEL
+
+
+def model_value(model: str) -> str:
+    """The label value a node of GPU ``model`` carries under either model label (both our agent
+    and GPU feature discovery write the product name with spaces as dashes)."""
+    return label_value(model)
 
 
 class NodeWatcher:
@@ -86,11 +125,19 @@ class NodeWatcher:
     ``CoreV1Api``) is not used: the watcher then opens :func:`kube_api_client` itself.
     """
 
-    def __init__(self, api: Any = None, watch_timeout: int = 300) -> None:
+    def __init__(self, api: Any = None, watch_timeout: int = 300, watch_pods: bool = True,
+                 hub_id: str = "") -> None:
         self.api = api
+        self.hub_id = hub_id
+        """This hub's id: pods of other hubs count as held (kube/identity.py)."""
         self.watch_timeout = watch_timeout
+        self.watch_pods = watch_pods
+        """Also watch pods, to leave out the GPUs other workloads hold (see the module doc)."""
         self.objects: dict[str, dict[str, Any]] = {}
         """Node objects by name (replaced whole on each list; read a copy via :meth:`nodes`)."""
+        self.held: dict[str, tuple[str, int]] = {}
+        """Pod key -> (node, GPUs) for bound pods of other workloads that hold GPUs."""
+        self._pending = {"nodes", "pods"} if watch_pods else {"nodes"}
         self._loop = asyncio.get_running_loop()
         self.first_load: asyncio.Future[None] = self._loop.create_future()
         self._lock = threading.Lock()
@@ -117,6 +164,15 @@ class NodeWatcher:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._failed, e)
             return
+        if self.watch_pods:
+            pods = ListWatch(api, "pods", on_list=self._pods_listed, on_event=self._pod_event,
+                             stop=self._stop,
+                             query={"fieldSelector": "status.phase!=Succeeded,"
+                                                     "status.phase!=Failed"},
+                             resync_seconds=self.watch_timeout,
+                             watch_timeout_seconds=self.watch_timeout,
+                             name="spawner pod watch", logger=log)
+            threading.Thread(target=pods.run, name="spawner-pods", daemon=True).start()
         ListWatch(api, "nodes", on_list=self._listed, on_event=self._event, stop=self._stop,
                   resync_seconds=self.watch_timeout, watch_timeout_seconds=self.watch_timeout,
                   name="spawner node watch", logger=log).run()
@@ -126,11 +182,48 @@ class NodeWatcher:
         with self._lock:
             self.objects = objects
         with contextlib.suppress(RuntimeError):  # the hub's loop is closed: nobody waits
-            self._loop.call_soon_threadsafe(self._loaded)
+            self._loop.call_soon_threadsafe(self._loaded, "nodes")
 
-    def _loaded(self) -> None:
-        if not self.first_load.done():
+    def _loaded(self, kind: str) -> None:
+        self._pending.discard(kind)
+        if not self._pending and not self.first_load.done():
             self.first_load.set_result(None)
+
+    def _held(self, obj: Mapping[str, Any]) -> tuple[str, int] | None:
+        """(node, GPUs) a pod of another workload holds; ``None`` when it holds none here."""
+        meta = meta_of(obj)
+        value = (meta.get("annotations") or {}).get(HUB_SERVER_ANNOTATION)
+        if isinstance(value, str) and split_hub_server(value)[0] == self.hub_id:
+            return None  # this hub's server: admission counts it from its ticket
+        node = (obj.get("spec") or {}).get("nodeName")
+        phase = (obj.get("status") or {}).get("phase")
+        if not node or phase in ("Succeeded", "Failed"):
+            return None
+        gpus = pod_gpus(obj)
+        held = gpus.anonymous + len(gpus.exact)
+        return (str(node), held) if held else None
+
+    def _pods_listed(self, items: list[dict[str, Any]]) -> None:
+        held: dict[str, tuple[str, int]] = {}
+        for obj in items:
+            found = self._held(obj)
+            if found is not None:
+                meta = meta_of(obj)
+                held[f"{meta.get('namespace')}/{meta.get('name')}"] = found
+        with self._lock:
+            self.held = held
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._loaded, "pods")
+
+    def _pod_event(self, etype: str, obj: dict[str, Any]) -> None:
+        meta = meta_of(obj)
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        found = None if etype == "DELETED" else self._held(obj)
+        with self._lock:
+            if found is None:
+                self.held.pop(key, None)
+            else:
+                self.held[key] = found
 
     def _failed(self, error: Exception) -> None:
         if not self.first_load.done():
@@ -144,14 +237,25 @@ class NodeWatcher:
             else:
                 self.objects[name] = obj
 
+    def model_label(self, model_labels: Sequence[str] = (GPU_MODEL_LABEL, GFD_MODEL_LABEL)
+                    ) -> str:
+        """:func:`model_label_for` over the nodes seen now."""
+        with self._lock:
+            objects = list(self.objects.values())
+        return model_label_for(objects, model_labels)
+
     def nodes(self, gpu_memory_gib: Mapping[str, int] | None = None,
               model_labels: Sequence[str] = (GPU_MODEL_LABEL, GFD_MODEL_LABEL)) -> list[Node]:
         out = []
         with self._lock:
             objects = list(self.objects.values())
+            held: dict[str, int] = {}
+            for node_name, k in self.held.values():
+                held[node_name] = held.get(node_name, 0) + k
         for obj in objects:
             try:
-                node = node_from_object(obj, gpu_memory_gib, model_labels)
+                node = node_from_object(obj, gpu_memory_gib, model_labels,
+                                        held.get(str(meta_of(obj).get("name")), 0))
             except (ValueError, KeyError, TypeError) as e:
                 log.warning("skipping node %s: %s", obj.get("metadata", {}).get("name"), e)
                 continue
