@@ -188,7 +188,7 @@ class IdleMonitor(LoggingConfigurable):
 
     agent_urls = List(
         Unicode(),
-        help="""The node agents' usage documents, e.g. ['http://gpu-node-1:9400/usage']. Empty:
+        help="""The node agents' usage documents, e.g. ['http://gpu-node-1:9402/usage']. Empty:
         no GPU signal (kernels and the hub's activity decide, as a plain culler with kernel
         state).""",
     ).tag(config=True)
