@@ -14,6 +14,6 @@ RUN pip install --no-cache-dir -c /wheels/constraints.txt \
         "$(ls /wheels/aispike_hub-*.whl)[agent]" kubernetes pyyaml \
     && rm -rf /wheels
 # Runs as root in the chart (hostPID, /proc of other containers, kubelet plugin sockets).
-EXPOSE 9400
+EXPOSE 9402
 ENTRYPOINT ["aispike-hub", "agent"]
 CMD ["--publish"]

@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from aispike_hub import metrics
 from aispike_hub.admission.inventory import Inventory, server_assignments
 from aispike_hub.admission.wire import (
     Ticket,
@@ -98,7 +99,7 @@ class AdmissionController:
         self.store = store
         self.inventory = inventory
         self.policy = policy
-        self.engine = engine or PlacementEngine("aispike")
+        self.engine = metrics.timed_engine(engine or PlacementEngine("aispike"), "admission")
         self.queue_timeout = queue_timeout
         self.preemption_grace = preemption_grace
         self.strict_fifo = strict_fifo
@@ -183,6 +184,7 @@ class AdmissionController:
                 self.store.audit(s, actor, "admission.refuse", key_of(user.name, server),
                                  {"reasons": list(result.reasons),
                                   "request": request_to_dict(request)})
+                metrics.admission("refused", result)
                 return Ticket(user.name, server, "refused", list(result.reasons),
                               tier=result.tier.name)
             now = self.clock()
@@ -198,6 +200,7 @@ class AdmissionController:
             s.flush()
             self._process(s)
             ticket = self._ticket(s, row)
+            metrics.admission(ticket.state, result)
             self.store.audit(s, actor, f"admission.{ticket.state}", key_of(user.name, server),
                              {"reasons": ticket.reasons, "tier": ticket.tier,
                               "borrowed": ticket.borrowed, "request": request_to_dict(request),
@@ -263,6 +266,7 @@ class AdmissionController:
 
     def preempted(self, user: str, server: str, reason: str, actor: str) -> None:
         """Record that a victim was stopped: tell its user, audit, free its reservation."""
+        metrics.preempted()
         with self.store.session() as s:
             self.store.notify(s, user, server, "preempted", reason)
             self.store.audit(s, actor, "preemption.stop", key_of(user, server),
@@ -361,6 +365,7 @@ class AdmissionController:
                 row.reasons = list(result.reasons)
                 row.seq = self.store.next_seq(s)
                 row.deadline = None
+                metrics.queue_left("admitted", row.created_at, now)
                 for v in row.preempting:
                     victims_taken.discard(v)
                 row.preempting = []
@@ -417,6 +422,7 @@ class AdmissionController:
             taken.add(key_of(v.user, v.name))
             victim_row = by_key[key_of(v.user, v.name)]
             victim_row.deadline = now + dt.timedelta(seconds=self.preemption_grace)
+            metrics.preemption_warned()
             self.store.notify(
                 s, v.user, v.name, "preemption-warning",
                 f"Your server '{v.name or 'default'}' will be stopped in "
@@ -427,6 +433,7 @@ class AdmissionController:
                               "victim_tier": v.tier, "borrowed": v.borrowed})
 
     def _give_up(self, s: Session, row: ReservationRow, why: str, state: str = "expired") -> None:
+        metrics.queue_left(state, row.created_at, self.clock())
         row.state = state
         row.reasons = [why]
         row.preempting = []

@@ -121,8 +121,10 @@ class AgentApp(Application):
     ).tag(config=True)
 
     metrics_port = Integer(
-        9400,
-        help="Port of the metrics server; 0 disables it.",
+        9402,
+        help="""Port of the metrics server; 0 disables it.  9402, not dcgm-exporter's 9400,
+        so that both run on one GPU node (host network included) and scrape configs that find
+        dcgm-exporter by its port do not take the agent for it.""",
     ).tag(config=True)
 
     publish = Bool(

@@ -20,17 +20,37 @@ from aispike_hub.agent.procs import Owner
 from aispike_hub.model import Usage
 from aispike_hub.units import MIB
 
-METRIC_GPU_MEMORY_TOTAL = "aispike_gpu_memory_total_bytes"
+METRIC_GPU_MEMORY_CAPACITY = "aispike_gpu_memory_capacity_bytes"
 METRIC_GPU_MEMORY_USED = "aispike_gpu_memory_used_bytes"
-METRIC_GPU_UTILIZATION = "aispike_gpu_utilization_percent"
+METRIC_GPU_UTILIZATION = "aispike_gpu_utilization_ratio"
 METRIC_NOTEBOOK_MEMORY = "aispike_notebook_gpu_memory_used_bytes"
-METRIC_NOTEBOOK_UTILIZATION = "aispike_notebook_gpu_utilization_percent"
+METRIC_NOTEBOOK_UTILIZATION = "aispike_notebook_gpu_utilization_ratio"
 METRIC_NOTEBOOK_PROCESSES = "aispike_notebook_gpu_processes"
 METRIC_DATASET_CACHE = "aispike_dataset_cache_bytes"
 METRIC_NVML_UP = "aispike_agent_nvml_up"
 METRIC_NVML_PROBLEMS = "aispike_agent_nvml_problems"
 
-NOTEBOOK_LABELS = ("node", "pod", "namespace", "user", "server", "gpu", "uuid")
+# Label names as dcgm-exporter's (Hostname = the node name, gpu = the index, UUID, modelName;
+# pod and namespace as its Kubernetes mapping names them), so its series join ours without
+# relabelling: ``aispike_notebook_gpu_memory_used_bytes * on(UUID) group_left
+# DCGM_FI_DEV_GPU_UTIL``.
+GPU_LABELS = ("Hostname", "gpu", "UUID", "modelName", "mig_profile")
+NOTEBOOK_LABELS = ("Hostname", "pod", "namespace", "user", "server", "gpu", "UUID")
+NODE_LABELS = ("Hostname",)
+
+CATALOGUE: dict[str, tuple[str, tuple[str, ...]]] = {
+    METRIC_NVML_UP: ("1 when NVML answered on this node", NODE_LABELS),
+    METRIC_NVML_PROBLEMS: ("NVML reads skipped or unknown in the last pass", NODE_LABELS),
+    METRIC_GPU_MEMORY_CAPACITY: ("GPU memory of the device", GPU_LABELS),
+    METRIC_GPU_MEMORY_USED: ("GPU memory in use on the device", GPU_LABELS),
+    METRIC_GPU_UTILIZATION: ("SM utilisation of the whole device (0..1)", GPU_LABELS),
+    METRIC_NOTEBOOK_MEMORY: ("GPU memory used by a notebook's processes", NOTEBOOK_LABELS),
+    METRIC_NOTEBOOK_UTILIZATION: ("SM utilisation of a notebook's processes (0..1: their sum, "
+                                  "capped at 1)", NOTEBOOK_LABELS),
+    METRIC_NOTEBOOK_PROCESSES: ("GPU processes of a notebook", NOTEBOOK_LABELS),
+    METRIC_DATASET_CACHE: ("Bytes of a dataset in this node's cache", ("Hostname", "dataset")),
+}
+"""Every gauge the agent exports: name -> (help, label names)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,58 +187,45 @@ class UsageCollector:
         if snap is None:
             return
         node = snap.node
-        up = GaugeMetricFamily(METRIC_NVML_UP, "1 when NVML answered on this node", labels=["node"])
+
+        def family(name: str) -> Any:
+            text, labels = CATALOGUE[name]
+            return GaugeMetricFamily(name, text, labels=list(labels))
+
+        up = family(METRIC_NVML_UP)
         up.add_metric([node], 1.0 if snap.reading.available else 0.0)
         yield up
-        problems = GaugeMetricFamily(
-            METRIC_NVML_PROBLEMS, "NVML reads skipped or unknown in the last pass", labels=["node"]
-        )
+        problems = family(METRIC_NVML_PROBLEMS)
         problems.add_metric([node], float(len(snap.reading.problems)))
         yield problems
 
-        gpu_labels = ["node", "gpu", "uuid", "model", "mig_profile"]
-        total = GaugeMetricFamily(METRIC_GPU_MEMORY_TOTAL, "GPU memory", labels=gpu_labels)
-        used = GaugeMetricFamily(METRIC_GPU_MEMORY_USED, "GPU memory in use", labels=gpu_labels)
-        util = GaugeMetricFamily(
-            METRIC_GPU_UTILIZATION, "GPU SM utilisation of the whole device", labels=gpu_labels
-        )
+        total = family(METRIC_GPU_MEMORY_CAPACITY)
+        used = family(METRIC_GPU_MEMORY_USED)
+        util = family(METRIC_GPU_UTILIZATION)
         for r in snap.reading.gpus:
             values = [node, str(r.gpu.index), r.gpu.uuid, r.gpu.model, r.gpu.mig_profile]
             total.add_metric(values, float(r.gpu.memory_mib * MIB))
             used.add_metric(values, float(r.memory_used_mib * MIB))
             if r.utilization_percent is not None:
-                util.add_metric(values, r.utilization_percent)
+                util.add_metric(values, r.utilization_percent / 100.0)
         yield total
         yield used
         yield util
 
-        labels = list(NOTEBOOK_LABELS)
-        nb_mem = GaugeMetricFamily(
-            METRIC_NOTEBOOK_MEMORY, "GPU memory used by a notebook's processes", labels=labels
-        )
-        nb_util = GaugeMetricFamily(
-            METRIC_NOTEBOOK_UTILIZATION,
-            "SM utilisation of a notebook's processes (sum, capped at 100)",
-            labels=labels,
-        )
-        nb_procs = GaugeMetricFamily(
-            METRIC_NOTEBOOK_PROCESSES, "GPU processes of a notebook", labels=labels
-        )
+        nb_mem = family(METRIC_NOTEBOOK_MEMORY)
+        nb_util = family(METRIC_NOTEBOOK_UTILIZATION)
+        nb_procs = family(METRIC_NOTEBOOK_PROCESSES)
         for u in snap.notebooks:
             o = u.owner
             values = [node, o.pod, o.namespace, o.user, o.server, str(u.gpu_index), u.gpu_uuid]
             nb_mem.add_metric(values, float(u.memory_used_mib * MIB))
-            nb_util.add_metric(values, u.utilization_percent)
+            nb_util.add_metric(values, u.utilization_percent / 100.0)
             nb_procs.add_metric(values, float(len(u.pids)))
         yield nb_mem
         yield nb_util
         yield nb_procs
 
-        cache = GaugeMetricFamily(
-            METRIC_DATASET_CACHE,
-            "Bytes of a dataset in this node's cache",
-            labels=["node", "dataset"],
-        )
+        cache = family(METRIC_DATASET_CACHE)
         for name, size in sorted(snap.datasets.items()):
             cache.add_metric([node, name], float(size))
         yield cache

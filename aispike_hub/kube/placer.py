@@ -43,6 +43,7 @@ from kubernetes.client.exceptions import ApiException
 from traitlets import Dict, Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
+from aispike_hub import metrics
 from aispike_hub.kube import repin as repinning
 from aispike_hub.kube.api import error_text
 from aispike_hub.kube.claims import (
@@ -202,6 +203,7 @@ class Placer(LoggingConfigurable):
             placement = self._placement(state, decision.assignment, request, attempt)
             self.inventory.hold(namespace, claim, placement.assignment(key))
         self.decision_seconds.append(time.perf_counter() - started)
+        metrics.placement_decided("hub", self.decision_seconds[-1], True)
         with self._pinned_lock:
             self._pinned_at[key] = time.monotonic()
         return placement, decision.candidates

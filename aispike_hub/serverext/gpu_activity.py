@@ -42,7 +42,7 @@ class GpuActivity(LoggingConfigurable):
     """Polls the node agent and records GPU work as this server's activity."""
 
     agent_url = Unicode(
-        help="""The node agent's usage document, e.g. http://$(HOST_IP):9400/usage; default
+        help="""The node agent's usage document, e.g. http://$(HOST_IP):9402/usage; default
         $AISPIKE_AGENT_URL. Empty: nothing is polled.""",
     ).tag(config=True)
 

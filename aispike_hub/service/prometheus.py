@@ -4,9 +4,12 @@ Two halves, kept apart:
 
 - **exporting** (pure): :func:`metric_families` turns one sample of the cluster (what
   :meth:`~aispike_hub.service.gpumap.ClusterMap.sample` returns, plus the queue length) into
-  gauges; the service serves them on ``/services/<name>/metrics`` in Prometheus' text format
-  (``prometheus_client``), so Prometheus scrapes them next to the node agents' metrics
-  (:mod:`aispike_hub.agent.metrics`: memory and utilisation per GPU and per notebook).
+  gauges, and :func:`gpu_memory_families` the map's GPU memory (capacity and allocated, in the
+  cluster and per GPU, labelled as dcgm-exporter labels GPUs); the service serves them on
+  ``/services/<name>/metrics`` in Prometheus' text format (``prometheus_client``) with the event
+  counters and histograms of :mod:`aispike_hub.metrics`, so Prometheus scrapes them next
+  to the node agents' metrics (:mod:`aispike_hub.agent.metrics`: memory and utilisation per GPU
+  and per notebook).
 - **querying**: :func:`range_queries` (pure) says which PromQL gives each chart series;
   :func:`parse_matrix` and :func:`series_from_matrices` (pure) turn Prometheus'
   ``/api/v1/query_range`` answers into the same document the store's history gives
@@ -48,6 +51,22 @@ GAUGES: dict[str, tuple[str, str, dict[str, str]]] = {
 }
 """History series key -> (metric name, help, labels): one gauge family per metric name."""
 
+METRIC_CAPACITY = "aispike_cluster_gpu_memory_capacity_bytes"
+METRIC_ALLOCATED = "aispike_cluster_gpu_memory_allocated_bytes"
+METRIC_GPU_ALLOCATED = "aispike_gpu_memory_allocated_bytes"
+GPU_LABELS = ("Hostname", "gpu", "UUID", "modelName")
+"""Per-GPU labels, named as dcgm-exporter names them, so that its series join without
+relabelling (``... * on(UUID) group_left DCGM_FI_DEV_GPU_UTIL``)."""
+
+GPU_MEMORY_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    METRIC_CAPACITY: ("GPU memory of the cluster's GPUs, as the AISpike service sees them", ()),
+    METRIC_ALLOCATED: ("GPU memory held by slices (admitted servers and other workloads)", ()),
+    METRIC_GPU_ALLOCATED: ("GPU memory held by slices on one GPU", GPU_LABELS),
+}
+"""The map's GPU memory gauges: name -> (help, label names)."""
+
+MIB = 1024 * 1024
+
 
 class PrometheusError(Exception):
     """Prometheus did not answer, or answered something that is not a range result."""
@@ -64,16 +83,49 @@ def metric_families(values: Mapping[str, float]) -> list[tuple[str, str, list[tu
     return [(name, text, samples) for name, (text, samples) in families.items()]
 
 
-def exposition(values: Mapping[str, float]) -> tuple[bytes, str]:
-    """The gauges in Prometheus' text format (``prometheus_client``), and its content type."""
+def gpu_memory_families(cluster: Any) -> list[tuple[str, str, list[tuple[dict[str, str],
+                                                                         float]]]]:
+    """(name, help, [(labels, value)]) for the GPU memory of a
+    :class:`~aispike_hub.service.gpumap.ClusterMap`: the cluster's capacity and allocation, and
+    the allocation of each GPU (labels :data:`GPU_LABELS`)."""
+    capacity = allocated = 0
+    per_gpu: list[tuple[dict[str, str], float]] = []
+    for node in cluster.nodes:
+        for g in node.gpus:
+            held = sum(h.memory_mib for h in cluster.by_gpu.get((node.name, g.index), ()))
+            capacity += g.memory_mib
+            allocated += held
+            per_gpu.append(({"Hostname": node.name, "gpu": str(g.index), "UUID": g.uuid,
+                             "modelName": g.model}, float(held * MIB)))
+    return [
+        (METRIC_CAPACITY, GPU_MEMORY_GAUGES[METRIC_CAPACITY][0], [({}, float(capacity * MIB))]),
+        (METRIC_ALLOCATED, GPU_MEMORY_GAUGES[METRIC_ALLOCATED][0],
+         [({}, float(allocated * MIB))]),
+        (METRIC_GPU_ALLOCATED, GPU_MEMORY_GAUGES[METRIC_GPU_ALLOCATED][0], per_gpu),
+    ]
+
+
+def exposition(values: Mapping[str, float], cluster: Any = None) -> tuple[bytes, str]:
+    """The service's metrics in Prometheus' text format (``prometheus_client``), and its content
+    type: the gauges of one sample, the GPU memory of ``cluster`` (a
+    :class:`~aispike_hub.service.gpumap.ClusterMap`, when given) and the event metrics of
+    :mod:`aispike_hub.metrics`."""
     from prometheus_client import CollectorRegistry
     from prometheus_client.core import GaugeMetricFamily
     from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+    from aispike_hub import metrics
+
+    families = metric_families(values)
+    if cluster is not None:
+        families += gpu_memory_families(cluster)
+
     class Collector:
         def collect(self) -> Any:
-            for name, text, samples in metric_families(values):
+            for name, text, samples in families:
                 names = sorted({k for labels, _ in samples for k in labels})
+                if name == METRIC_GPU_ALLOCATED:
+                    names = list(GPU_LABELS)
                 family = GaugeMetricFamily(name, text, labels=names)
                 for labels, value in samples:
                     family.add_metric([labels.get(k, "") for k in names], value)
@@ -81,7 +133,27 @@ def exposition(values: Mapping[str, float]) -> tuple[bytes, str]:
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector())
+    for collector in metrics.collectors():
+        registry.register(collector)
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def metric_names() -> dict[str, str]:
+    """Every metric name the service and the node agents export (as queried, with a counter's
+    ``_total`` and a histogram's ``_bucket``/``_sum``/``_count``) -> its type: what the chart's
+    Grafana dashboard may query."""
+    from aispike_hub.agent.metrics import CATALOGUE as AGENT
+    from aispike_hub.metrics import CATALOGUE as EVENTS
+
+    out = {name: "gauge" for name, _text, _labels in GAUGES.values()}
+    out.update({name: "gauge" for name in GPU_MEMORY_GAUGES})
+    out.update({name: "gauge" for name in AGENT})
+    for name, (kind, _text, _labels) in EVENTS.items():
+        if kind == "histogram":
+            out.update({f"{name}{suffix}": kind for suffix in ("_bucket", "_sum", "_count")})
+        else:
+            out[name] = kind
+    return out
 
 
 # -- querying (pure) --------------------------------------------------------------------------

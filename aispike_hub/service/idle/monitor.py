@@ -48,6 +48,7 @@ from traitlets import Bool, Dict, Float, Int, List, Unicode, Union
 from traitlets import Callable as CallableTrait
 from traitlets.config import LoggingConfigurable
 
+from aispike_hub import metrics
 from aispike_hub.idle.policy import (
     Assessment,
     Decision,
@@ -187,7 +188,7 @@ class IdleMonitor(LoggingConfigurable):
 
     agent_urls = List(
         Unicode(),
-        help="""The node agents' usage documents, e.g. ['http://gpu-node-1:9400/usage']. Empty:
+        help="""The node agents' usage documents, e.g. ['http://gpu-node-1:9402/usage']. Empty:
         no GPU signal (kernels and the hub's activity decide, as a plain culler with kernel
         state).""",
     ).tag(config=True)
@@ -464,6 +465,7 @@ class IdleMonitor(LoggingConfigurable):
             self.audit("idle.warn", target, detail,
                        (entry.user, entry.server, "idle-warning", message))
             self.log.info("idle: warned %s: %s", target, d.reason)
+            metrics.idle_warned(d.reason)
             await self.tell({"event": "warn", "message": message, **event})
         elif d.action == "stop" and rule.mode == "stop":
             if key not in self.warned:  # grace 0: warned and stopped at once
@@ -474,6 +476,7 @@ class IdleMonitor(LoggingConfigurable):
                 self.audit("idle.stop", target, detail,
                            (entry.user, entry.server, "idle-stopped", message))
                 self.log.info("idle: stopped %s: %s", target, d.reason)
+                metrics.idle_stopped(d.reason)
                 self.warned.pop(key, None)
                 await self.tell({"event": "stop", "message": message, **event})
         elif d.action == "cancel":

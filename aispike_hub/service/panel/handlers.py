@@ -138,8 +138,9 @@ class MetricsHandler(PanelAPIHandler):
             # JupyterHub's own scope for scraping (the chart's aispike-metrics role), or an admin.
             self.require(METRICS_SCOPE, ADMIN_SCOPE)
         values = await asyncio.to_thread(self.panel.current_sample)
+        cluster = await asyncio.to_thread(self.panel.cluster_map)  # cached: current_sample's
         try:
-            body, content_type = exposition(values)
+            body, content_type = exposition(values, cluster)
         except ImportError:
             raise web.HTTPError(501, "/metrics needs prometheus-client: "
                                 "pip install 'aispike-hub[service]'") from None

@@ -61,6 +61,6 @@ def test_tick_evicts_beyond_the_limit_and_serves_metrics(tmp_path: Path) -> None
     finally:
         server.shutdown()
         server.server_close()
-    assert 'aispike_dataset_cache_bytes{dataset="new",node="n"}' in metrics
-    assert 'aispike_notebook_gpu_memory_used_bytes{gpu="0"' in metrics
+    assert 'aispike_dataset_cache_bytes{Hostname="n",dataset="new"}' in metrics
+    assert 'aispike_notebook_gpu_memory_used_bytes{Hostname="n",UUID="GPU-' in metrics
     assert usage["node"] == "n" and [g["model"] for g in usage["gpus"]] == ["Tesla T4"] * 2

@@ -108,10 +108,15 @@ def test_prometheus_exposition(proc_root: Path) -> None:
     assert 'gpu="0"' in memory_line
     assert float(memory_line.rsplit(" ", 1)[1]) == 20480 * 2**20
     lines = [line for line in text.splitlines() if line.startswith(METRIC_NOTEBOOK_UTILIZATION)]
-    assert len(lines) == 3 and any('pod="nb-4201"' in line and line.endswith(" 97.0")
+    assert len(lines) == 3 and any('pod="nb-4201"' in line and line.endswith(" 0.97")
                                    for line in lines)
-    assert 'aispike_gpu_memory_total_bytes{gpu="7"' in text
-    assert "aispike_agent_nvml_up{node=\"node-a\"} 1.0" in text
+    assert 'aispike_gpu_memory_capacity_bytes{Hostname="node-a",UUID="GPU-' in text
+    assert 'UUID="GPU-' in memory_line and 'Hostname="node-a"' in memory_line
+    assert "aispike_agent_nvml_up{Hostname=\"node-a\"} 1.0" in text
+    # No percent, no _total on a gauge (Prometheus' naming conventions).
+    names = {line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines()
+             if not line.startswith("#")}
+    assert not any(n.endswith(("_percent", "_total")) for n in names), names
 
 
 def test_no_driver_metrics_say_down(proc_root: Path) -> None:
@@ -120,4 +125,4 @@ def test_no_driver_metrics_say_down(proc_root: Path) -> None:
     collector.update(snap)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    assert "aispike_agent_nvml_up{node=\"node-a\"} 0.0" in generate_latest(registry).decode()
+    assert "aispike_agent_nvml_up{Hostname=\"node-a\"} 0.0" in generate_latest(registry).decode()

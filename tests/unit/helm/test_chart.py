@@ -196,7 +196,7 @@ def test_agent_runs_on_gpu_nodes_with_the_kubelet_plugin_dirs(
     command = spec["containers"][0]["command"]
     assert {"--publish", "--dra-plugin", "--dataset-cache-dir=/var/cache/aispike/datasets"} <= set(
         command)
-    assert agent["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9400"
+    assert agent["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9402"
     # MIG backend without the DRA plugin: no kubelet plugin mounts, the dataset cache stays.
     mig = one(rendered["mig"], "DaemonSet", "rel-aispike-hub-agent")["spec"]["template"]["spec"]
     assert {v["hostPath"]["path"] for v in mig["volumes"] if "hostPath" in v} == {

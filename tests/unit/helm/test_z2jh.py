@@ -243,7 +243,7 @@ def test_agents_are_found_by_their_headless_service_and_reached_by_the_service_o
     agents = one(docs, "Service", "rel-aispike-hub-agent")
     assert agents["spec"]["clusterIP"] == "None"
     idle = service_config(docs)["IdleMonitor"]
-    assert idle["agent_service"] == "rel-aispike-hub-agent.hubns.svc:9400"
+    assert idle["agent_service"] == "rel-aispike-hub-agent.hubns.svc:9402"
     policy = one(docs, "NetworkPolicy", "rel-aispike-hub-agent")
     peers = policy["spec"]["ingress"][0]["from"]
     assert peers[0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "service"
