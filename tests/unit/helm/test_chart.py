@@ -104,7 +104,9 @@ ALLOWED: dict[str, dict[tuple[str, str], set[str]]] = {
     "service": {
         ("", "nodes"): {"get", "list", "watch"},
         ("", "pods"): {"get", "list", "watch"},
-        ("resource.k8s.io", "resourceclaims"): {"get", "list", "watch"},
+        ("", "namespaces"): {"get", "list", "watch"},
+        # reconciliation deletes orphaned claims of ours (docs/operations.md)
+        ("resource.k8s.io", "resourceclaims"): {"get", "list", "watch", "delete", "patch"},
         ("resource.k8s.io", "resourceslices"): {"get", "list", "watch"},
     },
     "agent": {
@@ -164,7 +166,7 @@ def test_rbac_gives_each_component_no_more_than_it_needs(
                     assert verbs <= allowed, f"{sa}: {group}/{resource} {verbs - allowed}"
                     if binding == "ClusterRoleBinding" and verbs & WRITE_VERBS:
                         ok = CLUSTER_WIDE_WRITES.get(component, set())
-                        hub_userns = component == "hub" and user_namespaces
+                        hub_userns = component in ("hub", "service") and user_namespaces
                         assert (group, resource) in ok or hub_userns, (
                             f"{sa}: cluster-wide {verbs & WRITE_VERBS} on {group}/{resource}")
     hub_writes_cluster_wide = any(
