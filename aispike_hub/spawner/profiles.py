@@ -270,3 +270,29 @@ def no_request_above_limit(guarantees: Mapping[str, Any], limits: Mapping[str, A
         except (TypeError, ValueError):
             continue
     return out
+
+
+def _amount(value: float, unit: str) -> str:
+    if unit == "GiB":
+        value = value / (1 << 30)
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return f"{text} GiB" if unit == "GiB" else f"{text} CPU{'s' if value != 1 else ''}"
+
+
+def bound_notes(values: Mapping[str, Any]) -> list[str]:
+    """The admin's CPU and RAM settings in words, for the form ("CPUs: at most 4 (the
+    admin's limit); 25% of what you choose is guaranteed")."""
+    notes = []
+    for what, unit, limit, guarantee in (
+            ("CPUs", "", values.get("cpu_limit"), values.get("cpu_guarantee")),
+            ("RAM", "GiB", values.get("mem_limit"), values.get("mem_guarantee"))):
+        if limit:
+            line = f"{what}: at most {_amount(limit, unit)} (the admin's limit)"
+            if guarantee is not None and 0 <= guarantee < limit:
+                line += (f"; {round(100 * guarantee / limit)}% of what you choose is "
+                         "guaranteed, the rest is shared")
+            notes.append(line + ".")
+        elif guarantee:
+            notes.append(f"{what}: up to {_amount(guarantee, unit)} of what you choose is "
+                         "guaranteed (the admin's setting).")
+    return notes
