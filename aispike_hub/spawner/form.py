@@ -310,6 +310,9 @@ def parse_options(raw: Mapping[str, Any] | None, settings: FormSettings) -> Opti
     implied = 1 if gib_given and raw.get("gpu_count") in (None, "", [""]) else \
         defaults.gpu_count
     count = _whole(raw, "gpu_count", lowest, max(settings.max_gpus, lowest), implied, errors)
+    if count > settings.max_gpus:  # asked for by giving GPU memory alone
+        errors.append(("gpu_gib", "no GPU is offered here"))
+        count = defaults.gpu_count
     cap = settings.max_gpu_gib
     if model != ANY_MODEL and model in settings.model_max_gib:
         cap = min(cap, settings.model_max_gib[model])

@@ -28,6 +28,7 @@ the options were applied for this start, so no profile override lands after step
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import inspect
 import math
@@ -184,6 +185,10 @@ class KubeOptionsMixin(KubeSpawner):  # type: ignore[misc]
                 value = value(self)
                 if inspect.isawaitable(value):
                     value = await value
+            if key in FORM_KEYS and self.has_trait(key) and not isinstance(value, dict):
+                # as setattr would: "32G" becomes bytes, 4 becomes 4.0
+                with contextlib.suppress(Exception):
+                    value = self.traits()[key].validate(self, value)
             out[key] = value
         return out
 
