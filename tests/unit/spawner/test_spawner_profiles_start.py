@@ -54,7 +54,7 @@ def test_a_rest_start_with_a_profile_gets_the_profile_and_the_slice(no_cluster: 
 
 
 def test_the_default_profile_forbids_gpus_and_keeps_its_ram(no_cluster: Fakes) -> None:
-    pod, spawner = _start(no_cluster, {"profile_list": GPU_PROFILES}, {})
+    pod, _ = _start(no_cluster, {"profile_list": GPU_PROFILES}, {})
     resources = _resources(pod)
     assert not any(k.startswith("nvidia.com/") for k in resources["limits"])
     assert resources["limits"]["memory"] == resources["requests"]["memory"] == 4 << 30
@@ -84,7 +84,7 @@ def test_no_profile_override_lands_after_the_slices_resources(no_cluster: Fakes)
     profiles = [{"display_name": "Default", "default": True,
                  "kubespawner_override": {"mem_limit": "16G", "mem_guarantee": "16G"}},
                 {"display_name": "Small", "kubespawner_override": {"mem_limit": "4G"}}]
-    pod, spawner = _start(no_cluster, {"profile_list": profiles}, {"memory_gib": 8})
+    pod, _ = _start(no_cluster, {"profile_list": profiles}, {"memory_gib": 8})
     resources = _resources(pod)
     assert resources["limits"]["memory"] == resources["requests"]["memory"] == 8 << 30
     # a profile's guarantee above its limit is lowered to the limit
