@@ -8,7 +8,9 @@ in-process adapter): one rule for both spawners, one place to change it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -118,15 +120,22 @@ PREVIEW_IN_PROCESS = (
 PREVIEW_NO_TOKEN = "No live fit preview right now; your choice is checked when you start."
 
 
+TOKEN_ATTRIBUTE = "_aispike_fit_token"
+"""Where the user object keeps its fit-preview token: ``(service, token, expires_at)``."""
+
+
 def fit_preview(spawner: Any) -> FitPreview:
     """The form's live fit preview for ``spawner`` (either AISpike spawner), one rule for both.
 
     With the AISpike service as admission (``admission_class`` an :class:`AdmissionClient`) and
     ``fit_preview_service`` set: the service's ``api/fit`` URL on the hub's public address and a
-    new token of the user, living ``fit_token_seconds`` and limited to that service (plus
+    token of the user, living ``fit_token_seconds`` and limited to that service (plus
     reading the user's own groups, so the preview sees group quotas; without that scope
-    when the user may not have it).  In-process admission has no API the browser could ask:
-    the form then says so instead of pretending.
+    when the user may not have it).  One token per user and service, kept on the hub's user
+    object and reused until less than a third of its life is left (or the hub no longer
+    knows it), so rendering the form does not pile tokens up in the hub's database.
+    In-process admission has no API the browser could ask: the form then says so instead
+    of pretending.
     """
     service = spawner.fit_preview_service
     if not service:
@@ -135,19 +144,46 @@ def fit_preview(spawner: Any) -> FitPreview:
         return FitPreview(absent=PREVIEW_IN_PROCESS)
     root = spawner.hub.base_url.rstrip("/").removesuffix("hub")
     url = f"{root.rstrip('/')}/services/{service}/api/fit"
+    user = spawner.user
+    lifetime = max(int(spawner.fit_token_seconds), 1)
+    kept = _kept_token(user, service, lifetime)
+    if kept:
+        return FitPreview(url, kept)
     scopes = [f"access:services!service={service}"]
     note = "aispike options form: fit preview"
     error: Exception | None = None
-    for wanted in ([*scopes, f"read:users:groups!user={spawner.user.name}"], scopes):
+    for wanted in ([*scopes, f"read:users:groups!user={user.name}"], scopes):
         try:
-            token = spawner.user.new_api_token(note=note, expires_in=spawner.fit_token_seconds,
-                                               scopes=wanted)
+            token = str(user.new_api_token(note=note, expires_in=lifetime, scopes=wanted))
         except Exception as e:
             error = e
             continue
-        return FitPreview(url, str(token))
-    spawner.log.warning("no fit preview for %s: %s", spawner.user.name, error)
+        with contextlib.suppress(Exception):  # a user object that takes no attributes
+            setattr(user, TOKEN_ATTRIBUTE, (service, token, time.time() + lifetime))
+        return FitPreview(url, token)
+    spawner.log.warning("no fit preview for %s: %s", user.name, error)
     return FitPreview(absent=PREVIEW_NO_TOKEN)
+
+
+def _kept_token(user: Any, service: str, lifetime: int) -> str:
+    """The user's fit-preview token if it is for ``service``, has more than a third of
+    ``lifetime`` left and the hub still knows it; else ""."""
+    kept = getattr(user, TOKEN_ATTRIBUTE, None)
+    if not isinstance(kept, tuple) or len(kept) != 3 or kept[0] != service:
+        return ""
+    _, token, expires_at = kept
+    if expires_at - time.time() < lifetime / 3:
+        return ""
+    db = getattr(user, "db", None)
+    if db is not None:
+        try:
+            from jupyterhub import orm
+
+            if orm.APIToken.find(db, token) is None:  # revoked, or the hub's database is new
+                return ""
+        except Exception:
+            return ""
+    return str(token)
 
 
 def progress_message(ticket: dict[str, Any]) -> str:

@@ -91,6 +91,11 @@ class FormSettings:
     """Largest slice anyone may ask for: the largest GPU (and the user's quota, when known)."""
     max_gpus: int = 8
     default_gpu_gib: int = 8
+    min_gpu_gib: int = 1
+    """Smallest slice (a profile may raise it)."""
+    default_gpu_count: int | None = None
+    """GPUs a start gets when the user does not say (None: a slice when the cluster has
+    GPUs; the Kubernetes spawner passes 0 for a plain KubeSpawner config)."""
     cpu_min: Decimal = Decimal("0.5")
     cpu_max: Decimal = Decimal(16)
     cpu_default: Decimal = Decimal(2)
@@ -111,12 +116,23 @@ class FormSettings:
                 return option
         raise KeyError(name)
 
+    @property
+    def offers_gpus(self) -> bool:
+        return self.max_gpu_gib > 0 and self.max_gpus >= 1
+
     def defaults(self) -> Options:
+        count = 1 if self.offers_gpus else 0
+        if self.default_gpu_count is not None and self.offers_gpus:
+            count = max(0, min(self.default_gpu_count, self.max_gpus))
+        if count == 0 and not self.allow_cpu_only and self.offers_gpus:
+            count = 1
+        gib = max(min(self.default_gpu_gib, self.max_gpu_gib), min(self.min_gpu_gib,
+                                                                   self.max_gpu_gib))
         return Options(
             image=self.images[0].name if self.images else "",
             gpu_model=ANY_MODEL,
-            gpu_gib=min(self.default_gpu_gib, self.max_gpu_gib),
-            gpu_count=1 if self.max_gpu_gib > 0 else 0,
+            gpu_gib=gib if count == 1 else 0,
+            gpu_count=count,
             cpu_milli=int(self.cpu_default * 1000),
             memory_gib=self.memory_gib_default,
             datasets=(),
@@ -289,13 +305,22 @@ def parse_options(raw: Mapping[str, Any] | None, settings: FormSettings) -> Opti
         model = ANY_MODEL
 
     lowest = 0 if settings.allow_cpu_only else 1
-    count = _whole(raw, "gpu_count", lowest, settings.max_gpus, defaults.gpu_count, errors)
+    gib_given = raw.get("gpu_gib") not in (None, "", [""], 0, "0", ["0"])
+    # Asking for GPU memory without a count asks for one slice.
+    implied = 1 if gib_given and raw.get("gpu_count") in (None, "", [""]) else \
+        defaults.gpu_count
+    count = _whole(raw, "gpu_count", lowest, max(settings.max_gpus, lowest), implied, errors)
+    if count > settings.max_gpus:  # asked for by giving GPU memory alone
+        errors.append(("gpu_gib", "no GPU is offered here"))
+        count = defaults.gpu_count
     cap = settings.max_gpu_gib
     if model != ANY_MODEL and model in settings.model_max_gib:
         cap = min(cap, settings.model_max_gib[model])
-    gib_given = raw.get("gpu_gib") not in (None, "", [""], 0, "0", ["0"])
     if count == 1:
-        gib = _whole(raw, "gpu_gib", 1, max(cap, 1), min(defaults.gpu_gib, cap), errors, " GiB")
+        low = max(1, min(settings.min_gpu_gib, cap))
+        gib = _whole(raw, "gpu_gib", low, max(cap, 1),
+                     max(min(defaults.gpu_gib or settings.default_gpu_gib, cap), low),
+                     errors, " GiB")
         if cap < 1:
             errors.append(("gpu_gib", "no GPU is available to you"))
     else:
@@ -321,6 +346,63 @@ def parse_options(raw: Mapping[str, Any] | None, settings: FormSettings) -> Opti
     if errors:
         raise FormError(errors)
     return Options(str(image), str(model), gib, count, cpu_milli, memory, tuple(datasets))
+
+
+_WHOLE_FIELDS = ("gpu_gib", "gpu_count", "memory_gib")
+
+
+def _typed(key: str, values: Sequence[Any]) -> Any:
+    """One form field as a ``user_options`` value: numbers as numbers when they read as such,
+    ``datasets`` as a list; anything odd is kept as sent, for :func:`parse_options` to refuse
+    with the field named."""
+    if key == "datasets":
+        return [v for v in values if v != ""]
+    if len(values) != 1:
+        return list(values)
+    value = values[0]
+    if isinstance(value, str):
+        text = value.strip()
+        if key in _WHOLE_FIELDS and re.fullmatch(r"[0-9]{1,6}", text):
+            return int(text)
+        if key == "cpu" and re.fullmatch(r"[0-9]{1,4}(\.[0-9]{1,3})?", text):
+            number = Decimal(text)
+            return int(number) if number == number.to_integral_value() else float(number)
+    return value
+
+
+def options_from_formdata(formdata: Mapping[str, Sequence[Any]],
+                          prefix: str = "profile-option-") -> dict[str, Any]:
+    """KubeSpawner's ``options_from_form`` with AISpike's fields typed (pure, synchronous).
+
+    ``{"profile": ["gpu"], "profile-option-gpu--gpu_gib": ["8"], ...}`` becomes
+    ``{"profile": "gpu", "gpu_gib": 8, ...}`` (KubeSpawner's shape: only the chosen profile's
+    fields, prefix removed); without a profile the AISpike fields are taken as they are named.
+    Empty fields are left out (the default applies); ``_xsrf`` is dropped; other fields are
+    kept so that validation (``apply_user_options``) refuses them by name.  Nothing is
+    validated here: the same rules then check form, REST and query options alike.
+    """
+    def first(values: Any) -> Any:
+        return values[0] if isinstance(values, list | tuple) and values else values
+
+    out: dict[str, Any] = {}
+    slug = first(formdata.get("profile", [None]))
+    for key, values in formdata.items():
+        seq = list(values) if isinstance(values, list | tuple) else [values]
+        if key in IGNORED_FORM_FIELDS or key == "profile":
+            continue
+        if key.startswith(prefix):
+            if not slug or not key.startswith(f"{prefix}{slug}--"):
+                continue  # another profile's fields
+            key = key[len(f"{prefix}{slug}--"):]
+        if key in FIELDS:
+            if all(v == "" for v in seq):
+                continue
+            out[key] = _typed(key, seq)
+        elif seq:
+            out[key] = seq[0] if len(seq) == 1 else seq
+    if slug:
+        out = {"profile": slug, **out}
+    return out
 
 
 def check_server_name(name: str) -> str:
@@ -373,7 +455,9 @@ def settings_from_config(
         dataset_options.append(DatasetOption(
             name, str(entry["mount_path"]), dict(entry["volume"]),
             str(entry.get("description", "")), bool(entry.get("read_only", True))))
-    model_max = {m: mib // GIB_IN_MIB for m, mib in gpu_sizes_mib.items()}
+    allowed = limits.pop("gpu_models", None) or ()
+    model_max = {m: mib // GIB_IN_MIB for m, mib in gpu_sizes_mib.items()
+                 if not allowed or m in allowed}
     largest = max(model_max.values(), default=0)
     cap = limits.pop("max_gpu_gib", None)
     return FormSettings(
@@ -389,6 +473,43 @@ def settings_from_config(
 # --- rendering ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ProfileView:
+    """One profile of ``profile_list`` as the form shows it: KubeSpawner's profile card (name,
+    description, its ``profile_options``) with AISpike's fields inside, bounded by what the
+    profile allows (``settings``)."""
+
+    slug: str
+    display_name: str
+    description: str
+    settings: FormSettings
+    chosen: Options
+    checked: bool = False
+    options: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    """``(name, option)``: the profile option with ``chosen`` and ``unlisted_value`` added."""
+    fields: tuple[str, ...] = FIELDS
+    """The AISpike fields offered inside this profile."""
+    notes: tuple[str, ...] = ()
+    """The bounds the admin set (CPU, RAM), in words."""
+
+
+def _block_config(settings: FormSettings, chosen: Options) -> dict[str, Any]:
+    return {
+        "modelMaxGib": dict(settings.model_max_gib),
+        "maxGpuGib": settings.max_gpu_gib,
+        "images": {i.name: i.image for i in settings.images},
+        "image": chosen.image,
+        "defaultCount": chosen.gpu_count,
+        "defaultGib": chosen.gpu_gib,
+        "cpu": float(Decimal(chosen.cpu_milli) / 1000),
+        "memoryGib": chosen.memory_gib,
+    }
+
+
+def _cpu_text(options: Options) -> str:
+    return f"{(Decimal(options.cpu_milli) / 1000).normalize():f}"
+
+
 def render_form(
     settings: FormSettings,
     *,
@@ -399,13 +520,18 @@ def render_form(
     server_name: str = "",
     note: str = "",
     quota_gib: int | None = None,
+    profiles: Sequence[ProfileView] = (),
+    notes: Sequence[str] = (),
 ) -> str:
     """HTML of the options form (a fragment the hub puts inside its spawn page).
 
     ``fit_url`` and ``fit_token`` let the form's script ask the fit-preview API as the user
     types; without them (or when it does not answer) the form is a plain form, and
     ``fit_absent`` says why there is no live preview (:func:`aispike_hub.admission.hub.
-    fit_preview` decides both for every spawner).
+    fit_preview` decides both for every spawner).  With ``profiles`` (KubeSpawner's
+    ``profile_list``) the form is KubeSpawner's list of profiles, a radio button named
+    ``profile`` each, with AISpike's fields inside each profile named
+    ``profile-option-<slug>--<field>``; ``notes`` state the admin's bounds.
     """
     from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -414,23 +540,34 @@ def render_form(
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
     chosen = chosen or settings.defaults()
+    blocks = {"aispike": _block_config(settings, chosen)}
+    views = []
+    for i, view in enumerate(profiles):
+        block = f"aispike-p{i + 1}"
+        blocks[block] = _block_config(view.settings, view.chosen)
+        views.append({"block": block, "slug": view.slug, "display_name": view.display_name,
+                      "description": view.description, "checked": view.checked,
+                      "options": view.options, "settings": view.settings,
+                      "chosen": view.chosen, "fields": view.fields, "notes": view.notes,
+                      "cpu_value": _cpu_text(view.chosen)})
     config = {
         "fitUrl": fit_url,
         "token": fit_token,
         "fitAbsent": fit_absent,
-        "modelMaxGib": dict(settings.model_max_gib),
-        "maxGpuGib": settings.max_gpu_gib,
-        "images": {i.name: i.image for i in settings.images},
         "anyModel": ANY_MODEL,
         "debounceMs": 300,
+        "blocks": blocks,
     }
     return env.get_template("options_form.html").render(
         s=settings,
         o=chosen,
         any_model=ANY_MODEL,
-        cpu_value=f"{(Decimal(chosen.cpu_milli) / 1000).normalize():f}",
+        all_fields=FIELDS,
+        cpu_value=_cpu_text(chosen),
         server_name=server_name,
         note=note,
+        notes=list(notes),
+        profiles=views,
         fit_absent=fit_absent if not (fit_url and fit_token) else "",
         quota_gib=quota_gib,
         # JSON inside <script>: escape "<" so no value can close the script element.

@@ -30,15 +30,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any, ClassVar, cast
 
 from jupyterhub.spawner import SpawnException
-from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
+from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode
 
 from aispike_hub.admission.client import AdmissionClient
-from aispike_hub.admission.hub import admit_or_raise, fit_preview, form_choice_within_quota
+from aispike_hub.admission.hub import admit_or_raise
 from aispike_hub.admission.protocol import Admission
 from aispike_hub.backends import BackendOptions, GpuBackend, backend_for, backend_names
 from aispike_hub.contract import (
@@ -59,38 +60,14 @@ from aispike_hub.kube.resources import (
     locality_preference,
 )
 from aispike_hub.model import Node, SliceRequest
-from aispike_hub.spawner.form import (
-    FormError,
-    FormSettings,
-    Options,
-    check_server_name,
-    parse_options,
-    render_form,
-    settings_from_config,
-    to_request,
-)
+from aispike_hub.spawner.form import FormSettings, Options
+from aispike_hub.spawner.kube_options import RESTORED, KubeOptionsMixin
 from aispike_hub.spawner.kube_start import KubeStartMixin
 from aispike_hub.spawner.nodes import NodeWatcher
+from aispike_hub.spawner.profiles import no_request_above_limit
 from aispike_hub.spawner.settings import SpawnerFormSettings
 
-_RESTORED = ("image", "cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee",
-             "extra_resource_limits", "volumes", "volume_mounts", "node_affinity_required",
-             "node_affinity_preferred", "priority_class_name", "extra_annotations",
-             "extra_labels", "environment")
-"""Traits a start sets from the options; each start begins again from the configured values."""
-
-
-async def _apply_user_options(spawner: AISpikeSpawner, user_options: dict[str, Any]) -> None:
-    await spawner.apply_options(user_options)
-
-
-async def _options_from_form(form_data: dict[str, Any], spawner: AISpikeSpawner
-                             ) -> dict[str, Any]:
-    return await spawner.options_from_form_data(form_data)
-
-
-async def _render(spawner: AISpikeSpawner) -> str:
-    return await spawner.render_options_form()
+_RESTORED = RESTORED  # the old name, for importers
 
 
 class _Raw:
@@ -100,7 +77,7 @@ class _Raw:
         self.data = json.dumps(doc)
 
 
-class AISpikeSpawner(KubeStartMixin, SpawnerFormSettings):
+class AISpikeSpawner(KubeStartMixin, KubeOptionsMixin, SpawnerFormSettings):
     """KubeSpawner that starts notebook servers on GPU slices (see the module docstring)."""
 
     backend = Enum(
@@ -172,21 +149,6 @@ class AISpikeSpawner(KubeStartMixin, SpawnerFormSettings):
     """Per hub process: the node watcher, or the inventory and placer (native backend)."""
     _shared_lock: ClassVar[asyncio.Lock | None] = None
 
-    _options: Options | None = None
-    _base: dict[str, Any] | None = None
-
-    @default("options_form")
-    def _default_options_form(self) -> Callable[[AISpikeSpawner], Any]:
-        return _render
-
-    @default("options_from_form")
-    def _default_options_from_form(self) -> Callable[..., Any]:
-        return _options_from_form
-
-    @default("apply_user_options")
-    def _default_apply_user_options(self) -> Callable[..., Any]:
-        return _apply_user_options
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._messages: list[str] = []
@@ -202,39 +164,54 @@ class AISpikeSpawner(KubeStartMixin, SpawnerFormSettings):
     def gpu_backend(self) -> GpuBackend:
         """The configured GPU backend (``c.AISpikeSpawner.backend``) with this spawner's
         backend settings: what a slice becomes on the pod, and whether it is a pinned claim."""
-        return backend_for(self.backend, BackendOptions(
+        return self._backend_named(self.backend)
+
+    def _backend_named(self, name: str) -> GpuBackend:
+        return backend_for(name, BackendOptions(
             mig_profiles=tuple(self.mig_profiles), gpushare_unit=self.gpushare_unit))
+
+    async def _once(self, key: str, make: Callable[[], Any]) -> Any:
+        """``_shared[key]``, made once per hub process by ``make()`` (a coroutine function).
+
+        The making runs as a task of its own: a caller that stops waiting (the form's
+        timeout) neither cancels it nor starts a second one.
+        """
+        shared = AISpikeSpawner._shared
+        if key in shared:
+            return shared[key]
+        tasks: dict[str, asyncio.Future[Any]] = shared.setdefault("_making", {})
+        task = tasks.get(key)
+        if task is None or (task.done() and (task.cancelled() or task.exception())):
+            task = tasks[key] = asyncio.ensure_future(make())
+        shared[key] = await asyncio.shield(task)
+        return shared[key]
 
     async def placer(self) -> Any:
         """The hub's one :class:`Placer` (native backend), its inventory started on first use."""
-        shared = AISpikeSpawner._shared
-        if "placer" not in shared:
-            async with self._lock():
-                if "placer" not in shared:
-                    from aispike_hub.kube.inventory import Inventory
-                    from aispike_hub.kube.placer import Placer
+        async def make() -> Any:
+            from aispike_hub.kube.inventory import Inventory
+            from aispike_hub.kube.placer import Placer
 
-                    api = await asyncio.to_thread(kube_api_client)
-                    inventory = Inventory(api, config=self.config)
-                    await asyncio.to_thread(inventory.start)
-                    shared["placer"] = Placer(inventory, config=self.config)
-        return shared["placer"]
+            api = await asyncio.to_thread(kube_api_client)
+            inventory = Inventory(api, config=self.config)
+            await asyncio.to_thread(inventory.start)
+            return Placer(inventory, config=self.config)
+
+        return await self._once("placer", make)
 
     async def node_watcher(self) -> NodeWatcher:
-        shared = AISpikeSpawner._shared
-        if "nodes" not in shared:
-            async with self._lock():
-                if "nodes" not in shared:
-                    # the inventory's client (kube_api_client), as the native backend's
-                    watcher = NodeWatcher().start()
-                    shared["nodes"] = watcher
-        watcher = cast(NodeWatcher, shared["nodes"])
+        async def make() -> NodeWatcher:
+            # the inventory's client (kube_api_client), as the native backend's
+            return NodeWatcher().start()
+
+        watcher = cast(NodeWatcher, await self._once("nodes", make))
         await asyncio.wait_for(asyncio.shield(watcher.first_load), 60)
         return watcher
 
-    async def cluster_nodes(self) -> list[Node]:
-        """Schedulable nodes with their GPUs, as the backend sees them."""
-        if self.gpu_backend.uses_claims:
+    async def cluster_nodes(self, backend: str | None = None) -> list[Node]:
+        """Schedulable nodes with their GPUs, as ``backend`` (default: the spawner's) sees
+        them."""
+        if self._backend_named(backend or self.backend).uses_claims:
             placer = await self.placer()
             with placer.inventory.lock:
                 state = placer.inventory.state()
@@ -259,59 +236,39 @@ class AISpikeSpawner(KubeStartMixin, SpawnerFormSettings):
             return cast(Admission, cls(parent=self))
         return cast(Admission, cls(parent=self, nodes=self._nodes_now))
 
-    # -- options -------------------------------------------------------------------------------
-    async def form_settings(self) -> FormSettings:
-        sizes: dict[str, int] = {}
-        for node in await self.cluster_nodes():
-            for gpu in node.gpus:
-                sizes[gpu.model] = max(sizes.get(gpu.model, 0), gpu.memory_mib)
-        images = self.images or [{"name": "default", "image": self._configured_image()}]
-        return settings_from_config(
-            images, self.datasets, sizes,
-            max_gpu_gib=self.max_gpu_gib, max_gpus=self.max_gpus,
-            default_gpu_gib=self.default_gpu_gib, allow_cpu_only=self.allow_cpu_only,
-            cpu_min=Decimal(str(self.cpu_min)), cpu_max=Decimal(str(self.cpu_max)),
-            cpu_default=Decimal(str(self.cpu_default)), memory_gib_min=self.memory_gib_min,
-            memory_gib_max=self.memory_gib_max, memory_gib_default=self.memory_gib_default,
-        )
+    async def priority_class_exists(self, name: str) -> bool:
+        """Whether PriorityClass ``name`` exists (cached: found for good, missing for a
+        minute).  Without the chart's PriorityClasses a pod naming one is refused (403), so a
+        missing one means no priority, with a warning; a cluster that does not let the hub
+        read PriorityClasses is trusted to have them."""
+        import time
 
-    def _configured_image(self) -> str:
-        base = self._base or {}
-        image: Any = base.get("image") or self.image
-        return str(image)
+        from kubernetes_asyncio.client.exceptions import ApiException
 
-    async def parse(self, user_options: Any) -> tuple[Options, FormSettings]:
-        """Validated options (raises :class:`FormError`)."""
-        settings = await self.form_settings()
-        check_server_name(self.name or "")
-        return parse_options(user_options, settings), settings
-
-    async def options_from_form_data(self, form_data: dict[str, Any]) -> dict[str, Any]:
-        """The submitted form as ``user_options`` (a FormError re-shows the form with it)."""
-        options, _ = await self.parse(form_data)
-        return options.as_user_options()
-
-    async def options_from_query(self, query_data: dict[str, Any]) -> dict[str, Any]:
-        """``/hub/spawn/<user>/<server>?opt-gpu_gib=8``: the same rules as the form."""
-        return await self.options_from_form_data(query_data)
-
-    async def apply_options(self, user_options: Any) -> None:
-        """Validate ``user_options`` however they came (form, REST, query): 400 if bad."""
+        cache: dict[str, tuple[bool, float]] = AISpikeSpawner._shared.setdefault(
+            "priority_classes", {})
+        known = cache.get(name)
+        if known is not None and (known[0] or time.monotonic() - known[1] < 60):
+            return known[0]
         try:
-            self._options, _ = await self.parse(user_options)
-        except FormError as e:
-            raise SpawnException(f"Invalid server options: {e}", reason="options",
-                                 status_code=400) from None
+            await self.scheduling_api().read_priority_class(name)
+            exists = True
+        except ApiException as e:
+            exists = e.status != 404
+            if e.status != 404:
+                self.log.debug("cannot read PriorityClass %s (%s); assuming it exists",
+                               name, e.status)
+        except Exception as e:
+            self.log.debug("cannot read PriorityClass %s (%s); assuming it exists", name, e)
+            exists = True
+        cache[name] = (exists, time.monotonic())
+        return exists
 
-    async def render_options_form(self) -> str:
-        settings, chosen, quota_gib, answered = await form_choice_within_quota(
-            self.admission, self.user.name, [g.name for g in self.user.groups],
-            self.user_options, await self.form_settings(), self.log)
-        note = "" if answered else "Quota information is unavailable right now."
-        preview = fit_preview(self)
-        return render_form(settings, chosen=chosen, fit_url=preview.url, fit_token=preview.token,
-                           fit_absent=preview.absent, server_name=self.name or "", note=note,
-                           quota_gib=quota_gib)
+    def scheduling_api(self) -> Any:
+        """``SchedulingV1Api`` on KubeSpawner's shared client."""
+        from kubespawner.clients import shared_client
+
+        return shared_client("SchedulingV1Api")
 
     # -- start ---------------------------------------------------------------------------------
     def _say(self, message: str) -> None:
@@ -332,7 +289,7 @@ class AISpikeSpawner(KubeStartMixin, SpawnerFormSettings):
                 await self.apply_options(self.user_options)
             options, settings = self._options, await self.form_settings()
             assert options is not None
-            request = to_request(options, settings)
+            request = self.request_for(options, settings)
             try:
                 resources = self.gpu_backend.pod_resources(request)
             except BackendError as e:
@@ -381,25 +338,24 @@ class AISpikeSpawner(KubeStartMixin, SpawnerFormSettings):
 
     async def _admit(self, options: Options, request: SliceRequest) -> dict[str, Any]:
         return await admit_or_raise(self.admission, self.user.name, self.name or "",
-                                    [g.name for g in self.user.groups], request,
+                                    self.group_names(), request,
                                     options.describe(), self._say)
-
-    def _remember_base(self) -> dict[str, Any]:
-        if self._base is None:
-            self._base = {name: getattr(self, name) for name in _RESTORED}
-        for name, value in self._base.items():
-            setattr(self, name, value)
-        return self._base
 
     async def _prepare_pod(self, options: Options, settings: FormSettings,
                            request: SliceRequest, resources: GpuResources,
                            ticket: dict[str, Any]) -> None:
-        base = self._remember_base()
+        """The pod's settings for this start, on top of the configured values and the
+        profile's overrides (``_profiled``, recorded when the options were applied)."""
+        base = self._profiled or {name: getattr(self, name) for name in RESTORED}
         self.image = request.image or base["image"]
-        cpus = options.cpu_milli / 1000
-        self.cpu_guarantee = self.cpu_limit = cpus
-        self.mem_guarantee = self.mem_limit = options.memory_gib * (1 << 30)
+        cpu, mem = self.resource_plan(options)
+        self.cpu_limit, self.cpu_guarantee = cpu.limit, cpu.guarantee
+        self.mem_limit = None if mem.limit is None else math.ceil(mem.limit)
+        self.mem_guarantee = None if mem.guarantee is None else math.floor(mem.guarantee)
         self.extra_resource_limits = {**base["extra_resource_limits"], **resources.limits}
+        # Never a pod whose request exceeds its limit (the API server refuses it).
+        self.extra_resource_guarantees = no_request_above_limit(
+            base["extra_resource_guarantees"], self.extra_resource_limits, _quantity)
         if resources.note:
             self._say(resources.note)
         chosen = [settings.dataset(name) for name in options.datasets]
@@ -418,8 +374,12 @@ class AISpikeSpawner(KubeStartMixin, SpawnerFormSettings):
             if preferred:
                 self.node_affinity_preferred = [
                     *self._sorted_dict_values(base["node_affinity_preferred"]), *preferred]
-        if ticket.get("priority_class"):
-            self.priority_class_name = ticket["priority_class"]
+        tier_class = ticket.get("priority_class")
+        if tier_class and await self.priority_class_exists(tier_class):
+            self.priority_class_name = tier_class
+        elif tier_class:
+            self.log.warning("%s: PriorityClass %s does not exist (the Helm chart makes one per "
+                             "tier): the pod starts without it", self._log_name, tier_class)
         self.extra_annotations = {
             **base["extra_annotations"],
             # KubeSpawner expands {username}-style fields in annotations: escape JSON braces.
@@ -478,6 +438,13 @@ class AISpikeSpawner(KubeStartMixin, SpawnerFormSettings):
             if finished:
                 break
             await asyncio.sleep(0.5)
+
+
+def _quantity(value: Any) -> Decimal:
+    """A Kubernetes quantity ("500m", "2Gi", 4) as a number, for comparing request to limit."""
+    from kubernetes.utils.quantity import parse_quantity
+
+    return Decimal(parse_quantity(value))  # type: ignore[no-untyped-call]
 
 
 def _literal(text: str) -> str:

@@ -56,6 +56,24 @@ EXTENDED = {"nvidia.com/gpumem": str(4 * 80 * 1024), "aliyun.com/gpu-mem": "320"
             "nvidia.com/mig-1g.10gb": "28"}
 """What the other backends' device plugins would advertise on the test node (no MIG 2g)."""
 BACKEND_GROUPS = ("hami", "gpushare", "mig", "nvidia")
+PROFILE_GROUP = "profiles"
+"""Users of this group get a KubeSpawner ``profile_list`` (through ``group_overrides``)."""
+
+
+def _profiles(selector: dict[str, str]) -> list[dict[str, Any]]:
+    """A KubeSpawner profile_list: CPU only (default), a native GPU slice with an admin
+    overcommit, and a hami slice."""
+    return [
+        {"display_name": "CPU only", "slug": "cpu", "default": True,
+         "kubespawner_override": {"max_gpus": 0}},
+        {"display_name": "GPU slice", "slug": "gpu",
+         "kubespawner_override": {"min_gpu_gib": 2, "max_gpu_gib": 16, "cpu_limit": 2.0,
+                                  "cpu_guarantee": 0.5, "mem_limit": "4G",
+                                  "mem_guarantee": "1G",
+                                  "environment": {"PROFILE": "gpu"}}},
+        {"display_name": "HAMi slice", "slug": "hami-slice",
+         "kubespawner_override": {"backend": "hami", "node_selector": selector}},
+    ]
 
 
 class Stack(ServiceHub):
@@ -135,6 +153,8 @@ def stack(cluster: TestCluster, hub_factory: Callable[..., RunningHub], hub_name
             "backend": backend, "node_selector": selector}}
         for backend in BACKEND_GROUPS
     }
+    overrides[PROFILE_GROUP] = {"groups": [PROFILE_GROUP],
+                                "spawner_override": {"profile_list": _profiles(selector)}}
     hub = hub_factory(
         "aispike-spawner",
         textwrap.dedent(f"""
@@ -157,7 +177,8 @@ def stack(cluster: TestCluster, hub_factory: Callable[..., RunningHub], hub_name
         c.AISpikeSpawner.group_overrides = {overrides!r}
         c.JupyterHub.allow_named_servers = True
         c.JupyterHub.named_server_limit_per_user = 0
-        c.JupyterHub.load_groups = {{g: {{"users": []}} for g in {list(BACKEND_GROUPS)!r}}}
+        c.JupyterHub.load_groups = {{g: {{"users": []}}
+                                    for g in {[*BACKEND_GROUPS, PROFILE_GROUP]!r}}}
         """)
         + aispike_service_config(
             port, token, command,
@@ -293,6 +314,68 @@ def test_an_unschedulable_pod_is_aborted_early_with_the_reason(stack: Stack) -> 
     assert failed or r.status_code == 503
     wait_until(lambda: not stack.pod_exists(user, "mig"), 30, "pod deleted")
     wait_until(lambda: not stack.admitted(user), 30, "admission released")
+
+
+# --- KubeSpawner's profile_list ------------------------------------------------------------------
+
+
+def _qty(value: Any) -> float:
+    from kubernetes.utils.quantity import parse_quantity
+
+    return float(parse_quantity(value))
+
+
+def test_a_gpu_profile_starts_with_its_limits_the_slice_and_the_admins_overcommit(
+        stack: Stack) -> None:
+    user = stack.user(PROFILE_GROUP)
+    # KubeSpawner's user_options shape, through the REST API
+    r = stack.start(user, "prof", {"profile": "gpu", "gpu_gib": 4, "cpu": 1})
+    assert r.status_code in (201, 202), r.text
+    stack.wait_ready(user, "prof")
+    pod = stack.pod(user, "prof")
+    container = pod.spec.containers[0]
+    limits, requests = container.resources.limits, container.resources.requests
+    # the user's 1 CPU under the profile's limit of 2, the admin's 1:4 ratio kept
+    assert _qty(limits["cpu"]) == 1 and _qty(requests["cpu"]) == 0.25, (limits, requests)
+    # no RAM chosen: the profile's overcommit exactly (4G limit, 1G guarantee)
+    assert _qty(limits["memory"]) == 4 << 30 and _qty(requests["memory"]) == 1 << 30
+    assert all(_qty(requests[k]) <= _qty(limits[k]) for k in requests if k in limits)
+    assert {e.name: e.value for e in container.env}["PROFILE"] == "gpu"
+    # the slice: the pinned claim of 4 GiB, owned by the pod
+    claim = stack.claim(pod.spec.resource_claims[0].resource_claim_name)
+    assert claim is not None
+    exactly = claim["spec"]["devices"]["requests"][0]["exactly"]
+    assert exactly["capacity"]["requests"]["memory"] == "4Gi"
+    assert claim["metadata"]["ownerReferences"][0]["uid"] == pod.metadata.uid
+    # out of the profile's range: refused before any pod
+    r = stack.start(user, "big", {"profile": "gpu", "gpu_gib": 20})
+    assert r.status_code == 400 and "gpu_gib: 20 GiB is out of range" in r.text, r.text
+    r = stack.start(user, "big", {"profile": "tpu"})
+    assert r.status_code == 400 and "profile: no such profile 'tpu'" in r.text, r.text
+    assert not stack.pod_exists(user, "big")
+    stack.stop(user, "prof")
+    wait_until(lambda: not stack.pod_exists(user, "prof"), 60, "pod deleted")
+
+
+def test_a_rest_start_with_a_profile_gets_its_backend_and_the_default_profile_no_gpu(
+        stack: Stack) -> None:
+    user, other = stack.user(PROFILE_GROUP), stack.user(PROFILE_GROUP)
+    r = stack.start(user, "hp", {"profile": "hami-slice", "gpu_gib": 8, "cpu": 1,
+                                 "memory_gib": 1})
+    assert r.status_code in (201, 202), r.text
+    r = stack.start(other, "cpu", {"memory_gib": 1})  # the default profile: CPU only
+    assert r.status_code in (201, 202), r.text
+    stack.wait_ready(user, "hp")
+    stack.wait_ready(other, "cpu")
+    limits = dict(stack.pod(user, "hp").spec.containers[0].resources.limits)
+    assert limits["nvidia.com/gpumem"] == "8192" and limits["nvidia.com/gpu"] == "1", limits
+    assert stack.pod(user, "hp").metadata.annotations["aispike.io/backend"] == "hami"
+    cpu_pod = stack.pod(other, "cpu")
+    assert not cpu_pod.spec.resource_claims
+    assert not any(k.startswith("nvidia.com/")
+                   for k in cpu_pod.spec.containers[0].resources.limits)
+    stack.stop(user, "hp")
+    stack.stop(other, "cpu")
 
 
 # --- the browser ---------------------------------------------------------------------------------
