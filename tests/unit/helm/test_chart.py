@@ -100,6 +100,7 @@ ALLOWED: dict[str, dict[tuple[str, str], set[str]]] = {
                                                 "patch"},
         ("resource.k8s.io", "resourceslices"): {"get", "list", "watch"},
         ("resource.k8s.io", "deviceclasses"): {"get", "list", "watch"},
+        ("scheduling.k8s.io", "priorityclasses"): {"get"},
     },
     "service": {
         ("", "nodes"): {"get", "list", "watch"},
