@@ -62,6 +62,9 @@ class Gate:
     def close(self) -> None:
         """Refuse new connections and cut the open ones."""
         if self._listener is not None:
+            # shutdown() first: a close() alone leaves a listener blocked in accept() open.
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
         with self._lock:
