@@ -32,6 +32,7 @@ from tornado import httpclient
 from traitlets import Enum, Float, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from aispike_hub.admission.pending import PendingReleases, pending_releases
 from aispike_hub.admission.wire import request_to_dict
 from aispike_hub.model import SliceRequest
 
@@ -105,6 +106,22 @@ class AdmissionClient(LoggingConfigurable):
         5.0, help="With when_unavailable='wait': seconds between two tries."
     ).tag(config=True)
 
+    # -- deferred releases (aispike_hub.admission.pending) ----------------------------------
+    pending_releases_file = Unicode(
+        "aispike_pending_releases.json",
+        help="""File (JSON) of releases the AISpike service could not be told about because it
+        was unreachable (e.g. at hub shutdown JupyterHub stops services before servers). They
+        are sent again every release_retry_interval seconds and before the next call to the
+        service, also after a hub restart. Relative paths are in the hub's working directory,
+        next to jupyterhub.sqlite; empty: kept in memory only (lost with the hub process; the
+        service's reconciliation then frees those tickets).""",
+    ).tag(config=True)
+
+    release_retry_interval = Float(
+        15.0, help="Seconds between attempts to send deferred releases while the service is "
+        "unreachable.",
+    ).tag(config=True)
+
     async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         request = httpclient.HTTPRequest(
             self.url.rstrip("/") + "/api/" + path.lstrip("/"),
@@ -134,8 +151,10 @@ class AdmissionClient(LoggingConfigurable):
                     request: SliceRequest) -> dict[str, Any]:
         """Ask for admission: a ticket whose ``state`` is admitted, queued or refused.
 
-        Raises :class:`AdmissionUnavailable` when the service cannot be asked (see
-        :attr:`when_unavailable`)."""
+        Deferred releases go first (this server's always: sent later, it would take the new
+        ticket away).  Raises :class:`AdmissionUnavailable` when the service cannot be asked
+        (see :attr:`when_unavailable`)."""
+        await self.send_pending_releases(must=(user, server))
         return await self._admit_fail_closed({
             "user": user, "server": server, "groups": sorted(groups),
             "request": request_to_dict(request),
@@ -161,15 +180,49 @@ class AdmissionClient(LoggingConfigurable):
             await asyncio.sleep(self.unavailable_retry)
 
     async def status(self, user: str, server: str) -> dict[str, Any]:
+        await self.send_pending_releases()
         return await self._call("GET", self._path(user, server))
 
     async def release(self, user: str, server: str) -> bool:
-        """The server stopped: give its reservation back (idempotent)."""
+        """The server stopped: give its reservation back (idempotent).
+
+        When the service cannot be reached the release is kept (:attr:`pending_releases_file`)
+        and sent again later; the error is raised all the same, for the caller's log."""
+        pending = self._pending()
+        async with pending.lock():
+            try:
+                released = await self._release_now(user, server)
+            except Exception as e:
+                if not unreachable(e):
+                    raise
+                pending.add(user, server)
+                pending.retry_soon(self.release_retry_interval, self.send_pending_releases)
+                self.log.warning("the AISpike service is unreachable (%s): the release of %s/%s "
+                                 "is kept in %s and sent again", e, user, server,
+                                 pending.path or "memory")
+                raise
+            pending.discard(user, server)
+            return released
+
+    async def _release_now(self, user: str, server: str) -> bool:
         return bool((await self._call("DELETE", self._path(user, server)))["released"])
+
+    def _pending(self) -> PendingReleases:
+        return pending_releases(self.pending_releases_file)
+
+    async def send_pending_releases(self, must: tuple[str, str] | None = None) -> None:
+        """Send the releases kept while the service was unreachable (see
+        :mod:`aispike_hub.admission.pending`); raises only for ``must`` still unreachable."""
+        pending = self._pending()
+        if not len(pending):
+            return
+        async with pending.lock():
+            await pending.flush(self._release_now, unreachable, must)
 
     async def fit(self, user: str, groups: Iterable[str], request: SliceRequest
                   ) -> dict[str, Any]:
         """The fit preview for the options form."""
+        await self.send_pending_releases()
         return await self._call("POST", "fit", {"user": user, "groups": sorted(groups),
                                                 "request": request_to_dict(request)})
 
@@ -184,3 +237,11 @@ class AdmissionClient(LoggingConfigurable):
             await asyncio.sleep(self.poll_interval)
             ticket = await self.status(ticket["user"], ticket["server"])
         yield ticket
+
+
+def unreachable(e: BaseException) -> bool:
+    """Whether ``e`` says the service could not be reached (worth trying again), as opposed
+    to an answer refusing the call."""
+    if isinstance(e, AdmissionError):
+        return e.status == 599 or e.status in (502, 503, 504)
+    return isinstance(e, (OSError, asyncio.TimeoutError))

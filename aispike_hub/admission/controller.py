@@ -165,11 +165,24 @@ class AdmissionController:
 
     # -- requests -----------------------------------------------------------------------------
     def admit(self, user: User, server: str, request: SliceRequest, actor: str) -> Ticket:
-        """Admit, queue or refuse; idempotent for a (user, server) already known."""
+        """Admit, queue or refuse; idempotent for a (user, server) asking the same again.
+
+        A ticket still held for ``(user, server)`` is re-used only when it was made for the same
+        request and groups (a retried start).  Otherwise it is stale (the hub starts that server
+        anew, and a server has one start at a time): it is released and the new request is
+        checked from scratch in the same transaction, so a start never gets what an earlier
+        start asked for (bob asking 4 GiB never gets his old 8 GiB ticket), and the old charge
+        does not count against the new one.
+        """
         with self.store.session() as s:
             row = s.get(ReservationRow, (user.name, server))
             if row is not None and row.state in ("admitted", "queued"):
-                return self._ticket(s, row)
+                if _same_ask(row, user, request):
+                    return self._ticket(s, row)
+                self.store.audit(s, actor, "admission.release", key_of(user.name, server),
+                                 {"was": row.state, "why": "re-admitted with a changed request",
+                                  "request": dict(row.request),
+                                  "new_request": request_to_dict(request)})
             if row is not None:
                 s.delete(row)
                 s.flush()
@@ -440,6 +453,12 @@ class AdmissionController:
         self.store.notify(s, row.user, row.server, state, why)
         self.store.audit(s, "aispike", f"admission.{state}", key_of(row.user, row.server),
                          {"reason": why})
+
+
+def _same_ask(row: ReservationRow, user: User, request: SliceRequest) -> bool:
+    """Whether ``row`` was made for this very request by a user in the same groups."""
+    return (dict(row.request or {}) == request_to_dict(request)
+            and sorted(row.groups or ()) == sorted(user.groups))
 
 
 def _seconds_between(start: dt.datetime | None, end: dt.datetime) -> float:

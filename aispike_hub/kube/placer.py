@@ -224,7 +224,7 @@ class Placer(LoggingConfigurable):
     def pin(
         self, namespace: str, server: str, request: SliceRequest,
         owner: Mapping[str, Any] | None = None, *, hub_server: str = "",
-        prefer: Assignment | None = None,
+        prefer: Assignment | None = None, wait_gone: float = 0,
     ) -> Pin:
         """Admit, place and create the server's pinned claim; raise :class:`PlacementRefused`.
 
@@ -232,7 +232,9 @@ class Placer(LoggingConfigurable):
         spawn); a server never gets a second claim.  ``prefer`` is the AISpike service's
         decision at admission: pinned as it is while it still fits our view, so the service's
         reservation and the claim agree; otherwise the core decides again.  ``hub_server``
-        (``user/server``) is written on the claim for the service's inventory.
+        (``user/server``) is written on the claim for the service's inventory.  A previous
+        claim of the server still being deleted (the spawner released a leftover) is waited
+        for up to ``wait_gone`` seconds.
         """
         if self.admit_hook is not None:
             refused = tuple(self.admit_hook(namespace, server, request))
@@ -251,7 +253,7 @@ class Placer(LoggingConfigurable):
             )
         placement, candidates = self._decide(namespace, name, request, attempt=1, prefer=prefer)
         if not self._create_claim(namespace, server, placement, request, owner,
-                                  hub_server=hub_server):
+                                  wait_gone=wait_gone, hub_server=hub_server):
             theirs = self._claim_from_api(namespace, name)
             if theirs is not None and theirs.placement is not None and theirs.request == request:
                 return Pin(namespace, server, name, theirs.placement, request)
@@ -318,14 +320,20 @@ class Placer(LoggingConfigurable):
         self.api.merge_patch("resourceclaims", pin.claim, patch, pin.namespace)
 
     def release(self, namespace: str, server: str) -> None:
-        """Free the server's slice now (its claim is also garbage-collected with the pod)."""
+        """Free the server's slice now (its claim is also garbage-collected with the pod).
+
+        The deleted claim's late watch events are ignored (its uid is remembered), so a claim
+        that lingers while its finalizer goes is never taken for the server's current one.
+        """
         name = claim_name(server)
+        known = self.inventory.claim(namespace, name)
+        uid = known.uid if known is not None else ""
         try:
             self.api.delete("resourceclaims", name, namespace)
         except ApiException as e:
             if e.status != 404:
                 raise
-        self.inventory.drop(namespace, name)
+        self.inventory.drop(namespace, name, uid)
 
     def status(self, namespace: str, server: str) -> ServerStatus:
         """Where the server stands, and whether its pin is stale (and why)."""

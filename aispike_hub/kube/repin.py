@@ -57,6 +57,14 @@ def _repin(
     claim = placer.inventory.claim(namespace, name)
     if claim is not None and (claim.is_allocated or claim.deleting):
         return None
+    if claim is None:
+        # "Missing" in our view may be the watch lagging behind: the pod's event came first,
+        # the claim's not yet.  The API says whether it really is gone.
+        if placer._claim_from_api(namespace, name) is not None:
+            return None  # it exists (or is still going): judge it once the watch shows it
+        # Really gone: our own hold of the earlier pin must not count against its successor
+        # (a 2-GPU re-pin was refused "most idle on one node: 1" by its own first pin).
+        placer.inventory.drop_hold(namespace, name)
     pod_now = placer.inventory.pod(namespace, server)
     # A claim with the scheduler's finalizer but no allocation is normally being allocated
     # right now; if its pod is unschedulable all the same, the attempt failed and left it.

@@ -60,7 +60,8 @@ class KubeStartMixin(KubeSpawner):  # type: ignore[misc]
         try:
             self._pin = await _to_thread_to_the_end(
                 functools.partial(placer.pin, self.namespace, self.pod_name, request,
-                                  hub_server=self._hub_server(), prefer=prefer))
+                                  hub_server=self._hub_server(), prefer=prefer,
+                                  wait_gone=self.leftover_timeout))
         except PlacementRefused as e:
             raise SpawnException(
                 f"Cannot start {options.describe()}: {'; '.join(e.reasons)}",
@@ -91,6 +92,7 @@ class KubeStartMixin(KubeSpawner):  # type: ignore[misc]
                 s = step(flow, seen, rules)
                 flow = s.flow
                 if s.action is Action.PIN:
+                    await self._clear_leftovers()
                     await self._pin_gpu(options, request, ticket)
                 elif s.action is Action.CREATE_POD:
                     started = self._kube_start = asyncio.ensure_future(KubeSpawner._start(self))
@@ -121,6 +123,34 @@ class KubeStartMixin(KubeSpawner):  # type: ignore[misc]
                 started.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await started
+
+    leftover_timeout = 60.0
+    """Seconds to wait for a leftover claim of this server to be gone before pinning anew."""
+
+    async def _clear_leftovers(self) -> None:
+        """Delete a pod and a claim of this server left from an earlier start, before pinning.
+
+        Why: a server whose old pod still exists (the hub lost track of it: a crash, a pod that
+        ended by itself) would have KubeSpawner delete and re-create the pod *after* the pin;
+        a re-used claim owned by the old pod is then garbage-collected with it and the new pod
+        fails with ``resourceclaims "...-gpu" not found``.  So the old pod goes first, then
+        the old claim, and the new pod gets a claim of its own (owned by it once it exists).
+        """
+        from aispike_hub.kube.claims import claim_name
+
+        await self._start_watching_pods()
+        reflector = self.pod_reflector
+        old_pod = reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+        placer = await self.placer()
+        claim = placer.inventory.claim(self.namespace, claim_name(self.pod_name))
+        if old_pod is None and claim is None:
+            return
+        if old_pod is not None:
+            self._say("An earlier pod of this server still exists: deleting it first, so "
+                      "the new pod gets a GPU claim of its own")
+            await KubeSpawner.stop(self, now=True)
+        await _to_thread_to_the_end(
+            functools.partial(placer.release, self.namespace, self.pod_name))
 
     async def _observe(self, started: asyncio.Future[Any], pins: bool) -> Any:
         """What the start loop sees after half a second (or once KubeSpawner's start ends):
@@ -198,8 +228,12 @@ class KubeStartMixin(KubeSpawner):  # type: ignore[misc]
         self._pin = None
 
     async def _release_admission(self) -> None:
+        """Give the admission back; sent to the end even if the caller is cancelled again
+        (a deferred release is retried by the REST client)."""
         try:
-            await self.admission.release(self.user.name, self.name or "")
+            await _to_the_end(self.admission.release(self.user.name, self.name or ""))
+        except asyncio.CancelledError:
+            raise
         except Exception as e:
             self.log.warning("releasing the admission of %s failed: %s", self._log_name, e)
 
@@ -223,6 +257,21 @@ class KubeStartMixin(KubeSpawner):  # type: ignore[misc]
         await super().stop(now=now)
         await self._release_claim()
         await self._release_admission()
+        self._released_by_stop = True
+
+    _released_by_stop = False
+
+    async def run_post_stop_hook(self) -> Any:
+        """The hub calls this after every stop, also when it found the server already gone
+        (a pod that ended or was deleted: then it skips :meth:`stop`): the claim and the
+        admission are given back here too, so a server that died never keeps its ticket."""
+        from jupyterhub.utils import maybe_future
+
+        if not self._released_by_stop:
+            await self._release_claim()
+            await self._release_admission()
+        self._released_by_stop = False
+        return await maybe_future(super().run_post_stop_hook())
 
 
 async def _to_thread_to_the_end(call: Callable[[], Any]) -> Any:
@@ -233,6 +282,18 @@ async def _to_thread_to_the_end(call: Callable[[], Any]) -> Any:
     cleanup see (and delete) what it made.
     """
     task = asyncio.ensure_future(asyncio.to_thread(call))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
+
+
+async def _to_the_end(work: Any) -> Any:
+    """Await ``work`` even if the caller is cancelled meanwhile: a release must go out (a
+    second cancel while it is sent would leave the ticket behind); then re-raise the cancel."""
+    task = asyncio.ensure_future(work)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:

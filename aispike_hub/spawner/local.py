@@ -29,6 +29,7 @@ so, and the node carries the label ``aispike.io/inventory=simulated`` that the a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pwd
 import re
@@ -39,6 +40,7 @@ from decimal import Decimal
 from typing import Any, ClassVar, cast
 
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException
+from jupyterhub.utils import maybe_future
 from traitlets import Bool, Float, Integer, List, Unicode, default
 
 from aispike_hub.admission.client import AdmissionClient
@@ -409,30 +411,46 @@ class LocalGPUSpawner(LocalProcessSpawner, SpawnerFormSettings):  # type: ignore
         self.log.info("%s: %s", self._log_name, message)
         self._messages.append(message)
 
-    async def start(self) -> Any:
+    _start_future: asyncio.Future[Any] | None = None
+    _admission_released = False
+    """The admission was given back since the last start (nothing owed).  False by default:
+    a server restored after a hub restart owes its release too."""
+
+    def start(self) -> asyncio.Future[Any]:
+        """The start as a task of its own, so that :meth:`stop` (the hub's start timeout, a
+        user's cancel) can cancel it; its cleanup gives everything back."""
         self._messages = []
-        if self.system_users and self.create_system_users:
-            await self.ensure_system_user()
         self._starting = True
+        self._start_future = asyncio.ensure_future(self._start_admitted())
+        return self._start_future
+
+    async def _start_admitted(self) -> Any:
+        asked = False
         try:
+            if self.system_users and self.create_system_users:
+                await self.ensure_system_user()
             if self._options is None:
                 self.apply_options(self.user_options)
             options, settings = self._options, self.form_settings()
             assert options is not None
             request = to_request(options, settings)
+            # From here on every way out but success gives the admission back: a refusal, a
+            # cancel while the ticket is queued (the hub's start timeout, the user's cancel),
+            # a failure to place or to start the process.
+            asked, self._admission_released = True, False
             ticket = await admit_or_raise(
                 self.admission, self.user.name, self.name or "",
                 [g.name for g in self.user.groups], request, options.describe(), self._say)
-            try:
-                self._request = request
-                if request.gpu_count:
-                    self.hold(self.place(request, ticket.get("assignment")))
-                    self._say(self.describe_slice())
-                return await super().start()
-            except BaseException:
-                self.hold(None)
-                await self._release_admission()
-                raise
+            self._request = request
+            if request.gpu_count:
+                self.hold(self.place(request, ticket.get("assignment")))
+                self._say(self.describe_slice())
+            return await super().start()
+        except BaseException:
+            self.hold(None)
+            if asked:
+                await _to_the_end(self._release_admission())
+            raise
         finally:
             self._starting = False
             self._options = None
@@ -475,17 +493,35 @@ class LocalGPUSpawner(LocalProcessSpawner, SpawnerFormSettings):  # type: ignore
         return env
 
     async def _release_admission(self) -> None:
+        """Give the admission back once (a deferred release is retried by the client)."""
+        if self._admission_released:
+            return
+        self._admission_released = True
         try:
             await self.admission.release(self.user.name, self.name or "")
         except Exception as e:
             self.log.warning("releasing the admission of %s failed: %s", self._log_name, e)
 
     async def stop(self, now: bool = False) -> None:
+        """Stop the process and give the slice and the admission back at once.
+
+        Called while a start is in flight (the hub's start timeout, a user's cancel), the start
+        is cancelled first and its own cleanup releases what it took."""
+        start = self._start_future
+        if start is not None and not start.done() and start is not asyncio.current_task():
+            start.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await start
         await super().stop(now=now)
-        if self._starting:
-            return  # the failed start cleans up
         self.hold(None)
         await self._release_admission()
+
+    async def run_post_stop_hook(self) -> Any:
+        """The hub calls this after every stop, also when it found the server already gone
+        (then it skips :meth:`stop`): the slice and the admission are given back here too."""
+        self.hold(None)
+        await self._release_admission()
+        return await maybe_future(super().run_post_stop_hook())
 
     # -- state: the allocation survives hub restarts -------------------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -585,3 +621,15 @@ class LocalGPUSpawner(LocalProcessSpawner, SpawnerFormSettings):  # type: ignore
         env["HOME"] = self.home_dir
         env["SHELL"] = "/bin/bash"
         return env
+
+
+async def _to_the_end(work: Any) -> None:
+    """Await ``work`` even if the caller is cancelled again meanwhile (a release must go out:
+    a second cancel while it is sent would leave the ticket behind)."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise

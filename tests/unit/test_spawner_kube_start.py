@@ -39,8 +39,11 @@ class FakePlacer:
     """What the spawner calls of the placer, recording the calls."""
 
     def __init__(self, pin_seconds: float = 0.0) -> None:
+        self.claims: dict[str, Any] = {}
+        """Claims the inventory sees, by name (a leftover of an earlier start)."""
         self.inventory = SimpleNamespace(lock=threading.Lock(),
-                                         state=lambda: ClusterState([NODE]))
+                                         state=lambda: ClusterState([NODE]),
+                                         claim=lambda _ns, name: self.claims.get(name))
         self.pin_seconds = pin_seconds
         self.pinning = threading.Event()
         self.calls: list[str] = []
@@ -53,6 +56,7 @@ class FakePlacer:
 
     def release(self, namespace: str, server: str) -> None:
         self.calls.append("release")
+        self.claims.clear()
 
     def adopt(self, pin: Any, pod_name: str, uid: str) -> None:
         self.calls.append("adopt")
@@ -68,9 +72,12 @@ def kube(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> SimpleNamespace:
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
     monkeypatch.setattr("kubernetes_asyncio.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION",
                         str(tmp_path / "kubeconfig"))
-    fake = SimpleNamespace(start_seconds=0.0, start_error=None, stops=0, stop_inside=False)
+    fake = SimpleNamespace(start_seconds=0.0, start_error=None, stops=0, stop_inside=False,
+                           on_start=None)
 
     async def start(self: AISpikeSpawner) -> str:
+        if fake.on_start is not None:  # the pod appears once KubeSpawner creates it
+            fake.on_start()
         if fake.stop_inside:  # KubeSpawner's retry after a 409 stops the old pod itself
             await self.stop(True)
         await asyncio.sleep(fake.start_seconds)
@@ -81,8 +88,13 @@ def kube(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> SimpleNamespace:
     async def stop(self: AISpikeSpawner, now: bool = False) -> None:
         fake.stops += 1
 
+    async def watching(self: AISpikeSpawner, replace: bool = False) -> None:
+        return None
+
     monkeypatch.setattr(KubeSpawner, "_start", start)
     monkeypatch.setattr(KubeSpawner, "stop", stop)
+    monkeypatch.setattr(KubeSpawner, "_start_watching_pods", watching)
+    monkeypatch.setattr(AISpikeSpawner, "pod_reflector", SimpleNamespace(pods={}))
     return fake
 
 
@@ -258,8 +270,10 @@ def test_the_watch_adopts_repins_and_gives_up_on_an_unschedulable_pod(
         spawner = _spawner(tmp_path, monkeypatch, placer)
         spawner.unschedulable_timeout = 0.6
         kube.start_seconds = 60
-        pods = {f"{spawner.namespace}/{spawner.pod_name}":
-                _pending_pod(spawner, "uid-1", "0/1 nodes are available")}
+        pods: dict[str, Any] = {}
+        kube.on_start = lambda: pods.update({f"{spawner.namespace}/{spawner.pod_name}":
+                                             _pending_pod(spawner, "uid-1",
+                                                          "0/1 nodes are available")})
         monkeypatch.setattr(AISpikeSpawner, "pod_reflector", SimpleNamespace(pods=pods))
         with pytest.raises(SpawnException) as raised:
             await spawner.start()

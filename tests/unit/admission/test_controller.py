@@ -127,3 +127,63 @@ def test_request_documents_are_checked_field_by_field() -> None:
             assert e.field == field_name, (doc, e)
         else:
             raise AssertionError(f"accepted {doc}")
+
+
+# --- re-admission: a held ticket is re-used only for the same ask (issue 26) ------------------
+
+
+def test_re_admission_with_the_same_request_keeps_the_ticket_and_its_place() -> None:
+    clock = Clock()
+    svc = controller(clock)
+    svc.admit(User("ann"), "a", gib(80), "hub")
+    first = svc.admit(User("bob"), "b", gib(40), "hub")
+    svc.admit(User("cid"), "c", gib(40), "hub")
+    again = svc.admit(User("bob"), "b", gib(40), "hub")
+    assert (again.state, again.position) == ("queued", 1) == (first.state, first.position)
+    assert not [e for e in _audit(svc) if e["action"] == "admission.release"]
+
+
+def test_a_stale_admitted_ticket_is_not_re_used_for_a_smaller_request() -> None:
+    svc = controller(Clock())
+    assert svc.admit(User("bob"), "", gib(8), "hub").charge["gpu_memory_mib"] == 8 * GIB
+    ticket = svc.admit(User("bob"), "", gib(4), "hub")
+    assert ticket.state == "admitted"
+    assert ticket.charge["gpu_memory_mib"] == 4 * GIB  # not the old 8 GiB
+    assert ticket.assignment is not None and ticket.assignment["gpu_memory_mib"] == [4 * GIB]
+    assert svc.quota_summary(User("bob"))["usage"]["gpu_memory_mib"] == 4 * GIB
+    (released,) = [e for e in _audit(svc) if e["action"] == "admission.release"]
+    assert released["detail"]["why"] == "re-admitted with a changed request"
+
+
+def test_a_changed_request_is_checked_against_the_quota_without_the_old_charge() -> None:
+    svc = controller(Clock())
+    svc.set_policy({"users": {"bob": {"quota": {"gpu_memory": "40Gi"}}}}, "admin")
+    assert svc.admit(User("bob"), "", gib(40), "hub").state == "admitted"
+    # The old 40 GiB does not count against the new ask: 32 GiB fits a 40 GiB quota.
+    assert svc.admit(User("bob"), "", gib(32), "hub").state == "admitted"
+    # A larger ask is refused by the quota, and the stale ticket is gone with it.
+    refused = svc.admit(User("bob"), "", gib(48), "hub")
+    assert refused.state == "refused" and "quota" in "; ".join(refused.reasons)
+    assert svc.status("bob", "").state in ("unknown", "refused")
+    assert svc.quota_summary(User("bob"))["usage"]["gpu_memory_mib"] == 0
+
+
+def test_a_queued_ticket_with_a_changed_request_is_re_checked_and_may_fit_now() -> None:
+    svc = controller(Clock())
+    svc.admit(User("ann"), "a", gib(60), "hub")
+    assert svc.admit(User("bob"), "b", gib(40), "hub").state == "queued"
+    assert svc.admit(User("bob"), "b", gib(20), "hub").state == "admitted"
+
+
+def test_changed_groups_re_check_the_ticket() -> None:
+    svc = controller(Clock())
+    svc.set_policy({"groups": {"small": {"quota": {"gpu_memory": "8Gi"}}}}, "admin")
+    assert svc.admit(User("bob"), "", gib(16), "hub").state == "admitted"
+    # Same request, but bob is now in a group capped at 8 GiB: not the old ticket.
+    again = svc.admit(User("bob", frozenset({"small"})), "", gib(16), "hub")
+    assert again.state == "refused"
+
+
+def _audit(svc: AdmissionController) -> list[dict[str, object]]:
+    return [{"action": e.action, "target": e.target, "detail": e.detail}
+            for e in svc.store.audit_log(limit=500)]
