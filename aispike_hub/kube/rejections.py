@@ -78,13 +78,14 @@ class Collector:
 
 
 _registered = False
+_register_lock = threading.Lock()
 
 
 def register_default() -> None:
     """Put the counter in ``prometheus_client``'s default registry (the hub's ``/hub/metrics``
     serves it); does nothing without ``prometheus_client`` or when already done."""
     global _registered
-    with _lock:
+    with _register_lock:  # not _lock: registering collects once, and collect takes _lock
         if _registered:
             return
         try:
