@@ -166,7 +166,14 @@ def object_key(obj: Mapping[str, Any]) -> str:
     """``namespace/name`` of a namespaced object, ``name`` of a cluster-scoped one."""
     meta = meta_of(obj)
     namespace = meta.get("namespace")
-    return f"{namespace}/{meta.get('name')}" if namespace else str(meta.get("name"))
+    name = _shown(meta.get("name"))
+    return f"{_shown(namespace)}/{name}" if namespace else name
+
+
+def _shown(value: object) -> str:
+    """A name for a message or a key: the string itself (cut), or a short repr of anything else
+    (``str`` of a 5,000-digit int raises)."""
+    return shorten_text(value) if isinstance(value, str) else shorten(value)
 
 
 _MALFORMED = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError,
@@ -211,12 +218,12 @@ def parse_slice(obj: Mapping[str, Any]) -> tuple[SliceInfo | None, list[str]]:
     try:
         return _parse_slice(obj)
     except _MALFORMED as e:
-        name = shorten_text(str(meta_of(obj).get("name", "?")))
+        name = _shown(meta_of(obj).get("name", "?"))
         return None, [str(_rejected(f"slice {name}", e))]
 
 
 def _parse_slice(obj: Mapping[str, Any]) -> tuple[SliceInfo | None, list[str]]:
-    name = shorten_text(str(meta_of(obj).get("name", "?")))
+    name = _shown(meta_of(obj).get("name", "?"))
     spec = sanity.mapping(obj.get("spec"), f"slice {name} spec")
     if spec.get("driver") != DRIVER:
         return None, [f"slice {name}: driver {shorten(spec.get('driver'))} is not {DRIVER}"]
@@ -237,7 +244,7 @@ def _parse_slice(obj: Mapping[str, Any]) -> tuple[SliceInfo | None, list[str]]:
     if not isinstance(raw_devices, list):
         return None, [f"slice {name}: devices is not a list"]
     for n, dev in enumerate(raw_devices):
-        dname = shorten_text(str(dev.get("name", "?"))) if isinstance(dev, Mapping) else "?"
+        dname = _shown(dev.get("name", "?")) if isinstance(dev, Mapping) else "?"
         if n >= sanity.MAX_DEVICES_PER_SLICE:
             problems.append(f"slice {name}: devices past the first "
                             f"{sanity.MAX_DEVICES_PER_SLICE} are refused")
@@ -340,7 +347,7 @@ def parse_node(obj: Mapping[str, Any], tolerated_taints: Iterable[str] = ()) -> 
     try:
         return _parse_node(obj, tolerated_taints)
     except _MALFORMED as e:
-        raise _rejected(f"node {shorten_text(str(meta_of(obj).get('name', '?')))}", e) from None
+        raise _rejected(f"node {_shown(meta_of(obj).get('name', '?'))}", e) from None
 
 
 def _parse_node(obj: Mapping[str, Any], tolerated_taints: Iterable[str]) -> NodeInfo:
@@ -376,7 +383,7 @@ def _parse_node(obj: Mapping[str, Any], tolerated_taints: Iterable[str]) -> Node
             if taint.get("effect") in ("NoSchedule", "NoExecute") and (
                 taint.get("key") not in tolerated
             ):
-                why = f"taint {shorten_text(str(taint.get('key')))}"
+                why = f"taint {_shown(taint.get('key'))}"
                 break
     return NodeInfo(
         name=name,
@@ -478,20 +485,20 @@ def _parse_claim(obj: Mapping[str, Any]) -> ClaimInfo:
         "",
     )
     reserved = tuple(
-        str(r.get("name", "")) for r in sanity.entries(status.get("reservedFor"), "reservedFor")
+        _shown(r.get("name", "")) for r in sanity.entries(status.get("reservedFor"), "reservedFor")
         if isinstance(r, Mapping) and r.get("resource") == "pods"
     )
     finalizers = sanity.entries(meta.get("finalizers"), "finalizers")
     info = ClaimInfo(
-        namespace=str(meta.get("namespace", "")),
-        name=str(meta.get("name", "")),
-        uid=str(meta.get("uid", "")),
-        resource_version=str(meta.get("resourceVersion", "")),
-        created=str(meta.get("creationTimestamp", "")),
+        namespace=_shown(meta.get("namespace", "")),
+        name=_shown(meta.get("name", "")),
+        uid=_shown(meta.get("uid", "")),
+        resource_version=_shown(meta.get("resourceVersion", "")),
+        created=_shown(meta.get("creationTimestamp", "")),
         allocated=tuple(allocated),
         is_allocated=bool(allocation),
         foreign_results=foreign,
-        owner_pod=str(owner),
+        owner_pod=_shown(owner),
         reserved_for=reserved,
         deleting=bool(meta.get("deletionTimestamp")),
         allocating=not allocation and CLAIM_FINALIZER in finalizers,
@@ -578,7 +585,7 @@ def _parse_pod(obj: Mapping[str, Any]) -> PodInfo:
     sanity.bounded_int(cpu, 0, sanity.MAX_NODE_CPU_MILLI, "cpu requests (milli)")
     sanity.bounded_int(mem, 0, sanity.MAX_NODE_MEMORY_MIB, "memory requests (MiB)")
     claims = tuple(
-        str(c["resourceClaimName"])
+        _shown(c["resourceClaimName"])
         for c in sanity.entries(spec.get("resourceClaims"), "resourceClaims")
         if isinstance(c, Mapping) and c.get("resourceClaimName")
     )
@@ -593,17 +600,17 @@ def _parse_pod(obj: Mapping[str, Any]) -> PodInfo:
             unschedulable = shorten_text(str(cond.get("message") or "unschedulable"), 2000)
     labels = sanity.mapping(meta.get("labels"), "labels")
     return PodInfo(
-        namespace=str(meta.get("namespace", "")),
-        name=str(meta.get("name", "")),
-        uid=str(meta.get("uid", "")),
-        node=str(spec.get("nodeName") or ""),
+        namespace=_shown(meta.get("namespace", "")),
+        name=_shown(meta.get("name", "")),
+        uid=_shown(meta.get("uid", "")),
+        node=_shown(spec.get("nodeName") or ""),
         cpu_milli=cpu,
         memory_mib=mem,
-        phase=str(status.get("phase") or "Pending"),
+        phase=_shown(status.get("phase") or "Pending"),
         claim_names=claims,
-        server=str(labels.get(SERVER_LABEL, "")),
+        server=_shown(labels.get(SERVER_LABEL, "")),
         unschedulable=unschedulable,
         deleting=bool(meta.get("deletionTimestamp")),
-        created=str(meta.get("creationTimestamp", "")),
+        created=_shown(meta.get("creationTimestamp", "")),
         hub_server=_hub_server(meta),
     )

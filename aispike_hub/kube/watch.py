@@ -75,8 +75,9 @@ def _key(obj: object) -> str:
     if not isinstance(obj, Mapping) or not isinstance(obj.get("metadata"), Mapping):
         return "?"
     meta = obj["metadata"]
-    return sanity.shorten_text(f"{meta.get('namespace') or ''}/{meta.get('name')}".lstrip("/"),
-                               120)
+    parts = [v if isinstance(v, str) else sanity.shorten(v)
+             for v in (meta.get("namespace") or "", meta.get("name"))]
+    return sanity.shorten_text("/".join(parts).lstrip("/"), 120)
 
 
 class ListWatch:
