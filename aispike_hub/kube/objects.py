@@ -442,8 +442,8 @@ def parse_claim(obj: Mapping[str, Any]) -> ClaimInfo:
     try:
         return _parse_claim(obj)
     except _MALFORMED as e:
-        raise _rejected(f"claim {shorten_text(object_key(obj) if isinstance(obj, Mapping) else '?')}",
-                        e) from None
+        key = object_key(obj) if isinstance(obj, Mapping) else "?"
+        raise _rejected(f"claim {shorten_text(key)}", e) from None
 
 
 def _parse_claim(obj: Mapping[str, Any]) -> ClaimInfo:
@@ -561,8 +561,8 @@ def parse_pod(obj: Mapping[str, Any]) -> PodInfo:
     try:
         return _parse_pod(obj)
     except _MALFORMED as e:
-        raise _rejected(f"pod {shorten_text(object_key(obj) if isinstance(obj, Mapping) else '?')}",
-                        e) from None
+        key = object_key(obj) if isinstance(obj, Mapping) else "?"
+        raise _rejected(f"pod {shorten_text(key)}", e) from None
 
 
 def _parse_pod(obj: Mapping[str, Any]) -> PodInfo:

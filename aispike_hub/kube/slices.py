@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from aispike_hub import sanity
 from aispike_hub.contract import (
     DATASETS_ANNOTATION,
     DEVICE_CLASS,
@@ -32,7 +33,6 @@ from aispike_hub.contract import (
     NVIDIA_GPU_RESOURCE,
     RESOURCE_API_VERSION,
 )
-from aispike_hub import sanity
 from aispike_hub.model import GIB_IN_MIB, Gpu, Node
 from aispike_hub.sanity import Rejected, loads_json, shorten
 

@@ -43,7 +43,7 @@ def parse_amount(path: str, resource: str, value: object) -> int:
         raise PolicyError(path, f"expected a number or 'unlimited', got {shorten(value)}")
     if isinstance(value, float) and not math.isfinite(value):
         raise PolicyError(path, f"{shorten(value)} is not a finite amount")
-    if isinstance(value, int) and value.bit_length() > 62 or (
+    if (isinstance(value, int) and value.bit_length() > 62) or (
             isinstance(value, str) and len(value) > 64):
         raise PolicyError(path, f"{shorten(value)} is too large")
     try:
@@ -60,7 +60,8 @@ def _amount(path: str, resource: str, value: int | str | float) -> int:
             # Kubernetes' quantity syntax, parsed once for the whole project (units.py); a
             # policy takes the binary suffixes, as memory limits are written.
             if not value.endswith(_MEMORY_SUFFIXES):
-                raise PolicyError(path, f"expected MiB or a quantity like '16Gi', got {shorten(value)}")
+                raise PolicyError(path, "expected MiB or a quantity like '16Gi', got "
+                                  f"{shorten(value)}")
             try:
                 out = parse_quantity(value, what=path) / MIB
             except QuantityError:
@@ -75,12 +76,14 @@ def _amount(path: str, resource: str, value: int | str | float) -> int:
             try:
                 number = float(value[:-1])
             except ValueError:
-                raise PolicyError(path, f"expected cores like 2 or '500m', got {shorten(value)}") from None
+                raise PolicyError(path, "expected cores like 2 or '500m', got "
+                                  f"{shorten(value)}") from None
         else:
             try:
                 number = float(value) * 1000
             except ValueError:
-                raise PolicyError(path, f"expected cores like 2 or '500m', got {shorten(value)}") from None
+                raise PolicyError(path, "expected cores like 2 or '500m', got "
+                                  f"{shorten(value)}") from None
     else:
         try:
             number = float(value)

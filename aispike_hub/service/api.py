@@ -35,7 +35,6 @@ from tornado import web
 
 from aispike_hub.admission.controller import AdmissionController
 from aispike_hub.admission.wire import RequestError, request_from_dict
-from aispike_hub.sanity import SHORT, Rejected, loads_json, shorten, shorten_text
 from aispike_hub.quota import (
     PolicyError,
     User,
@@ -44,6 +43,7 @@ from aispike_hub.quota import (
     policy_to_dict,
     tiers_from_list,
 )
+from aispike_hub.sanity import SHORT, Rejected, loads_json, shorten, shorten_text
 
 ADMIN_SCOPE = "custom:aispike:admin"
 ADMIT_SCOPE = "custom:aispike:admit"
