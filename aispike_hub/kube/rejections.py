@@ -92,7 +92,7 @@ def register_default() -> None:
             from prometheus_client import REGISTRY
         except ImportError:
             return
-        REGISTRY.register(Collector())  # type: ignore[arg-type]
+        REGISTRY.register(Collector())
         _registered = True
 
 
@@ -102,5 +102,5 @@ def exposition() -> bytes:
     from prometheus_client.exposition import generate_latest
 
     registry = CollectorRegistry()
-    registry.register(Collector())  # type: ignore[arg-type]
+    registry.register(Collector())
     return bytes(generate_latest(registry))
