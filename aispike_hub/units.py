@@ -24,6 +24,8 @@ import math
 import re
 from fractions import Fraction
 
+from aispike_hub.sanity import shorten
+
 KIB = 1 << 10
 MIB = 1 << 20
 GIB = 1 << 30
@@ -75,31 +77,31 @@ def parse_quantity(
     the value in the message (e.g. a setting or a document path).
     """
     if isinstance(text, bool):
-        raise QuantityError(f"{what}: expected a quantity, got {text!r} ({_EXAMPLES})")
+        raise QuantityError(f"{what}: expected a quantity, got {shorten(text)} ({_EXAMPLES})")
     if isinstance(text, int):
         amount = Fraction(text) * bare_unit
     elif isinstance(text, float):
         if not math.isfinite(text):
-            raise QuantityError(f"{what}: {text!r} is not a finite amount ({_EXAMPLES})")
+            raise QuantityError(f"{what}: {shorten(text)} is not a finite amount ({_EXAMPLES})")
         amount = Fraction(text) * bare_unit
     elif isinstance(text, str):
         amount = _parse_text(text, bare_unit, what)
     else:
-        raise QuantityError(f"{what}: expected a quantity, got {text!r} ({_EXAMPLES})")
+        raise QuantityError(f"{what}: expected a quantity, got {shorten(text)} ({_EXAMPLES})")
     if amount < 0:
-        raise QuantityError(f"{what}: {text!r} is negative; amounts are >= 0")
+        raise QuantityError(f"{what}: {shorten(text)} is negative; amounts are >= 0")
     if amount > MAX_QUANTITY:
-        raise QuantityError(f"{what}: {text!r} is too large (at most {MAX_QUANTITY})")
+        raise QuantityError(f"{what}: {shorten(text)} is too large (at most {MAX_QUANTITY})")
     return amount
 
 
 def _parse_text(text: str, bare_unit: int | Fraction, what: str) -> Fraction:
     value = text.strip()
     if len(value) > MAX_LENGTH:
-        raise QuantityError(f"{what}: {text[:MAX_LENGTH]!r}... is too long for a quantity")
+        raise QuantityError(f"{what}: {shorten(text)} is too long for a quantity")
     match = _QUANTITY.match(value)
     if match is None:
-        raise QuantityError(f"{what}: {text!r} is not a quantity ({_EXAMPLES})")
+        raise QuantityError(f"{what}: {shorten(text)} is not a quantity ({_EXAMPLES})")
     number = Fraction(match["number"] if not match["number"].endswith(".")
                       else match["number"][:-1])
     if match["sign"] == "-":
@@ -109,7 +111,7 @@ def _parse_text(text: str, bare_unit: int | Fraction, what: str) -> Fraction:
         if number == 0:
             return number
         if abs(exponent) > MAX_EXPONENT:
-            raise QuantityError(f"{what}: the exponent of {text!r} is out of range "
+            raise QuantityError(f"{what}: the exponent of {shorten(text)} is out of range "
                                 f"(-{MAX_EXPONENT}..{MAX_EXPONENT})")
         return number * Fraction(10) ** exponent
     suffix = match["suffix"] or ""

@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from aispike_hub import sanity
 from aispike_hub.contract import (
     DATASETS_ANNOTATION,
     DEVICE_CLASS,
@@ -33,6 +34,7 @@ from aispike_hub.contract import (
     RESOURCE_API_VERSION,
 )
 from aispike_hub.model import GIB_IN_MIB, Gpu, Node
+from aispike_hub.sanity import Rejected, loads_json, shorten
 
 # The contract names (DRIVER, ...) are declared in aispike_hub.contract and re-exported here.
 __all__ = [
@@ -44,7 +46,7 @@ __all__ = [
     "uuid_selector",
 ]
 
-MAX_DEVICES_PER_SLICE = 128
+MAX_DEVICES_PER_SLICE = sanity.MAX_DEVICES_PER_SLICE
 """API limit on devices in one ResourceSlice without taints, counters or list attributes."""
 
 _LABEL_VALUE_BAD_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -204,15 +206,34 @@ def datasets_annotation(
     return json.dumps(entries, separators=(",", ":"))
 
 
-def parse_datasets_annotation(value: str | None) -> dict[str, int]:
-    """Dataset name -> bytes from an ``aispike.io/datasets`` annotation (``{}`` if absent)."""
+def parse_datasets_annotation(value: object) -> dict[str, int]:
+    """Dataset name -> bytes from an ``aispike.io/datasets`` annotation (``{}`` if absent).
+
+    Raises :class:`~aispike_hub.sanity.Rejected` (a ``ValueError``) for anything but a JSON
+    list of ``{"name", "bytes"}`` objects within the sane ranges (:mod:`aispike_hub.sanity`:
+    at most 256 KiB and 4,096 entries, names of at most 253 characters, sizes in an int64, no
+    ``Infinity``, no deep nesting); the caller then ignores the whole annotation.
+    """
     if not value:
         return {}
-    try:
-        entries = json.loads(value)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{DATASETS_ANNOTATION} is not JSON: {e}") from e
-    return {str(e["name"]): int(e["bytes"]) for e in entries}
+    if not isinstance(value, str):
+        raise Rejected("malformed", f"{DATASETS_ANNOTATION} is not a string")
+    entries = loads_json(value, what=DATASETS_ANNOTATION)
+    if not isinstance(entries, list):
+        raise Rejected("malformed", f"{DATASETS_ANNOTATION}: expected a JSON list, got "
+                       f"{shorten(entries)}")
+    if len(entries) > sanity.MAX_LIST_ENTRIES:
+        raise Rejected("too_large", f"{DATASETS_ANNOTATION}: {len(entries)} entries "
+                       f"(at most {sanity.MAX_LIST_ENTRIES})")
+    out: dict[str, int] = {}
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            raise Rejected("malformed", f"{DATASETS_ANNOTATION}: entry {shorten(entry)} is not "
+                           "an object")
+        name = sanity.name(entry.get("name"), f"{DATASETS_ANNOTATION} name")
+        out[name] = sanity.bounded_int(entry.get("bytes"), 0, sanity.MAX_BYTES,
+                                       f"{DATASETS_ANNOTATION} {shorten(name)} bytes")
+    return out
 
 
 def node_images(images: Mapping[str, int]) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ error is a :class:`~aispike_hub.quota.policy.PolicyError` naming the field.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from aispike_hub.model import GIB_IN_MIB
@@ -21,6 +22,8 @@ from aispike_hub.quota.policy import (
     PolicyError,
     Tier,
 )
+from aispike_hub.sanity import Rejected, shorten, shorten_text
+from aispike_hub.sanity import name as sane_name
 from aispike_hub.units import MIB, QuantityError, parse_quantity
 
 _MEMORY_SUFFIXES = ("Ki", "Mi", "Gi", "Ti")
@@ -37,20 +40,35 @@ def parse_amount(path: str, resource: str, value: object) -> int:
     if value == "unlimited":
         return UNLIMITED
     if isinstance(value, bool) or not isinstance(value, int | str | float):
-        raise PolicyError(path, f"expected a number or 'unlimited', got {value!r}")
+        raise PolicyError(path, f"expected a number or 'unlimited', got {shorten(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PolicyError(path, f"{shorten(value)} is not a finite amount")
+    if (isinstance(value, int) and value.bit_length() > 62) or (
+            isinstance(value, str) and len(value) > 64):
+        raise PolicyError(path, f"{shorten(value)} is too large")
+    try:
+        return _amount(path, resource, value)
+    except (OverflowError, ValueError) as e:
+        if isinstance(e, PolicyError):
+            raise
+        raise PolicyError(path, f"{shorten(value)} is not an amount") from None
+
+
+def _amount(path: str, resource: str, value: int | str | float) -> int:
     if resource in ("gpu_memory_mib", "memory_mib", "max_slice_mib"):
         if isinstance(value, str):
             # Kubernetes' quantity syntax, parsed once for the whole project (units.py); a
             # policy takes the binary suffixes, as memory limits are written.
             if not value.endswith(_MEMORY_SUFFIXES):
-                raise PolicyError(path, f"expected MiB or a quantity like '16Gi', got {value!r}")
+                raise PolicyError(path, "expected MiB or a quantity like '16Gi', got "
+                                  f"{shorten(value)}")
             try:
                 out = parse_quantity(value, what=path) / MIB
             except QuantityError:
                 raise PolicyError(path, f"expected MiB or a quantity like '16Gi', "
-                                  f"got {value!r}") from None
+                                  f"got {shorten(value)}") from None
             if out.denominator != 1:
-                raise PolicyError(path, f"{value!r} is not a whole number of MiB >= 0")
+                raise PolicyError(path, f"{shorten(value)} is not a whole number of MiB >= 0")
             return int(out)
         number = float(value)
     elif resource == "cpu_milli":
@@ -58,24 +76,36 @@ def parse_amount(path: str, resource: str, value: object) -> int:
             try:
                 number = float(value[:-1])
             except ValueError:
-                raise PolicyError(path, f"expected cores like 2 or '500m', got {value!r}") from None
+                raise PolicyError(path, "expected cores like 2 or '500m', got "
+                                  f"{shorten(value)}") from None
         else:
             try:
                 number = float(value) * 1000
             except ValueError:
-                raise PolicyError(path, f"expected cores like 2 or '500m', got {value!r}") from None
+                raise PolicyError(path, "expected cores like 2 or '500m', got "
+                                  f"{shorten(value)}") from None
     else:
         try:
             number = float(value)
         except ValueError:
-            raise PolicyError(path, f"expected a whole number, got {value!r}") from None
+            raise PolicyError(path, f"expected a whole number, got {shorten(value)}") from None
+    if not math.isfinite(number):
+        raise PolicyError(path, f"{shorten(value)} is not a finite amount")
     if number != int(number):
-        raise PolicyError(path, f"expected a whole number, got {value!r}")
+        raise PolicyError(path, f"expected a whole number, got {shorten(value)}")
     if number < 0:
-        raise PolicyError(path, f"must be >= 0 or 'unlimited', got {value!r}")
+        raise PolicyError(path, f"must be >= 0 or 'unlimited', got {shorten(value)}")
     if number > 2**53:
-        raise PolicyError(path, f"{value!r} is too large")
+        raise PolicyError(path, f"{shorten(value)} is too large")
     return int(number)
+
+
+def check_name(path: str, value: object) -> str:
+    """A user, group or tier name: 1 to 255 printable characters (no NUL or newline)."""
+    try:
+        return sane_name(value, path, 255)
+    except Rejected as e:
+        raise PolicyError(path, e.message.removeprefix(f"{path}: ")) from None
 
 
 def _budget_from(path: str, doc: object) -> Budget:
@@ -191,9 +221,11 @@ def policy_from_dict(doc: Mapping[str, object]) -> Policy:
                               "default_tier, group_combine")
 
     def mapping(key: str) -> Mapping[str, object]:
-        value = doc.get(key) or {}
+        value = doc.get(key)
+        if value is None:
+            return {}
         if not isinstance(value, Mapping):
-            raise PolicyError(key, f"expected a mapping of name -> entry, got {value!r}")
+            raise PolicyError(key, f"expected a mapping of name -> entry, got {shorten(value)}")
         return value
 
     tiers = tiers_from_list("tiers", doc["tiers"]) if "tiers" in doc else DEFAULT_TIERS
@@ -204,6 +236,10 @@ def policy_from_dict(doc: Mapping[str, object]) -> Policy:
     if combine not in ("most_generous", "least_generous"):
         raise PolicyError("group_combine", f"must be most_generous or least_generous, "
                           f"got {combine!r}")
+    for key in ("groups", "users"):
+        for entry_name in mapping(key):
+            shown = shorten_text(str(entry_name))
+            check_name(f"{key}.{shown}" if shown.strip() else key, entry_name)
     return Policy(
         defaults=entry_from_dict("defaults", doc.get("defaults")),
         groups={str(k): group_from_dict(f"groups.{k}", v) for k, v in mapping("groups").items()},

@@ -43,6 +43,7 @@ from aispike_hub.quota import (
     policy_to_dict,
     tiers_from_list,
 )
+from aispike_hub.sanity import SHORT, Rejected, loads_json, shorten, shorten_text
 
 ADMIN_SCOPE = "custom:aispike:admin"
 ADMIT_SCOPE = "custom:aispike:admit"
@@ -113,9 +114,21 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
         if len(self.request.body) > MAX_BODY:
             raise web.HTTPError(413, "request body too large")
         try:
-            return json.loads(self.request.body or b"null")
-        except ValueError:
-            raise web.HTTPError(400, "body is not JSON") from None
+            return loads_json(self.request.body or b"null", what="body", max_length=MAX_BODY)
+        except Rejected as e:
+            raise FieldError("body", e.message) from None
+
+    def int_argument(self, name: str, default: int | None, lo: int, hi: int) -> int | None:
+        """Query argument ``name`` as an int in ``lo..hi`` (a 400 naming it otherwise)."""
+        text = self.get_argument(name, None)
+        if text is None or text == "":
+            return default
+        if not text.strip().lstrip("-").isdigit() or len(text) > 20:
+            raise FieldError(name, f"expected a whole number, got {shorten(text)}")
+        value = int(text)
+        if not lo <= value <= hi:
+            raise FieldError(name, f"{value} is out of range ({lo}..{hi})")
+        return value
 
     def reply(self, doc: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -129,8 +142,12 @@ class HealthHandler(web.RequestHandler):
 
 
 class FieldError(web.HTTPError):
+    """A 400 naming the field; the message is cut to 300 characters (values are quoted
+    short where they are made: :func:`aispike_hub.sanity.shorten`)."""
+
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(400, f"{field}: {message}")
+        field = shorten_text(field, SHORT)
+        super().__init__(400, shorten_text(f"{field}: {message}", 300).replace("%", "%%"))
         self.field = field
 
 
@@ -208,10 +225,12 @@ class PolicyPartHandler(PolicyHandler):
 class AuditHandler(APIHandler):
     def get(self) -> None:
         self.require(ADMIN_SCOPE)
-        limit = min(int(self.get_argument("limit", "100")), 1000)
-        before = self.get_argument("before", None)
-        entries = self.ctx.controller.store.audit_log(
-            limit, self.get_argument("action", None), int(before) if before else None)
+        limit = self.int_argument("limit", 100, 1, 1000) or 100
+        before = self.int_argument("before", None, 0, 2**62)
+        action = self.get_argument("action", None)
+        if action is not None and len(action) > 64:
+            raise FieldError("action", f"{shorten(action)} is not an action")
+        entries = self.ctx.controller.store.audit_log(limit, action, before)
         self.reply({"entries": [e.as_dict() for e in entries]})
 
 
@@ -312,8 +331,10 @@ class NoticesHandler(APIHandler):
         self.reply({"posted": True}, 201)
 
     def delete(self) -> None:
-        upto = self.get_argument("upto")
-        self.ctx.controller.store.dismiss_notices(self.caller["name"], int(upto))
+        upto = self.int_argument("upto", None, 0, 2**62)
+        if upto is None:
+            raise FieldError("upto", "expected the id of the last notice to dismiss")
+        self.ctx.controller.store.dismiss_notices(self.caller["name"], upto)
         self.reply({"dismissed": True})
 
 

@@ -8,6 +8,7 @@ progress on stderr while the results go to stdout (a table, or one JSON object w
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -114,6 +115,9 @@ class SimulateApp(Application):
             raise ValueError("give both --nodes and --pods (CSV files of a trace)")
         if self.policy not in POLICY_NAMES:
             raise ValueError(f"--policy: unknown policy {self.policy!r}; one of {POLICY_NAMES}")
+        for option in ("inflate", "load", "window_hours", "warmup_hours"):
+            if not math.isfinite(getattr(self, option)):
+                raise ValueError(f"--{option.replace('_', '-')} must be a finite number")
         if not 0 < self.inflate <= 10:
             raise ValueError(f"--inflate must be in (0, 10], got {self.inflate}")
         nodes = read_nodes(self.nodes)

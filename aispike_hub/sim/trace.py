@@ -57,7 +57,7 @@ def _int(row: dict[str, str], field: str, where: str, lo: int = 0,
     raw = (row.get(field) or "").strip()
     try:
         value = int(float(raw)) if raw else None
-    except ValueError:
+    except (ValueError, OverflowError):  # "inf", "1e999": not a whole number
         value = None
     if value is None or (raw and float(raw) != int(float(raw))):
         raise TraceError(f"{where}: field {field!r} must be a whole number, got {raw!r}")

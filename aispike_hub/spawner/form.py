@@ -240,7 +240,8 @@ def _cores(raw: Mapping[str, Any], settings: FormSettings,
     except InvalidOperation:
         errors.append(("cpu", f"expected a number of CPUs, got {str(value)[:40]!r}"))
         return 0
-    if not cores.is_finite() or cores * 10 != (cores * 10).to_integral_value():
+    if not cores.is_finite() or cores.adjusted() > 6 or (  # 1e999999 would overflow below
+            cores * 10 != (cores * 10).to_integral_value()):
         errors.append(("cpu", f"expected CPUs in steps of 0.1, got {str(value)[:40]!r}"))
         return 0
     if not settings.cpu_min <= cores <= settings.cpu_max:

@@ -13,6 +13,7 @@ from urllib.parse import unquote
 from jupyterhub.services.auth import HubOAuthenticated, check_scopes
 from tornado import web
 
+from aispike_hub.kube import rejections
 from aispike_hub.service.api import ADMIN_SCOPE, ADMIT_SCOPE, APIHandler, ServiceContext
 from aispike_hub.service.idle import IDLE_SCOPE
 from aispike_hub.service.panel.pages import (
@@ -141,6 +142,7 @@ class MetricsHandler(PanelAPIHandler):
         cluster = await asyncio.to_thread(self.panel.cluster_map)  # cached: current_sample's
         try:
             body, content_type = exposition(values, cluster)
+            body += rejections.exposition()  # objects the Kubernetes inventory refused
         except ImportError:
             raise web.HTTPError(501, "/metrics needs prometheus-client: "
                                 "pip install 'aispike-hub[service]'") from None
