@@ -110,7 +110,9 @@ class Podman:
 
     def cleanup(self) -> None:
         """Remove the cgroup directories runc left that did not exist before (deepest first)."""
-        for path in sorted(self._made, key=lambda p: len(p.parts), reverse=True):
+        below = [Path(root) for d in self._made if d.is_dir()
+                 for root, _, _ in os.walk(d)]  # conmon's and containers' leftovers too
+        for path in sorted({*below, *self._made}, key=lambda p: len(p.parts), reverse=True):
             with contextlib.suppress(OSError):
                 path.rmdir()
 
