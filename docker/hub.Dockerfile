@@ -1,25 +1,52 @@
-# Image of the hub and the AISpike service (chart values hub.image, aispike.service.image).
-# Built from this repository's package:  docker build -f docker/hub.Dockerfile -t IMAGE .
-# The lab extension must be built first (labextension/: npm ci && npm run build), as for a wheel.
-FROM python:3.12-slim AS wheel
-WORKDIR /src
-COPY . .
-RUN pip wheel --no-deps --wheel-dir /wheels .
+# Image of the hub and of the AISpike service (chart values hub.image and aispike.service.image):
+# JupyterHub with AISpikeSpawner, and `aispike-hub service`. Built from a wheel of this project
+# (docs/container-images.md); scripts/build-images does all of it here:
+#   python -m pip wheel --no-deps -w dist . && cp constraints.txt dist/
+#   docker build -f docker/hub.Dockerfile -t REGISTRY/aispike-hub:TAG dist/
+# BASE: any Debian-like image with python3 (>= 3.11) and its venv module; scripts/build-images
+# passes a Debian base it makes itself with mmdebstrap (no registry needed).
+ARG BASE=python:3.12-slim
 
-FROM python:3.12-slim
-RUN apt-get update && apt-get install -y --no-install-recommends tini \
-    && rm -rf /var/lib/apt/lists/*
-COPY --from=wheel /wheels /wheels
-COPY constraints.txt /wheels/
-# The hub (KubeSpawner side) and service extras, at the exact versions CI tests (constraints.txt).
-RUN pip install --no-cache-dir -c /wheels/constraints.txt \
+FROM ${BASE} AS venv
+COPY constraints.txt aispike_hub-*.whl /wheels/
+# The hub (KubeSpawner side) and service extras at the exact versions CI tests (constraints.txt).
+# Not needed at run time, so not kept: pip, the test suites of numpy and scipy, and the asyncio
+# client bundled in `kubernetes` (kubernetes.aio, 68 MB: nothing imports it; KubeSpawner uses
+# kubernetes_asyncio). numpy and scipy stay: the placement core (hub and service) needs numpy, the
+# default `aispike` policy scipy's LP solver (docs/container-images.md has the sizes).
+RUN python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir -c /wheels/constraints.txt \
         "$(ls /wheels/aispike_hub-*.whl)[hub,service]" \
-    && rm -rf /wheels
-# uid 1000, as the chart's securityContext runs it; /srv/jupyterhub holds the sqlite file.
-RUN useradd --uid 1000 --home-dir /srv/jupyterhub --create-home hub \
-    && mkdir -p /var/lib/aispike && chown 1000:1000 /var/lib/aispike
+    && /opt/venv/bin/python -m pip uninstall -q -y pip setuptools \
+    && find /opt/venv/lib/python3*/site-packages/numpy /opt/venv/lib/python3*/site-packages/scipy \
+        -depth -type d -name tests -exec rm -rf {} + \
+    && rm -rf /opt/venv/lib/python3*/site-packages/kubernetes/aio \
+    && /opt/venv/bin/aispike-hub --help >/dev/null
+
+FROM ${BASE}
+ARG VERSION=0.1.0.dev0
+LABEL org.opencontainers.image.title="aispike-hub" \
+      org.opencontainers.image.description="AISpike Hub: JupyterHub with AISpikeSpawner, and the AISpike service" \
+      org.opencontainers.image.source="https://github.com/aispike/aispike-hub" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="BSD-3-Clause"
+# tini reaps the processes JupyterHub starts; the local base has it already.
+RUN (command -v tini >/dev/null || { apt-get update \
+        && apt-get install -y --no-install-recommends tini \
+        && apt-get clean && rm -rf /var/lib/apt/lists/*; }) \
+    && useradd --uid 1000 --user-group --home-dir /srv/jupyterhub --create-home hub \
+    && mkdir -p /var/lib/aispike /usr/local/etc/jupyterhub \
+    && chown 1000:1000 /var/lib/aispike
+COPY --from=venv /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
+# uid 1000, as the chart's securityContext runs it; /srv/jupyterhub holds the hub's sqlite file,
+# /var/lib/aispike the service's.
 USER 1000
 WORKDIR /srv/jupyterhub
 EXPOSE 8081 10101
+# The hub answers /hub/health on 8081, the service /services/aispike/api/health on 10101: healthy
+# when the one this container runs answers. (Kubernetes ignores HEALTHCHECK: the chart has probes.)
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python3", "-c", "import sys, urllib.request as u\nfor url in ('http://127.0.0.1:8081/hub/health', 'http://127.0.0.1:10101/services/aispike/api/health'):\n    try:\n        u.urlopen(url, timeout=4); sys.exit(0)\n    except Exception:\n        pass\nsys.exit(1)"]
 ENTRYPOINT ["tini", "--"]
 CMD ["jupyterhub", "--config=/usr/local/etc/jupyterhub/jupyterhub_config.py"]
