@@ -74,7 +74,7 @@ CALLERS: dict[str, dict[str, Any]] = {
 class StandInHubAuth:
     """What a handler asks of ``hub_auth``: the caller's model from its token."""
 
-    access_scopes: set[str] = set()
+    access_scopes: frozenset[str] = frozenset()
     login_url = ""
     base_url = PREFIX
     hub_prefix = "/hub/"
