@@ -60,15 +60,24 @@ def test_any_interleaving_respects_quota_and_loses_nothing(ops: list[tuple[str, 
                               queue_timeout=600, preemption_grace=30, clock=clock)
     expected_admitted: set[tuple[str, str]] = set()
     expected_waiting: set[tuple[str, str]] = set()
+    requested: dict[tuple[str, str], SliceRequest] = {}
     try:
         for kind, user, server, amount in ops:
             if kind == "start":
                 request = (SliceRequest(gpu_count=1) if amount == 80
                            else SliceRequest(gpu_memory_mib=amount * GIB))
+                held = svc.status(user, server)
+                changed = requested.get((user, server), request) != request
+                requested[(user, server)] = request
                 ticket = svc.admit(User(user, USERS[user]), server, request, "hub")
                 assert ticket.state in ("admitted", "queued", "refused"), ticket
                 if ticket.state == "refused":
                     assert ticket.reasons, "a refusal always says why"
+                if held.state in ("admitted", "queued") and changed:
+                    # a start with a changed request replaces the stale ticket (released, then
+                    # the new request decided from scratch): the old one may go
+                    expected_admitted.discard((user, server))
+                    expected_waiting.discard((user, server))
             elif kind == "stop":
                 svc.release(user, server, "hub")
                 expected_admitted.discard((user, server))

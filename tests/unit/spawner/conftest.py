@@ -112,6 +112,11 @@ class Fakes(SimpleNamespace):
         """AISpikeSpawner's pod for ``user_options``, through its whole start (its
         ``apply_user_options`` first, as the hub calls it)."""
         s = self.spawner(AISpikeSpawner, config, user_options)
+
+        async def no_leftovers() -> None:  # no cluster here: no earlier pod or claim to clear
+            return None
+
+        s._clear_leftovers = no_leftovers
         await s.apply_user_options(s, s.user_options)
         await s.start()
         return s.captured, s
