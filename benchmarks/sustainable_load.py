@@ -90,7 +90,11 @@ def search(args: tuple[str, str, str, str, int, float, float, float]) -> dict[st
             cache[load] = mean_wait_all_min(nodes_csv, pods_csv, config, load, seed)
         return cache[load]
 
-    found = {t: highest_load(wait_at, t, lo, hi, tolerance) for t in THRESHOLDS_MIN}
+    try:
+        found = {t: highest_load(wait_at, t, lo, hi, tolerance) for t in THRESHOLDS_MIN}
+    except ValueError as e:  # a trace without creation/deletion times cannot be replayed in time
+        return {"trace": trace, "config": config, "found": {}, "probes": {}, "seconds": 0,
+                "error": str(e)}
     return {"trace": trace, "config": config, "found": found, "probes": dict(sorted(cache.items())),
             "seconds": round(time.monotonic() - started)}
 
@@ -128,11 +132,14 @@ def main() -> None:
             found = r["found"]
             assert isinstance(found, dict)
             cells = [t, c]
+            if "error" in r:
+                rows.append([*cells, *(f"- ({r['error']})" for _ in THRESHOLDS_MIN)])
+                continue
             for th in THRESHOLDS_MIN:
                 load = float(found[th])
                 cell = (f"< {a.low:.2f}" if not load else
                         f">= {a.high:.2f}" if load >= a.high else f"{load:.2f}")
-                if base is not None and c != "slices+aispike":
+                if base is not None and c != "slices+aispike" and base["found"]:
                     ours = float(base["found"][th])  # type: ignore[index]
                     cell += f" (slices {(ours / load - 1) * 100:+.0f} %)" if load else ""
                 cells.append(cell)

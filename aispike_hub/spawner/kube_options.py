@@ -89,6 +89,15 @@ def _options_from_form(formdata: dict[str, Any]) -> dict[str, Any]:
     return options_from_formdata(formdata)
 
 
+class InvalidOptions(SpawnException, ValueError):  # type: ignore[misc]
+    """Bad server options: a 400 naming the field for the hub, and the ValueError that
+    KubeSpawner's ``load_user_options`` raises for them (code written for KubeSpawner catches
+    that)."""
+
+    def __init__(self, message: str, *, reason: str, status_code: int = 400) -> None:
+        SpawnException.__init__(self, message, reason=reason, status_code=status_code)
+
+
 async def _apply_user_options(spawner: Any, user_options: dict[str, Any]) -> None:
     await spawner.apply_options(user_options)
 
@@ -126,6 +135,8 @@ class KubeOptionsMixin(KubeSpawner):  # type: ignore[misc]
     _base: dict[str, Any] | None = None
     _profiled: dict[str, Any] | None = None
     _given: frozenset[str] = frozenset()
+    _applied_from: Any = None
+    """The user_options the current ``_options`` were made from (load_user_options compares)."""
 
     @default("options_form")
     def _default_options_form(self) -> Any:
@@ -160,7 +171,12 @@ class KubeOptionsMixin(KubeSpawner):  # type: ignore[misc]
     # -- who and what ----------------------------------------------------------------------------
     def group_names(self) -> list[str]:
         """The user's groups (KubeSpawner's tests use users without ``groups``: none then)."""
-        return [str(getattr(g, "name", g)) for g in getattr(self.user, "groups", None) or []]
+        groups = getattr(self.user, "groups", None)
+        try:
+            items = list(groups or [])
+        except TypeError:  # a stand-in user whose ``groups`` is not a list of groups
+            return []
+        return [str(getattr(g, "name", g)) for g in items]
 
     async def profiles(self) -> list[dict[str, Any]]:
         """``profile_list`` initialized as KubeSpawner does (slugs, defaults); callables
@@ -264,13 +280,14 @@ class KubeOptionsMixin(KubeSpawner):  # type: ignore[misc]
         try:
             await self._apply(user_options)
         except FormError as e:
-            raise SpawnException(f"Invalid server options: {e}", reason="options",
+            raise InvalidOptions(f"Invalid server options: {e}", reason="options",
                                  status_code=400) from None
 
     async def _apply(self, user_options: Any) -> None:
         if user_options is not None and not isinstance(user_options, Mapping):
             raise FormError([("user_options", "expected a mapping of options")])
         raw = dict(user_options or {})
+        self._applied_from = copy.deepcopy(raw)
         check_server_name(self.name or "")
         profile = select_profile(await self.profiles(), raw.get("profile"))
         if profile is None and raw.get("profile"):
@@ -293,10 +310,10 @@ class KubeOptionsMixin(KubeSpawner):  # type: ignore[misc]
         self._profiled = {name: copy.deepcopy(getattr(self, name)) for name in RESTORED}
 
     async def load_user_options(self) -> None:
-        """KubeSpawner's hook, called again by its ``_start``: a no-op once this start's
-        options were applied (a profile override must not land after the slice's resources);
-        otherwise (called on its own) it applies them."""
-        if self._options is None:
+        """KubeSpawner's hook, called again by its ``_start``: a no-op once these very options
+        were applied (a profile override must not land after the slice's resources); otherwise
+        (called on its own, or with other user_options) it applies them."""
+        if self._options is None or dict(self.user_options or {}) != self._applied_from:
             await self.apply_options(self.user_options)
 
     async def options_from_query(self, query_data: dict[str, Any]) -> dict[str, Any]:
