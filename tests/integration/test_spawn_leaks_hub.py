@@ -311,9 +311,8 @@ def _leave_behind(cluster: Any, namespace: str, pod: dict[str, Any],
     return uid
 
 
+@pytest.mark.parametrize("stack", ["kube"], indirect=True)  # pods and claims are Kubernetes'
 def test_a_server_whose_old_pod_still_exists_restarts_with_its_gpu_slice(stack: Stack) -> None:
-    if stack.kind != "kube":
-        pytest.skip("pods and claims are Kubernetes'")
     cluster = stack.request.getfixturevalue("cluster")
     namespace = stack.request.getfixturevalue("hub_namespace")
     user = stack.user()
