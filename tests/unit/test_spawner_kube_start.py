@@ -262,7 +262,8 @@ def test_the_watch_adopts_repins_and_gives_up_on_an_unschedulable_pod(
         verdicts = [ServerStatus("stale", "device gone")]
         placer.status = lambda *_a: verdicts.pop() if verdicts else ServerStatus("pending")
 
-        def repin(namespace: str, server: str, reason: str, request: SliceRequest) -> Any:
+        def repin(namespace: str, server: str, reason: str, request: SliceRequest,
+                  ask: Any = None) -> Any:
             placer.calls.append(f"repin: {reason}")
             return SimpleNamespace(claim="claim", describe=lambda: "pinned again")
 
