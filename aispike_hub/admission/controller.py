@@ -350,6 +350,11 @@ class AdmissionController:
             request = request_from_dict(row.request)
             limits = resolve_limits(self.policy, user, row.groups or ())
             placing = placed_request(request, limits, self.rounding)
+            if request.allowed_models and not placing.allowed_models:  # "any" would be wrong
+                return {"user": user, "server": server, "state": row.state, "placed": False,
+                        "assignment": None, "request": None,
+                        "reasons": [f"none of the GPU models {sorted(request.allowed_models)} "
+                                    f"is allowed to {user} any more; start the server again"]}
             others = [r for r in self.store.reservations(s, "admitted")
                       if key_of(r.user, r.server) != key]
             decision = place_preferring(self.engine, self._state(others, leave_out=key),
