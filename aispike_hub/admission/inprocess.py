@@ -66,7 +66,10 @@ class InProcessAdmission(LoggingConfigurable):
 
     @default("round_like_claims")
     def _round_like_claims(self) -> bool:
-        backend = getattr(self.parent, "gpu_backend", None)
+        try:
+            backend = getattr(self.parent, "gpu_backend", None)
+        except Exception:  # a spawner whose backend setting is invalid refuses its start itself
+            return False
         return bool(getattr(backend, "uses_claims", False))
 
     _controllers: ClassVar[dict[str, AdmissionController]] = {}
