@@ -1,4 +1,5 @@
-"""``aispike-hub``: one command, one subcommand per process of DESIGN.md (agent, service, ...).
+"""``aispike-hub``: one command, one subcommand per process (docs/architecture.md,
+"Processes": agent, service, ...).
 
 Minimal dispatcher: each subcommand is a module with a ``main(argv)``, imported only when chosen
 so that ``aispike-hub agent`` on a GPU node does not import the hub's dependencies.

@@ -160,13 +160,15 @@ class AdmissionClient(LoggingConfigurable):
             "request": request_to_dict(request),
         })
 
-    async def _admit_fail_closed(self, body: dict[str, Any]) -> dict[str, Any]:
-        """POST the admission; an unreachable service refuses, or with 'wait' is asked again
-        (admission is idempotent per user and server, so a retry never admits twice)."""
+    async def _admit_fail_closed(self, body: dict[str, Any], path: str = "admissions"
+                                 ) -> dict[str, Any]:
+        """POST the admission (or a ``place``); an unreachable service refuses, or with 'wait'
+        is asked again (both are idempotent per user and server: a retry never admits twice,
+        and a second place only replaces the first)."""
         deadline = time.monotonic() + self.unavailable_wait
         while True:
             try:
-                return await self._call("POST", "admissions", body)
+                return await self._call("POST", path, body)
             except AdmissionError as e:
                 if e.status not in UNAVAILABLE_STATUSES:
                     raise
@@ -225,6 +227,19 @@ class AdmissionClient(LoggingConfigurable):
         await self.send_pending_releases()
         return await self._call("POST", "fit", {"user": user, "groups": sorted(groups),
                                                 "request": request_to_dict(request)})
+
+    async def place(self, user: str, server: str, prefer_node: str = "") -> dict[str, Any]:
+        """A fresh place for the admitted server (``POST api/place``): the hub's placer asks
+        when the ticket's assignment no longer fits its view or the pin went stale.
+
+        Fails closed like :meth:`admit`: an unreachable service raises
+        :class:`AdmissionUnavailable` (after waiting, with ``when_unavailable='wait'``), and the
+        placer then refuses the pin with that reason instead of deciding on its own."""
+        await self.send_pending_releases()
+        body: dict[str, Any] = {"user": user, "server": server}
+        if prefer_node:
+            body["prefer_node"] = prefer_node
+        return await self._admit_fail_closed(body, "place")
 
     async def follow(self, ticket: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Yield the ticket each time it changes while it is queued, then the final one."""

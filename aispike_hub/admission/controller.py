@@ -17,7 +17,15 @@ Life of a request:
    not fit and whose tier may preempt gets victims chosen (lower tiers, borrowed first, least
    work lost); they are warned, and after ``preemption_grace`` the service stops them through
    the hub (``due_preemptions``).  A queued request gives up after ``queue_timeout``.
-3. ``release``: the server stopped; its reservation is gone and the queue is processed again.
+3. ``place``: the hub's placer could not pin the admitted server's assignment (it no longer
+   fits the placer's view, or its pin went stale): a fresh assignment on the same view as step
+   2, the server's own promise and claim left out, and the reservation remembers it
+   (:mod:`aispike_hub.admission.replace`).
+4. ``release``: the server stopped; its reservation is gone and the queue is processed again.
+
+Placement always sees the request restricted to the user's allowed GPU models and rounded as the
+device will hold it (``rounding``; the Kubernetes DRA driver rounds memory up to whole GiB), so
+the assignment a ticket carries is exactly what the hub's claim will pin.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from aispike_hub import metrics
 from aispike_hub.admission.inventory import Inventory, server_assignments
+from aispike_hub.admission.replace import Rounding, place_preferring, placed_request
 from aispike_hub.admission.wire import (
     Ticket,
     assignment_from_dict,
@@ -56,7 +65,6 @@ from aispike_hub.quota import (
     preemption_order,
     preemption_reason,
     resolve_limits,
-    restrict_request,
     victim_filter,
 )
 from aispike_hub.service.store import ReservationRow, Store, utcnow
@@ -95,6 +103,7 @@ class AdmissionController:
         preemption_grace: float = 30.0,
         strict_fifo: bool = False,
         clock: Callable[[], dt.datetime] = utcnow,
+        rounding: Rounding | None = None,
     ) -> None:
         self.store = store
         self.inventory = inventory
@@ -104,6 +113,8 @@ class AdmissionController:
         self.preemption_grace = preemption_grace
         self.strict_fifo = strict_fifo
         self.clock = clock
+        self.rounding = rounding
+        """How the device rounds a request (``None``: placed as asked); see the docstring."""
 
     # -- policy --------------------------------------------------------------------------------
     @classmethod
@@ -133,18 +144,23 @@ class AdmissionController:
         return version
 
     # -- cluster ------------------------------------------------------------------------------
-    def _state(self, admitted: Sequence[ReservationRow]) -> ClusterState:
+    def _state(self, admitted: Sequence[ReservationRow], leave_out: str = "") -> ClusterState:
         """The cluster as admission sees it: other workloads, what each hub server really holds
-        (when the inventory knows), and the promise of admitted servers not placed yet."""
+        (when the inventory knows), and the promise of admitted servers not placed yet.
+        ``leave_out`` (``user/server``): a server whose hold and promise do not count (the one
+        being placed again: its stale claim is about to be replaced)."""
         state = ClusterState(list(self.inventory.nodes()))
         for a in self.inventory.foreign_assignments():
             _commit_quietly(state, a)
         actual = server_assignments(self.inventory)
-        for held in actual.values():
+        for key, held in actual.items():
+            if key == leave_out:
+                continue
             for a in held:
                 _commit_quietly(state, a)
         for row in admitted:
-            if row.assignment and key_of(row.user, row.server) not in actual:
+            key = key_of(row.user, row.server)
+            if row.assignment and key not in actual and key != leave_out:
                 _commit_quietly(state, assignment_from_dict(row.assignment))
         return state
 
@@ -189,8 +205,8 @@ class AdmissionController:
             admitted = self.store.reservations(s, "admitted")
             state = self._state(admitted)
             limits = resolve_limits(self.policy, user.name, user.groups)
-            placed_request = restrict_request(request, limits)
-            view, _ = self._view(state, placed_request, key_of(user.name, server))
+            view, _ = self._view(state, placed_request(request, limits, self.rounding),
+                                 key_of(user.name, server))
             result = admit(user, request, [server_of(r) for r in admitted], view, self.policy,
                            server_name=server)
             if result.verdict is Verdict.REFUSE:
@@ -292,7 +308,7 @@ class AdmissionController:
             admitted = self.store.reservations(s, "admitted")
             state = self._state(admitted)
             limits = resolve_limits(self.policy, user.name, user.groups)
-            decision = self.engine.place(state, restrict_request(request, limits))
+            decision = self.engine.place(state, placed_request(request, limits, self.rounding))
             view = ClusterView(decision.placed, decision.reasons,
                                self._gpu_mib(request, decision.assignment))
             result = admit(user, request, [server_of(r) for r in admitted], view, self.policy,
@@ -310,6 +326,54 @@ class AdmissionController:
                                        if r.user == user.name).as_dict(),
                 "limits": {r: limits.quota[r] for r in limits.quota},
             }
+
+    def place(self, user: str, server: str, actor: str, prefer_node: str = "") -> dict[str, Any]:
+        """A fresh assignment for the admitted server ``user/server`` (the hub's placer could not
+        pin the one its ticket carries), stored in its reservation.
+
+        Placed like at admission (the request restricted to the user's GPU models and rounded
+        as the device holds it, on the cluster minus the other servers' claims and promises),
+        with the server's own earlier hold and promise left out, on ``prefer_node`` first (a
+        pending pod stays on its node).  The answer: ``placed``; ``assignment`` (where) and
+        ``request`` (what was placed) when placed, else ``reasons``; ``state``, the ticket's
+        state (only an ``admitted`` ticket is placed: anything else answers ``placed: false``).
+        """
+        key = key_of(user, server)
+        with self.store.session() as s:
+            row = s.get(ReservationRow, (user, server))
+            if row is None or row.state != "admitted":
+                state = row.state if row is not None else "unknown"
+                return {"user": user, "server": server, "state": state, "placed": False,
+                        "assignment": None, "request": None,
+                        "reasons": [f"server {key} is not admitted (its ticket is {state}); "
+                                    "admission places only admitted servers"]}
+            request = request_from_dict(row.request)
+            limits = resolve_limits(self.policy, user, row.groups or ())
+            placing = placed_request(request, limits, self.rounding)
+            if request.allowed_models and not placing.allowed_models:  # "any" would be wrong
+                return {"user": user, "server": server, "state": row.state, "placed": False,
+                        "assignment": None, "request": None,
+                        "reasons": [f"none of the GPU models {sorted(request.allowed_models)} "
+                                    f"is allowed to {user} any more; start the server again"]}
+            others = [r for r in self.store.reservations(s, "admitted")
+                      if key_of(r.user, r.server) != key]
+            decision = place_preferring(self.engine, self._state(others, leave_out=key),
+                                        placing, key, prefer_node)
+            answer: dict[str, Any] = {"user": user, "server": server, "state": row.state,
+                                      "placed": decision.placed, "assignment": None,
+                                      "request": request_to_dict(placing),
+                                      "reasons": list(decision.reasons)}
+            if decision.assignment is None:
+                self.store.audit(s, actor, "admission.place", key,
+                                 {"placed": False, "reasons": list(decision.reasons),
+                                  "prefer_node": prefer_node})
+                return answer
+            before = row.assignment
+            row.assignment = answer["assignment"] = assignment_to_dict(decision.assignment)
+            self.store.audit(s, actor, "admission.place", key,
+                             {"placed": True, "before": before, "after": row.assignment,
+                              "prefer_node": prefer_node})
+            return answer
 
     def quota_summary(self, user: User) -> dict[str, Any]:
         """A user's quota at a glance (the lab extension's view): use, limits, tier, servers."""
@@ -362,8 +426,8 @@ class AdmissionController:
             key = key_of(row.user, row.server)
             request = request_from_dict(row.request)
             limits = resolve_limits(self.policy, user.name, user.groups)
-            placed_request = restrict_request(request, limits)
-            view, assignment = self._view(state, placed_request, key)
+            placing = placed_request(request, limits, self.rounding)
+            view, assignment = self._view(state, placing, key)
             result = admit(user, request, usage, view, self.policy, server_name=row.server)
             row.tier, row.priority = result.tier.name, result.tier.priority
             row.borrowed = result.borrowed
@@ -393,7 +457,7 @@ class AdmissionController:
                               + "; ".join(row.reasons))
                 continue
             if result.may_preempt and not row.preempting:
-                self._plan_preemption(s, row, user, result.tier, placed_request, state, admitted,
+                self._plan_preemption(s, row, user, result.tier, placing, state, admitted,
                                       victims_taken)
             if self.strict_fifo:
                 break

@@ -15,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
-from traitlets import Dict, Float, Unicode
+from traitlets import Bool, Dict, Float, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from aispike_hub.admission.client import AdmissionClient
 from aispike_hub.admission.controller import AdmissionController
 from aispike_hub.admission.inventory import NodesInventory
+from aispike_hub.admission.replace import claimed_request
 from aispike_hub.model import Node, SliceRequest
 from aispike_hub.placement.engine import PlacementEngine
 from aispike_hub.quota import User
@@ -57,6 +58,20 @@ class InProcessAdmission(LoggingConfigurable):
     poll_interval = Float(1.0, help="Seconds between checks of a queued admission.").tag(
         config=True)
 
+    round_like_claims = Bool(
+        help="""Place requests rounded as the DRA driver allocates them (memory slices up to
+        whole GiB), so the hub's placer pins admission's decision as it is.  Default: whether
+        the spawner that asks uses claims (AISpikeSpawner with the 'aispike' backend).""",
+    ).tag(config=True)
+
+    @default("round_like_claims")
+    def _round_like_claims(self) -> bool:
+        try:
+            backend = getattr(self.parent, "gpu_backend", None)
+        except Exception:  # a spawner whose backend setting is invalid refuses its start itself
+            return False
+        return bool(getattr(backend, "uses_claims", False))
+
     _controllers: ClassVar[dict[str, AdmissionController]] = {}
 
     def __init__(self, nodes: Callable[[], Sequence[Node]] | None = None, **kwargs: Any
@@ -77,6 +92,7 @@ class InProcessAdmission(LoggingConfigurable):
             self._controllers[self.db_url] = found
         else:
             found.inventory = NodesInventory(self._nodes)  # the newest view of the cluster
+        found.rounding = claimed_request if self.round_like_claims else None
         return found
 
     async def admit(self, user: str, server: str, groups: Iterable[str],
@@ -94,6 +110,9 @@ class InProcessAdmission(LoggingConfigurable):
     async def fit(self, user: str, groups: Iterable[str], request: SliceRequest
                   ) -> dict[str, Any]:
         return self.controller.fit(User(user, frozenset(groups)), request)
+
+    async def place(self, user: str, server: str, prefer_node: str = "") -> dict[str, Any]:
+        return self.controller.place(user, server, "hub", prefer_node)
 
     follow = AdmissionClient.follow
     """Yield the ticket each time it changes while queued, then the final one."""

@@ -40,6 +40,12 @@ class Admission(Protocol):
         """The options form's preview: would ``request`` be admitted now, and where."""
         ...
 
+    async def place(self, user: str, server: str, prefer_node: str = "") -> dict[str, Any]:
+        """A fresh place for the admitted server (the hub's placer could not pin the ticket's):
+        ``{"placed", "assignment", "request", "reasons", "state"}``, see
+        :meth:`aispike_hub.admission.controller.AdmissionController.place`."""
+        ...
+
     def follow(self, ticket: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Yield the ticket each time it changes while queued, then the final one."""
         ...

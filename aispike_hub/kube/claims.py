@@ -1,6 +1,6 @@
 """Pure builders for the claim side of the DRA contract: pinned ResourceClaims and pod fields.
 
-Placement is ours, enforcement is Kubernetes' (``DESIGN.md``, "The Kubernetes contract"): for each
+Placement is ours, enforcement is Kubernetes' (docs/dra-contract.md): for each
 notebook server the placement core picks a node and GPU(s), and this module writes that decision
 into the objects kube-scheduler understands:
 

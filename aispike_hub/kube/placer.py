@@ -44,13 +44,14 @@ from traitlets import Dict, Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
 from aispike_hub import metrics
+from aispike_hub.admission.replace import claimed_request, place_preferring, single_node_state
+from aispike_hub.admission.wire import assignment_from_dict, request_from_dict
 from aispike_hub.kube import repin as repinning
 from aispike_hub.kube.api import error_text
 from aispike_hub.kube.claims import (
     PinnedGpu,
     Placement,
     claim_name,
-    claimed_mib,
     owner_reference,
     pinned_claim,
 )
@@ -69,7 +70,7 @@ from aispike_hub.kube.startflow import (
     ServerStatus,
     step,
 )
-from aispike_hub.model import GIB_IN_MIB, Assignment, SliceRequest
+from aispike_hub.model import Assignment, SliceRequest
 from aispike_hub.placement.engine import DEFAULT_POLICY, Affinity, Decision, PlacementEngine
 from aispike_hub.placement.fit import still_fits
 from aispike_hub.placement.fragmentation import Workload
@@ -80,6 +81,12 @@ log = logging.getLogger(__name__)
 AdmitHook = Callable[[str, str, SliceRequest], Sequence[str]]
 """``(namespace, server, request) -> reasons to refuse`` (empty: admitted).  The quota engine."""
 
+AskAdmission = Callable[[str], Mapping[str, Any]]
+"""``(prefer_node) -> admission's place answer`` for the server being pinned (the service's
+``POST api/place`` or the in-process admission's ``place``: ``placed``, ``assignment``,
+``request``, ``reasons``).  Called from the placer's thread, outside the inventory lock; raises
+:class:`PlacementRefused` with the reason when admission cannot be asked (fail closed)."""
+
 Progress = Callable[[str], None]
 
 
@@ -89,24 +96,6 @@ class StartResult:
     pod: PodInfo | None
     repins: int = 0
     placement_seconds: list[float] = field(default_factory=list)
-
-
-def single_node_state(state: ClusterState, node: str) -> ClusterState | None:
-    """A one-node copy of ``state`` with the same free room (to re-pin without moving the pod)."""
-    n = state.node_index.get(node)
-    if n is None:
-        return None
-    one = ClusterState([state.nodes[n]])
-    slots = [s for s in range(state.width) if state.gpu_exists[n, s]]
-    used = Assignment(
-        node,
-        tuple(int(state.gpu_index[n, s]) for s in slots),
-        tuple(int(state.gpu_cap[n, s] - state.gpu_free[n, s]) for s in slots),
-        int(state.cpu_cap[n] - state.cpu_free[n]),
-        int(state.mem_cap[n] - state.mem_free[n]),
-    )
-    one.commit(used)
-    return one
 
 
 class Placer(LoggingConfigurable):
@@ -180,33 +169,65 @@ class Placer(LoggingConfigurable):
     def _decide(
         self, namespace: str, claim: str, request: SliceRequest, attempt: int,
         prefer_node: str = "", prefer: Assignment | None = None,
+        ask: AskAdmission | None = None,
     ) -> tuple[Placement, int]:
+        """Where the claim goes: ``prefer`` (admission's decision) while it still fits our view;
+        else, with ``ask``, a fresh decision of admission (asked outside the inventory lock: it
+        may be a call to the service), pinned while it fits our view, and otherwise our own
+        decision for the request *as admission placed it* (restricted to the user's GPU
+        models); without ``ask``, our own decision (``prefer_node`` first)."""
         started = time.perf_counter()
         request = _for_scheduler(request)
         key = f"{namespace}/{claim}"
-        with self.inventory.lock:
-            state = self.inventory.state()
-            if state is None:
-                raise PlacementRefused(("no schedulable node in the cluster",))
-            decision: Decision | None = None
-            if prefer is not None and still_fits(state, prefer, request):
-                decision = Decision(prefer, (), 1)
-            elif prefer_node:
-                local = single_node_state(state, prefer_node)
-                if local is not None:
-                    d = self._local_engine.place(local, request, owner=key)
-                    decision = d if d.placed else None
-            if decision is None:
-                decision = self.engine.place(state, request, owner=key)
-            if decision.assignment is None:
-                raise PlacementRefused(decision.reasons)
-            placement = self._placement(state, decision.assignment, request, attempt)
-            self.inventory.hold(namespace, claim, placement.assignment(key))
+        asked = False
+        while True:
+            with self.inventory.lock:
+                state = self.inventory.state()
+                if state is None:
+                    raise PlacementRefused(("no schedulable node in the cluster",))
+                decision: Decision | None = None
+                if prefer is not None and still_fits(state, prefer, request):
+                    decision = Decision(prefer, (), 1)
+                elif ask is None or asked:
+                    decision = place_preferring(self.engine, state, request, key, prefer_node,
+                                                self._local_engine)
+                if decision is not None:
+                    if decision.assignment is None:
+                        raise PlacementRefused(decision.reasons)
+                    placement = self._placement(state, decision.assignment, request, attempt)
+                    self.inventory.hold(namespace, claim, placement.assignment(key))
+                    break
+            assert ask is not None
+            prefer, request = self._ask(ask, prefer_node, request)
+            asked = True
         self.decision_seconds.append(time.perf_counter() - started)
         metrics.placement_decided("hub", self.decision_seconds[-1], True)
         with self._pinned_lock:
             self._pinned_at[key] = time.monotonic()
         return placement, decision.candidates
+
+    @staticmethod
+    def _ask(ask: AskAdmission, prefer_node: str, request: SliceRequest
+             ) -> tuple[Assignment, SliceRequest]:
+        """Admission's fresh place for this server and the request it placed (``request``
+        narrowed to the user's GPU models, rounded as the claim holds it).  Raises
+        :class:`PlacementRefused` with admission's reasons when it placed nothing, or when its
+        answer is not for this request (a stale ticket)."""
+        answer = ask(prefer_node)
+        if not answer.get("placed") or not answer.get("assignment"):
+            raise PlacementRefused(tuple(str(r) for r in answer.get("reasons") or ())
+                                   or ("admission found no place for this server",))
+        try:
+            fresh = assignment_from_dict(answer["assignment"])
+            placed = _for_scheduler(request_from_dict(answer.get("request")))
+        except (KeyError, TypeError, ValueError) as e:
+            raise PlacementRefused((f"admission answered a malformed place: {e}",)) from None
+        if (replace(placed, allowed_models=request.allowed_models) != request
+                or (request.allowed_models and not placed.allowed_models
+                    <= request.allowed_models)):
+            raise PlacementRefused(("admission placed a different request than this start "
+                                    "asks; stop the server and start it again",))
+        return fresh, placed
 
     @staticmethod
     def _placement(
@@ -225,13 +246,15 @@ class Placer(LoggingConfigurable):
         self, namespace: str, server: str, request: SliceRequest,
         owner: Mapping[str, Any] | None = None, *, hub_server: str = "",
         prefer: Assignment | None = None, wait_gone: float = 0,
+        ask: AskAdmission | None = None,
     ) -> Pin:
         """Admit, place and create the server's pinned claim; raise :class:`PlacementRefused`.
 
         Idempotent for a server whose claim already exists with the same request (a retried
         spawn); a server never gets a second claim.  ``prefer`` is the AISpike service's
         decision at admission: pinned as it is while it still fits our view, so the service's
-        reservation and the claim agree; otherwise the core decides again.  ``hub_server``
+        reservation and the claim agree; otherwise admission is asked again (``ask``, see
+        :meth:`_decide`), or without ``ask`` the core decides here.  ``hub_server``
         (``user/server``) is written on the claim for the service's inventory.  A previous
         claim of the server still being deleted (the spawner released a leftover) is waited
         for up to ``wait_gone`` seconds.
@@ -251,7 +274,8 @@ class Placer(LoggingConfigurable):
                 (f"server {server} already has GPU claim {name} for a different request; "
                  "stop the server first",)
             )
-        placement, candidates = self._decide(namespace, name, request, attempt=1, prefer=prefer)
+        placement, candidates = self._decide(namespace, name, request, attempt=1, prefer=prefer,
+                                            ask=ask)
         if not self._create_claim(namespace, server, placement, request, owner,
                                   wait_gone=wait_gone, hub_server=hub_server):
             theirs = self._claim_from_api(namespace, name)
@@ -363,14 +387,19 @@ class Placer(LoggingConfigurable):
 
     # -- re-pin and reconcile (:mod:`aispike_hub.kube.repin`) --------------------------------
     def repin(
-        self, namespace: str, server: str, reason: str = "", request: SliceRequest | None = None
+        self, namespace: str, server: str, reason: str = "", request: SliceRequest | None = None,
+        ask: AskAdmission | None = None,
     ) -> Pin | None:
         """Replace a stale pin with a fresh decision; ``None`` when the claim changed meanwhile.
+
+        With ``ask`` the fresh decision is admission's (preferring the pod's node), see
+        :meth:`_decide`; without it (:meth:`reconcile`, which has no ticket at hand) the
+        placer's own.
 
         Raises :class:`PlacementFailed` past :attr:`max_repins`, :class:`PlacementRefused` when
         nothing fits any more.
         """
-        return repinning.repin(self, namespace, server, reason, request)
+        return repinning.repin(self, namespace, server, reason, request, ask)
 
     def reconcile(self) -> dict[str, int]:
         """Re-pin stale pins and delete orphaned claims; what a (restarted) service runs.
@@ -390,10 +419,13 @@ class Placer(LoggingConfigurable):
         timeout: float = 300,
         progress: Progress | None = None,
         container: str = "",
+        ask: AskAdmission | None = None,
     ) -> StartResult:
         """The whole flow for one server: pin, create the pod, wait until Running, re-pin.
 
         A thin driver of :func:`aispike_hub.kube.startflow.step` (the rules live there).
+        ``ask``: admission's re-decision for this server (see :meth:`pin`), for the pin and
+        every re-pin.
         Raises :class:`PlacementRefused` (nothing fits, before any pod exists),
         :class:`PlacementFailed` (re-pins exhausted; pod and claim are removed) or
         ``TimeoutError``.
@@ -417,7 +449,7 @@ class Placer(LoggingConfigurable):
             s = step(flow, seen)
             flow = s.flow
             if s.action is Action.PIN:
-                result.pin = self.pin(namespace, server, request)
+                result.pin = self.pin(namespace, server, request, ask=ask)
                 say(result.pin.describe())
                 flow = replace(flow, pins=bool(result.pin.claim))
             elif s.action is Action.CREATE_POD:
@@ -435,7 +467,7 @@ class Placer(LoggingConfigurable):
                 last_reason = f"{seen.claim.phase}: {s.reason}"
                 say(f"the pin went stale ({s.reason}); placing again")
                 try:
-                    new = self.repin(namespace, server, s.reason, request)
+                    new = self.repin(namespace, server, s.reason, request, ask)
                 except (PlacementFailed, PlacementRefused):
                     self._abandon(namespace, server)
                     raise
@@ -496,15 +528,13 @@ honours = still_fits
 """The old name of :func:`aispike_hub.placement.fit.still_fits` (kept for importers)."""
 
 
-def _for_scheduler(request: SliceRequest) -> SliceRequest:
-    """``request`` with a memory slice rounded up to whole GiB, as the device's policy will."""
-    if request.gpu_memory_mib and request.gpu_memory_mib % GIB_IN_MIB:
-        return replace(request, gpu_memory_mib=claimed_mib(request.gpu_memory_mib))
-    return request
+_for_scheduler = claimed_request
+"""The old name of :func:`aispike_hub.admission.replace.claimed_request` (one rounding rule)."""
 
 
 __all__ = [  # the names importable from here before the split, and this module's own
     "AdmitHook",
+    "AskAdmission",
     "Pin",
     "PlacementFailed",
     "PlacementRefused",

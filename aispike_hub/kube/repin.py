@@ -27,22 +27,23 @@ from aispike_hub.kube.startflow import may_repin
 from aispike_hub.model import SliceRequest
 
 if TYPE_CHECKING:
-    from aispike_hub.kube.placer import Placer
+    from aispike_hub.kube.placer import AskAdmission, Placer
 
 log = logging.getLogger("aispike_hub.kube.placer")  # the placer's log, as before the split
 
 
 def repin(
     placer: Placer, namespace: str, server: str, reason: str = "",
-    request: SliceRequest | None = None,
+    request: SliceRequest | None = None, ask: AskAdmission | None = None,
 ) -> Pin | None:
     """Replace a stale pin with a fresh decision; ``None`` when the claim changed meanwhile.
+    With ``ask``, the decision is admission's (see :meth:`Placer._decide`).
 
     Raises :class:`PlacementFailed` past ``placer.max_repins``, :class:`PlacementRefused` when
     nothing fits any more.
     """
     with _server_lock(placer, namespace, server):
-        return _repin(placer, namespace, server, reason, request)
+        return _repin(placer, namespace, server, reason, request, ask)
 
 
 def _server_lock(placer: Placer, namespace: str, server: str) -> threading.Lock:
@@ -51,7 +52,8 @@ def _server_lock(placer: Placer, namespace: str, server: str) -> threading.Lock:
 
 
 def _repin(
-    placer: Placer, namespace: str, server: str, reason: str, request: SliceRequest | None
+    placer: Placer, namespace: str, server: str, reason: str, request: SliceRequest | None,
+    ask: AskAdmission | None = None,
 ) -> Pin | None:
     name = claim_name(server)
     claim = placer.inventory.claim(namespace, name)
@@ -98,7 +100,8 @@ def _repin(
             if e.status != 404:
                 raise
             pod = None
-    placement, candidates = placer._decide(namespace, name, request, attempt, pod_node)
+    placement, candidates = placer._decide(namespace, name, request, attempt, pod_node,
+                                           ask=ask)
     owner = owner_reference(pod.name, pod.uid) if pod is not None else None
     moved = pod_json is not None and bool(pod_node) and placement.node != pod_node
     hub_server = (claim.hub_server if claim is not None else "") or (

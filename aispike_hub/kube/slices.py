@@ -1,7 +1,7 @@
 """What a GPU node looks like to Kubernetes: ResourceSlice, DeviceClass and Node manifests.
 
 This module is the single place that turns :class:`aispike_hub.model.Node` / :class:`Gpu` into
-the objects of the Kubernetes contract in ``DESIGN.md``:
+the objects of the Kubernetes contract in docs/dra-contract.md ("Driver, pool, devices"):
 
 - one ResourceSlice per node, driver ``gpu.aispike.io``, pool = node name, one device per GPU
   named ``gpu-<index>`` with ``allowMultipleAllocations: true`` and a consumable ``memory``

@@ -1,6 +1,7 @@
 """This server's GPU slice and its live use, as pure functions of readings.
 
-What the notebook was given comes from its environment (the Kubernetes contract in DESIGN.md:
+What the notebook was given comes from its environment (the contract of docs/dra-contract.md and
+``aispike_hub/contract.py``:
 ``NVIDIA_VISIBLE_DEVICES``, ``AISPIKE_GPU_MEMORY_LIMIT(S)``, and the spawner's
 ``AISPIKE_BACKEND``, ``AISPIKE_GPU_MODEL``, ``AISPIKE_GPU_MEMORY_MIB``); which GPUs those are, and
 what they are, comes from an NVML reading (:mod:`aispike_hub.agent.nvml`).  Live use is built

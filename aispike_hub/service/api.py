@@ -13,6 +13,7 @@ see docs/quotas.md):
 | ``api/admissions`` | POST | ``custom:aispike:admit`` (the hub's spawner) |
 | ``api/admissions/<user>/<server>`` | GET | the spawner, an admin, the user |
 | ``api/admissions/<user>/<server>`` | DELETE | the spawner, an admin |
+| ``api/place`` | POST | ``custom:aispike:admit`` (the hub's placer: re-place an admitted server) |
 | ``api/fit`` | POST | any hub user (for themselves), the spawner |
 | ``api/notices`` | GET, DELETE | any hub user (their own) |
 | ``api/quota`` | GET | any hub user (their own; ``?user=`` for admins) |
@@ -287,6 +288,34 @@ class AdmissionHandler(APIHandler):
         self.reply({"released": released})
 
 
+PLACE_FIELDS = {"user": 255, "server": 255, "prefer_node": 253}
+"""``POST api/place`` body: each field and its longest value (253: a Kubernetes node name)."""
+
+
+class PlaceHandler(APIHandler):
+    async def post(self) -> None:
+        """A fresh assignment for an admitted server: the hub's placer could not pin the one its
+        ticket carries (``{"user", "server", "prefer_node"?}``; see
+        :meth:`AdmissionController.place`).  Only the hub (``custom:aispike:admit``), like
+        admitting: the answer moves the server's promise."""
+        self.require(ADMIT_SCOPE)
+        doc = self.body()
+        if not isinstance(doc, Mapping):
+            raise FieldError("body", "expected a JSON object with user, server, prefer_node")
+        for key in doc:
+            if key not in PLACE_FIELDS:
+                raise FieldError(str(key), f"unknown field; use one of {sorted(PLACE_FIELDS)}")
+        for key, limit in PLACE_FIELDS.items():
+            value = doc.get(key, "")
+            if not isinstance(value, str) or len(value) > limit or (key == "user" and not value):
+                raise FieldError(key, f"expected a string of {int(key == 'user')} to {limit} "
+                                 "characters")
+        async with self.ctx.lock:
+            answer = self.ctx.controller.place(doc["user"], doc.get("server", ""), self.actor,
+                                               doc.get("prefer_node", ""))
+        self.reply(answer)
+
+
 class FitHandler(APIHandler):
     def post(self) -> None:
         """Would this request be admitted now, and does it fit (the options form's preview)?"""
@@ -363,6 +392,7 @@ def handlers(prefix: str, ctx: ServiceContext) -> list[tuple[str, type, dict[str
         (rf"{p}/api/queue", QueueHandler, kw),
         (rf"{p}/api/admissions", AdmissionsHandler, kw),
         (rf"{p}/api/admissions/([^/]+)/([^/]*)", AdmissionHandler, kw),
+        (rf"{p}/api/place", PlaceHandler, kw),
         (rf"{p}/api/fit", FitHandler, kw),
         (rf"{p}/api/notices", NoticesHandler, kw),
         (rf"{p}/api/quota", QuotaHandler, kw),

@@ -28,6 +28,7 @@ from traitlets.config import Application
 
 from aispike_hub.admission.controller import AdmissionController
 from aispike_hub.admission.inventory import Inventory, StaticInventory
+from aispike_hub.admission.replace import claimed_request
 from aispike_hub.cli import package_version
 from aispike_hub.kube.inventory import Inventory as KubeInventoryConfig
 from aispike_hub.model import Node
@@ -268,6 +269,9 @@ class AISpikeService(Application):
             engine=PlacementEngine(self.placement_policy),
             queue_timeout=self.queue_timeout, preemption_grace=self.preemption_grace,
             strict_fifo=self.strict_fifo,
+            # On Kubernetes, place what the hub's claims will hold (memory in whole GiB), so the
+            # hub's placer pins the ticket's assignment as it is (docs/architecture.md).
+            rounding=None if isinstance(self._inventory, StaticInventory) else claimed_request,
         )
         self.idle = IdleMonitor(store, self.hub_api_url, self.api_token, parent=self)
         self.hub = self.idle.hub  # one hub client: the monitor's timeouts and concurrency

@@ -12,6 +12,7 @@ no traits of its own; ``AISpikeSpawner`` inherits it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import json
@@ -61,7 +62,8 @@ class KubeStartMixin(KubeSpawner):  # type: ignore[misc]
             self._pin = await _to_thread_to_the_end(
                 functools.partial(placer.pin, self.namespace, self.pod_name, request,
                                   hub_server=self._hub_server(), prefer=prefer,
-                                  wait_gone=self.leftover_timeout))
+                                  wait_gone=self.leftover_timeout,
+                                  ask=self._admission_asker()))
         except PlacementRefused as e:
             raise SpawnException(
                 f"Cannot start {options.describe()}: {'; '.join(e.reasons)}",
@@ -195,7 +197,8 @@ class KubeStartMixin(KubeSpawner):  # type: ignore[misc]
         placer = await self.placer()
         try:
             new = await _to_thread_to_the_end(
-                functools.partial(placer.repin, self.namespace, self.pod_name, reason, request))
+                functools.partial(placer.repin, self.namespace, self.pod_name, reason, request,
+                                  ask=self._admission_asker()))
         except (PlacementFailed, PlacementRefused) as e:
             raise SpawnException(f"Cannot start {options.describe()}: {e}",
                                  reason="unschedulable", status_code=503) from None
@@ -204,6 +207,43 @@ class KubeStartMixin(KubeSpawner):  # type: ignore[misc]
         self._pin = new
         self._say(new.describe())
         return True
+
+    ask_admission_timeout = 900.0
+    """Seconds a pin waits for admission's re-decision (the REST client's own timeouts and
+    ``when_unavailable`` wait come first; this only bounds a hub loop that stopped answering)."""
+
+    def _admission_asker(self) -> Callable[[str], dict[str, Any]]:
+        """The placer's ``ask`` (:data:`aispike_hub.kube.placer.AskAdmission`) for this server:
+        admission's ``place`` (the service's ``POST api/place`` or the in-process controller),
+        run on the hub's event loop from the placer's thread.
+
+        Fail closed: when admission cannot answer (the service is unreachable, it refuses the
+        call), the pin is refused with that reason and the start fails; the placer never falls
+        back to a decision of its own that could ignore the queue's promises or the user's
+        GPU models.
+        """
+        from aispike_hub.admission.client import AdmissionError
+        from aispike_hub.kube.placer import PlacementRefused
+
+        loop = asyncio.get_running_loop()
+        admission = self.admission
+        user, server, timeout = self.user.name, self.name or "", self.ask_admission_timeout
+
+        def ask(prefer_node: str) -> dict[str, Any]:
+            future = asyncio.run_coroutine_threadsafe(
+                admission.place(user, server, prefer_node), loop)
+            try:
+                answer: dict[str, Any] = future.result(timeout=timeout)
+            except AdmissionError as e:
+                raise PlacementRefused(
+                    (f"admission could not place the server again: {e.message}",)) from None
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                raise PlacementRefused((f"admission did not place the server again within "
+                                        f"{timeout:g} s",)) from None
+            return answer
+
+        return ask
 
     async def _adopt(self, uid: str) -> None:
         """Make the server's claim owned by its pod ``uid`` (deleted with it), once per pod."""

@@ -20,12 +20,17 @@ from typing import Any
 import pytest
 from kubernetes.client.rest import ApiException
 
+from aispike_hub.admission.controller import AdmissionController
+from aispike_hub.admission.replace import claimed_request
 from aispike_hub.kube.api import KubeJson
 from aispike_hub.kube.claims import claim_name, owner_reference, pinned_claim
 from aispike_hub.kube.inventory import Inventory
 from aispike_hub.kube.placer import PlacementRefused, Placer
 from aispike_hub.kube.slices import resource_slice, resource_slice_name
-from aispike_hub.model import GIB_IN_MIB, Gpu, Node, SliceRequest
+from aispike_hub.model import GIB_IN_MIB, Assignment, Gpu, Node, SliceRequest
+from aispike_hub.quota import User, policy_from_dict
+from aispike_hub.service.kube_inventory import KubeClusterInventory
+from aispike_hub.service.store import Store
 
 from . import dra_burst
 from .conftest import GpuNodes, TestCluster, wait_until
@@ -214,6 +219,107 @@ def test_a_stale_pin_is_repinned_and_never_two_claims(
     assert res["device"] == f"gpu-{new.placement.gpus[0].index}"
     assert res["pool"] == node.name
     assert dra_burst.claims_per_server(placer.api, namespace) == {"nb": 1}
+
+
+def _intrude(placer: Placer, namespace: str, selector: dict[str, str], name: str,
+             node: str, gib: int) -> None:
+    """Someone else's claim (and pod) takes ``gib`` GiB of ``node``'s GPU 0, allocated by
+    kube-scheduler: both the placer's and the service's inventories count it as foreign."""
+    with placer.inventory.lock:
+        state = placer.inventory.state()
+        assert state is not None
+        where = Placer._placement(state, Assignment(node, (0,), (gib * GIB,), 0, 0),
+                                  SliceRequest(gpu_memory_mib=gib * GIB), 1)
+    other = pinned_claim(name, where, SliceRequest(gpu_memory_mib=gib * GIB))
+    other["metadata"]["labels"] = {"app": "other"}
+    other["metadata"]["annotations"] = {}
+    placer.api.create("resourceclaims", other, namespace)
+    intruder = pod(SliceRequest(gpu_count=0), selector)
+    intruder["metadata"]["name"] = name
+    intruder["spec"]["resourceClaims"] = [{"name": "gpu", "resourceClaimName": f"{name}-gpu"}]
+    intruder["spec"]["containers"][0]["resources"]["claims"] = [{"name": "gpu"}]
+    placer.api.create("pods", intruder, namespace)
+
+
+def test_pins_and_re_pins_go_through_the_service_and_its_promises_and_models(
+    cluster: TestCluster, namespace: str, gpu_nodes: GpuNodes, placer: Placer, tmp_path: Any
+) -> None:
+    """Issue 18: the hub's placer asks admission (here the service's controller over the
+    service's own Kubernetes inventory, ``AdmissionController.place``, what ``POST api/place``
+    runs) instead of re-deciding.  Three one-GPU nodes: ``x``, ``y`` of model m1 and ``o`` of
+    model m2; ann may only have m1 (her limits), though her request allows both.
+
+    1. ann is admitted on an m1 node; someone's claim then takes 40 GiB there, so the ticket's
+       assignment no longer fits: the placer asks.  bob's admitted (promised, no claim yet)
+       server holds the other m1 node: the service answers "no room", and the pin is refused
+       (the placer alone would have taken the promised room or the excluded m2 GPU).
+    2. bob's ticket is released: asked again, the service places ann on that m1 node.
+    3. Her pin goes stale (a claim takes its room before her pod is bound); the first intruder
+       is gone: the re-pin asks the service, which answers the first m1 node, never ``o``.
+    """
+    m1, m2 = model("ask1"), model("ask2")
+    nodes = seen(placer, gpu_nodes({"nodes": [
+        gpu_spec("x", m1, "80Gi", 1), gpu_spec("y", m1, "80Gi", 1), gpu_spec("o", m2, "80Gi", 1),
+    ]}))
+    names = {n.name.rsplit("-", 1)[-1]: n.name for n in nodes}
+    service_view = KubeClusterInventory.start(cluster.api, timeout=60)
+    try:
+        controller = AdmissionController(
+            Store(f"sqlite:///{tmp_path}/admission.sqlite"), service_view,
+            policy_from_dict({"users": {"ann": {"allowed_models": [m1]}}}),
+            rounding=claimed_request)
+        wait_until(lambda: {names["x"], names["y"], names["o"]}
+                   <= {n.name for n in service_view.nodes()}, 30, "the service's nodes")
+        asked: list[str] = []
+
+        def ask(prefer_node: str) -> dict[str, Any]:
+            asked.append(prefer_node)
+            return controller.place("ann", "", "hub", prefer_node)
+
+        req = SliceRequest(gpu_memory_mib=50 * GIB, allowed_models=frozenset({m1, m2}))
+        ticket = controller.admit(User("ann"), "", req, "hub")
+        assert ticket.state == "admitted" and ticket.assignment is not None
+        first = ticket.assignment["node"]
+        second = names["y"] if first == names["x"] else names["x"]
+        _intrude(placer, namespace, gpu_nodes.selector, "intruder1", first, 40)
+
+        def counted(node: str) -> bool:
+            return any(a.node == node and sum(a.gpu_memory_mib) > 0
+                       for a in service_view.foreign_assignments())
+
+        wait_until(lambda: counted(first), 60, "the service to see the first intruder")
+        bob = controller.admit(User("bob"), "", SliceRequest(
+            gpu_memory_mib=50 * GIB, allowed_models=frozenset({m1})), "hub")
+        assert bob.state == "admitted" and (bob.assignment or {})["node"] == second
+        prefer = Assignment(first, (0,), (50 * GIB,), 0, 0)
+        with pytest.raises(PlacementRefused):  # 1. no room for ann, as the service sees it
+            placer.pin(namespace, "ann", req, hub_server="ann/", prefer=prefer, ask=ask)
+        assert asked == [""]
+        assert placer.inventory.claim(namespace, claim_name("ann")) is None
+        assert controller.release("bob", "", "hub")  # 2. bob's promise is gone
+        pin = placer.pin(namespace, "ann", req, hub_server="ann/", prefer=prefer, ask=ask)
+        assert pin.placement is not None and pin.placement.node == second
+        assert controller.status("ann", "").assignment["node"] == second  # type: ignore[index]
+        # 3. the pin goes stale before the pod is bound; the first node is free again
+        _intrude(placer, namespace, gpu_nodes.selector, "intruder2", second, 40)
+        placer.api.delete("pods", "intruder1", namespace, grace_seconds=0)
+        placer.api.delete("resourceclaims", "intruder1-gpu", namespace)
+        wait_until(lambda: placer.status(namespace, "ann").phase == "stale", 60, "ann stale")
+        wait_until(lambda: counted(second) and not counted(first), 60,
+                   "the service to see the intruders move")
+        created = placer.api.create("pods", pin.pod(pod(req, gpu_nodes.selector)), namespace)
+        placer.adopt(pin, "ann", created["metadata"]["uid"])
+        new = placer.repin(namespace, "ann", "test", req, ask=ask)
+        assert new is not None and new.placement is not None
+        assert new.placement.node == first and new.placement.attempt == 2
+        assert asked[-1] in ("", second)  # asked, preferring the pod's node if it had one
+        assert controller.status("ann", "").assignment["node"] == first  # type: ignore[index]
+        wait_until(lambda: placer.status(namespace, "ann").phase == "running", 90, "ann Running")
+        (res,) = allocation(placer.api, namespace, "ann")
+        assert res["pool"] == first and res["consumedCapacity"] == {"memory": "50Gi"}
+        assert names["o"] not in {first, second}
+    finally:
+        service_view.stop()
 
 
 def test_corrupt_foreign_and_vanishing_devices_are_skipped(

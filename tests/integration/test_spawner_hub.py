@@ -10,6 +10,7 @@ The browser test of the options form is here too (marker ``browser``), on the sa
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import secrets
@@ -77,6 +78,12 @@ def _profiles(selector: dict[str, str]) -> list[dict[str, Any]]:
 
 
 class Stack(ServiceHub):
+    service_token = ""
+    """The AISpike service's own token (``custom:aispike:admit``: what the hub's client sends)."""
+    node_model: Any = None
+    """The test node (:class:`aispike_hub.model.Node`, with its GPUs' uuids)."""
+    selector: dict[str, str] = {}  # noqa: RUF012 (set once per stack)
+
     def __init__(self, cluster: TestCluster, hub: RunningHub, service_url: str,
                  namespace: str, node: str) -> None:
         super().__init__(hub, service_url)
@@ -188,7 +195,9 @@ def stack(cluster: TestCluster, hub_factory: Callable[..., RunningHub], hub_name
     )
     wait_for_service(service_url)
     try:
-        yield Stack(cluster, hub, service_url, hub_namespace, node.name)
+        stack = Stack(cluster, hub, service_url, hub_namespace, node.name)
+        stack.service_token, stack.node_model, stack.selector = token, node, selector
+        yield stack
     finally:
         nodes.delete_all()
         for name in made:
@@ -245,6 +254,80 @@ def test_a_4_gib_slice_gets_its_pinned_claim_and_everything_else(stack: Stack) -
     wait_until(lambda: not stack.pod_exists(user, "train"), 60, "pod deleted")
     wait_until(lambda: stack.claim(claim_ref.resource_claim_name) is None, 60, "claim deleted")
     wait_until(lambda: not stack.admitted(user), 30, "admission released")
+
+
+def test_a_pin_the_hubs_view_refutes_asks_the_service_through_its_api(stack: Stack) -> None:
+    """Issue 18: the hub's placer asks the service (``POST api/place``, the hub's own token)
+    when the ticket's assignment no longer fits its view, never re-deciding unasked.
+
+    The service's view (a node file) is made to have room on one GPU only: three 80 GiB tickets
+    of stand-in users fill the others.  Someone else's claim (unseen by the service) then takes
+    that GPU, so the ticket's assignment does not fit the placer's view: the placer asks, the
+    service answers the same GPU again (its view has not changed), and the placer, refuting it,
+    decides for the request as the service placed it.  The ask is in the service's audit log,
+    made by the hub's identity; the owner and an admin may not call the route.
+    """
+    from aispike_hub.kube.claims import PinnedGpu, Placement, pinned_claim
+    from aispike_hub.model import GIB_IN_MIB, SliceRequest
+
+    fillers = [f"filler-{secrets.token_hex(3)}" for _ in range(3)]
+    intruder = f"intruder-{secrets.token_hex(3)}"
+    user = stack.user()
+    try:
+        taken = set()
+        for name in fillers:
+            r = stack.service("POST", "admissions", token=stack.service_token, json={
+                "user": name, "groups": [], "server": "",
+                "request": {"gpu_memory_mib": 80 * GIB_IN_MIB}})
+            assert r.status_code == 201 and r.json()["state"] == "admitted", r.text
+            taken.update(r.json()["assignment"]["gpu_indices"])
+        (free,) = {g.index for g in stack.node_model.gpus} - taken
+        gpu = next(g for g in stack.node_model.gpus if g.index == free)
+        claim = pinned_claim(intruder, Placement(stack.node, (PinnedGpu(
+            gpu.uuid, gpu.index, 80 * GIB_IN_MIB, gpu.nvlink_domain),), False, 0, 0, 1),
+            SliceRequest(gpu_memory_mib=80 * GIB_IN_MIB))
+        claim["metadata"]["labels"] = {"app": "other"}
+        claim["metadata"]["annotations"] = {}
+        stack.cluster.custom.create_namespaced_custom_object(
+            "resource.k8s.io", "v1", stack.namespace, "resourceclaims", claim)
+        stack.cluster.core.create_namespaced_pod(stack.namespace, {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": intruder},
+            "spec": {"nodeSelector": stack.selector, "terminationGracePeriodSeconds": 0,
+                     "resourceClaims": [{"name": "gpu", "resourceClaimName": f"{intruder}-gpu"}],
+                     "containers": [{"name": "c", "image": "registry.invalid/other:1",
+                                     "resources": {"claims": [{"name": "gpu"}]}}]}})
+        wait_until(lambda: ((stack.claim(f"{intruder}-gpu") or {}).get("status") or {}).get(
+            "allocation") is not None, 60, "the intruder's claim allocated")
+
+        r = stack.start(user, "work", {"image": "base", "gpu_gib": 4, "cpu": 1, "memory_gib": 2})
+        assert r.status_code in (201, 202), r.text
+        stack.wait_ready(user, "work")
+        (ask,) = [e for e in stack.audit(f"{user}/work") if e["action"] == "admission.place"]
+        assert ask["detail"]["placed"] and ask["detail"]["after"]["gpu_indices"] == [free]
+        assert ask["actor"].endswith(":aispike")  # the hub's client, with the service's token
+        claim_now = stack.claim(claim_name(stack.pod_name(user, "work")))
+        assert claim_now is not None
+        (result,) = claim_now["status"]["allocation"]["devices"]["results"]
+        assert result["device"] != f"gpu-{free}"  # not the GPU someone else holds
+        # the route itself: only the hub's token; a 400 names the field
+        doc = {"user": user, "server": "work"}
+        assert stack.service("POST", "place", token=stack.user_token(user), json=doc
+                             ).status_code == 403
+        assert stack.service("POST", "place", json=doc).status_code == 403  # the hub's admin
+        r = stack.service("POST", "place", token=stack.service_token,
+                          json={**doc, "prefer_node": 7})
+        assert r.status_code == 400 and r.json()["field"] == "prefer_node", r.text
+    finally:
+        for name in fillers:
+            stack.service("DELETE", f"admissions/{name}/", token=stack.service_token)
+        with contextlib.suppress(ApiException):
+            stack.cluster.core.delete_namespaced_pod(intruder, stack.namespace,
+                                                     grace_period_seconds=0)
+        with contextlib.suppress(ApiException):
+            stack.cluster.custom.delete_namespaced_custom_object(
+                "resource.k8s.io", "v1", stack.namespace, "resourceclaims", f"{intruder}-gpu")
+        if stack.server(user, "work"):
+            stack.stop(user, "work", wait=True)
 
 
 def test_impossible_and_hostile_requests_are_refused_before_any_pod(stack: Stack) -> None:

@@ -262,7 +262,8 @@ def test_the_watch_adopts_repins_and_gives_up_on_an_unschedulable_pod(
         verdicts = [ServerStatus("stale", "device gone")]
         placer.status = lambda *_a: verdicts.pop() if verdicts else ServerStatus("pending")
 
-        def repin(namespace: str, server: str, reason: str, request: SliceRequest) -> Any:
+        def repin(namespace: str, server: str, reason: str, request: SliceRequest,
+                  ask: Any = None) -> Any:
             placer.calls.append(f"repin: {reason}")
             return SimpleNamespace(claim="claim", describe=lambda: "pinned again")
 
@@ -282,5 +283,47 @@ def test_the_watch_adopts_repins_and_gives_up_on_an_unschedulable_pod(
         assert placer.calls == ["pin", "adopt", "repin: device gone", "release"]
         assert await _state(spawner) == "unknown"
         assert "Waiting for a node: 0/1 nodes are available" in spawner._messages
+
+    asyncio.run(scenario())
+
+
+def test_the_placers_ask_reaches_admission_from_its_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kube: SimpleNamespace) -> None:
+    """``_admission_asker`` runs admission's ``place`` on the hub's loop for the placer's
+    thread (in-process admission: the hub's default); the in-process admission places what the
+    claim will hold (a 1.5 GiB slice as 2 GiB), so the placer keeps its decision."""
+    async def scenario() -> None:
+        spawner = _spawner(tmp_path, monkeypatch, FakePlacer())
+        request = SliceRequest(gpu_memory_mib=1536)
+        ticket = await spawner.admission.admit("alice", "", [], request)
+        assert ticket["state"] == "admitted"
+        assert ticket["assignment"]["gpu_memory_mib"] == [2 * GIB_IN_MIB]
+        ask = spawner._admission_asker()
+        answer = await asyncio.to_thread(ask, "n1")
+        assert answer["placed"] and answer["assignment"]["node"] == "n1"
+        assert answer["request"]["gpu_memory_mib"] == 2 * GIB_IN_MIB
+        await spawner.admission.release("alice", "")
+        answer = await asyncio.to_thread(ask, "")
+        assert not answer["placed"] and answer["state"] == "unknown"
+
+    asyncio.run(scenario())
+
+
+def test_the_placers_ask_fails_closed_when_the_service_is_unreachable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kube: SimpleNamespace) -> None:
+    from aispike_hub.admission.client import AdmissionClient
+    from aispike_hub.kube.placer import PlacementRefused
+
+    async def scenario() -> None:
+        spawner = _spawner(tmp_path, monkeypatch, FakePlacer())
+        spawner.admission_class = AdmissionClient
+        spawner.config.AdmissionClient.url = "http://127.0.0.1:9/services/aispike/"
+        spawner.config.AdmissionClient.pending_releases_file = ""
+        spawner.config.AdmissionClient.request_timeout = 5.0
+        ask = spawner._admission_asker()
+        with pytest.raises(PlacementRefused) as refused:
+            await asyncio.to_thread(ask, "")
+        (reason,) = refused.value.reasons
+        assert "could not place the server again" in reason and "not answering" in reason
 
     asyncio.run(scenario())

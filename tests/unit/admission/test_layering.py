@@ -46,3 +46,10 @@ def test_the_admission_package_imports_nothing_eagerly() -> None:
 def test_the_old_paths_are_gone() -> None:
     for old in ("service/admission.py", "service/client.py", "spawner/admission.py"):
         assert not (PACKAGE / old).exists(), old
+
+
+def test_no_module_cites_the_design_document_that_is_not_in_the_repository() -> None:
+    # issue 18: docs/architecture.md (and the docs it links) replace it
+    citing = [str(p.relative_to(PACKAGE)) for p in sorted(PACKAGE.rglob("*.py"))
+              if "DESIGN.md" in p.read_text()]
+    assert not citing, citing

@@ -164,6 +164,7 @@ ADMIT_DOC = {"user": "bob", "groups": ["lab"], "server": "",
 FIT_DOC = {"request": {"gpu_memory_mib": 4 * GIB}}
 TIERS = [{"name": "normal", "priority": 100, "preempts": True}]
 NOTICE = {"user": "alice", "kind": "info", "message": "hello"}
+PLACE_DOC = {"user": "alice", "server": "", "prefer_node": "a-0"}
 
 # (method, path, body, caller, status)
 CASES: list[tuple[str, str, Any, str, int]] = [
@@ -216,6 +217,14 @@ CASES: list[tuple[str, str, Any, str, int]] = [
     ("DELETE", "api/admissions/alice/", None, "svc-alice", 403),
     ("DELETE", "api/admissions/alice/", None, "admin", 200),
     ("DELETE", "api/admissions/alice/", None, "hub", 200),
+    # placing an admitted server again: the hub's placer only (it moves the server's promise),
+    # like admitting; not its owner, not an admin
+    ("POST", "api/place", PLACE_DOC, "alice", 403),
+    ("POST", "api/place", PLACE_DOC, "bob", 403),
+    ("POST", "api/place", PLACE_DOC, "svc-alice", 403),
+    ("POST", "api/place", PLACE_DOC, "admin", 403),
+    ("POST", "api/place", PLACE_DOC, "agent", 403),
+    ("POST", "api/place", PLACE_DOC, "hub", 200),
     # fit: any user for themselves; for another user the spawner or an admin
     ("POST", "api/fit", FIT_DOC, "alice", 200),
     ("POST", "api/fit", {**FIT_DOC, "user": "alice"}, "alice", 200),
@@ -308,3 +317,32 @@ def test_fit_and_quota_answer_for_the_caller_not_a_named_user(service: Service) 
     # a refused admission for bob is not created by a 403'd POST
     assert service.call("POST", "api/admissions", ADMIT_DOC, "bob")[0] == 403
     assert service.controller.status("bob", "").state not in ("admitted", "queued")
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (None, "body"),
+    ([], "body"),
+    ({"server": ""}, "user"),
+    ({"user": ""}, "user"),
+    ({"user": 7}, "user"),
+    ({"user": "alice", "server": None}, "server"),
+    ({"user": "alice", "server": "x" * 256}, "server"),
+    ({"user": "alice", "prefer_node": ["a-0"]}, "prefer_node"),
+    ({"user": "alice", "prefer_node": "n" * 254}, "prefer_node"),
+    ({"user": "alice", "request": {"gpu_count": 1}}, "request"),
+])
+def test_a_bad_place_body_is_a_400_naming_the_field(service: Service, body: Any,
+                                                    field: str) -> None:
+    code, doc = service.call("POST", "api/place", body, "hub")
+    assert code == 400 and doc["field"] == field, doc
+
+
+def test_a_refused_place_moves_nothing_and_the_hubs_answers(service: Service) -> None:
+    before = service.controller.status("alice", "").assignment
+    assert service.call("POST", "api/place", PLACE_DOC, "alice")[0] == 403
+    assert service.controller.status("alice", "").assignment == before
+    code, answer = service.call("POST", "api/place", PLACE_DOC, "hub")
+    assert code == 200 and answer["placed"] and answer["assignment"]["node"] == "a-0"
+    assert service.controller.status("alice", "").assignment == answer["assignment"]
+    code, answer = service.call("POST", "api/place", {"user": "bob"}, "hub")
+    assert code == 200 and not answer["placed"] and answer["state"] == "unknown"
