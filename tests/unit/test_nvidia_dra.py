@@ -82,3 +82,20 @@ def test_the_backend_refuses_memory_slices_with_what_the_driver_offers() -> None
     claim = backend.pinned_claim("x", gpus()[:2], labels={"a": "b"})
     assert claim["metadata"] == {"name": "x", "labels": {"a": "b"}}
     assert backend.compute_share_env(25) == {} and backend.compute_share_limits(25) == {}
+
+
+def test_the_placement_core_keeps_a_pair_under_one_pcie_root_of_parsed_gpus() -> None:
+    from aispike_hub.model import Node
+    from aispike_hub.placement.engine import PlacementEngine
+    from aispike_hub.placement.state import ClusterState
+
+    by_node, _ = nvidia_gpus_by_node([nvidia_resource_slice("n1", gpus())])
+    state = ClusterState([Node("n1", 32_000, 256 * 1024, tuple(g.gpu for g in by_node["n1"]))])
+    engine = PlacementEngine()
+    one = engine.place(state, SliceRequest(gpu_count=1)).assignment
+    assert one is not None
+    state.commit(one)
+    two = engine.place(state, SliceRequest(gpu_count=2)).assignment
+    assert two is not None
+    roots = {gpus()[i].pcie_switch for i in two.gpu_indices}
+    assert len(roots) == 1 and gpus()[one.gpu_indices[0]].pcie_switch not in roots
