@@ -31,6 +31,10 @@ NVIDIA_DRIVER = "gpu.nvidia.com"
 """NVIDIA's DRA driver (k8s-dra-driver-gpu): its claims on the same GPUs count as taken."""
 NVIDIA_DEVICE_CLASS = "gpu.nvidia.com"
 """NVIDIA's DeviceClass of whole GPUs (``mig.nvidia.com`` selects its MIG devices)."""
+PCIE_ROOT_ATTRIBUTE = "resource.kubernetes.io/pcieRoot"
+"""Standard DRA device attribute: the PCIe root complex of a device (NVIDIA's driver sets it)."""
+PCI_BUS_ID_ATTRIBUTE = "resource.kubernetes.io/pciBusID"
+"""Standard DRA device attribute: the device's PCI bus ID (NVIDIA's driver sets it)."""
 CDI_KIND = "aispike.io/gpu"
 """CDI ``vendor/class`` of our devices: a claim's device is ``aispike.io/gpu=<claim uid>``."""
 
@@ -117,6 +121,10 @@ ENV_HAMI_LIMIT_PREFIX = "CUDA_DEVICE_MEMORY_LIMIT_"
 """HAMi-core's per-device limit: ``CUDA_DEVICE_MEMORY_LIMIT_<i>=<MiB>m``."""
 ENV_XLA_MEM_FRACTION = "XLA_PYTHON_CLIENT_MEM_FRACTION"
 """JAX's preallocation fraction."""
+ENV_MPS_THREAD_PERCENTAGE = "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"
+"""CUDA MPS: percent of the GPU's SMs a client may use (enforced only under an MPS daemon)."""
+ENV_COMPUTE_PERCENT = "AISPIKE_GPU_COMPUTE_PERCENT"
+"""The slice's compute share in percent of the GPU, as the hub granted it (informational)."""
 
 # --- environment: what the spawners tell the notebook about its slice --------------------------
 

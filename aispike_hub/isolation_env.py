@@ -17,6 +17,8 @@ All three call this module.  The layers (docs/isolation.md):
 | ``CUDA_DEVICE_MEMORY_LIMIT_<i>`` | HAMi-core | ``<MiB>m`` per visible GPU |
 | ``XLA_PYTHON_CLIENT_MEM_FRACTION`` | framework | smallest slice/total, rounded down to 0.001 |
 | ``AISPIKE_FRAMEWORK_LIMITS`` | framework | frameworks the kernel hook limits |
+| ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` | MPS | the slice's compute share (percent), when < 100 |
+| ``AISPIKE_GPU_COMPUTE_PERCENT`` | with a share | the same share, for the notebook to show |
 
 plus, from the spawners, the slice as the user asked for it (:func:`notebook_env`:
 ``AISPIKE_BACKEND``, ``AISPIKE_GPU_COUNT``, ``AISPIKE_GPU_MODEL``, ``AISPIKE_GPU_MEMORY_MIB``,
@@ -32,6 +34,7 @@ from typing import Protocol
 
 from aispike_hub.contract import (
     ENV_BACKEND,
+    ENV_COMPUTE_PERCENT,
     ENV_CUDA_VISIBLE_DEVICES,
     ENV_DATASETS,
     ENV_FRAMEWORK_LIMITS,
@@ -42,6 +45,7 @@ from aispike_hub.contract import (
     ENV_GPU_MEMORY_MIB,
     ENV_GPU_MODEL,
     ENV_HAMI_LIMIT_PREFIX,
+    ENV_MPS_THREAD_PERCENTAGE,
     ENV_NVIDIA_VISIBLE_DEVICES,
     ENV_XLA_MEM_FRACTION,
 )
@@ -101,10 +105,27 @@ def xla_fraction(gpus: Sequence[LimitedGpu]) -> str:
     return f"{math.floor(min(fractions) * 1000) / 1000:.3f}"
 
 
-def isolation_env(gpus: Sequence[LimitedGpu], settings: IsolationSettings) -> dict[str, str]:
+def compute_share_env(percent: int | None) -> dict[str, str]:
+    """The compute-share variables for a slice with ``percent`` of the GPU's SMs.
+
+    ``None`` (no share decided) and 100 (a whole GPU) add nothing.  Otherwise
+    ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` (CUDA reads it when the process connects to an MPS
+    daemon; without one it is ignored: docs/isolation.md) and ``AISPIKE_GPU_COMPUTE_PERCENT``.
+    The share itself comes from :func:`aispike_hub.quota.compute_share.compute_percent`.
+    """
+    if percent is None or percent >= 100:
+        return {}
+    if percent < 1:
+        raise ValueError(f"a compute share is 1..100 percent, got {percent}")
+    return {ENV_MPS_THREAD_PERCENTAGE: str(percent), ENV_COMPUTE_PERCENT: str(percent)}
+
+
+def isolation_env(gpus: Sequence[LimitedGpu], settings: IsolationSettings,
+                  compute_percent: int | None = None) -> dict[str, str]:
     """The environment a container of the claim gets (the table in the module docstring).
 
     ``gpus`` must not be empty (a claim without a GPU of ours is refused before this).
+    ``compute_percent`` adds the compute-share layer (:func:`compute_share_env`).
     """
     limits = [g.limit_bytes // MIB for g in gpus]
     env = {
@@ -118,6 +139,7 @@ def isolation_env(gpus: Sequence[LimitedGpu], settings: IsolationSettings) -> di
     if settings.framework_env:
         env[ENV_XLA_MEM_FRACTION] = xla_fraction(gpus)
         env[ENV_FRAMEWORK_LIMITS] = ",".join(settings.frameworks)
+    env.update(compute_share_env(compute_percent))
     return env
 
 
@@ -138,7 +160,8 @@ def notebook_env(
 
 
 def assignment_env(node: Node, assignment: Assignment, settings: IsolationSettings,
-                   request: SliceRequest, backend: str) -> dict[str, str]:
+                   request: SliceRequest, backend: str,
+                   compute_percent: int | None = None) -> dict[str, str]:
     """The environment of a process holding ``assignment`` on ``node`` (no claim, no CDI).
 
     The isolation variables for the chosen GPUs, ``CUDA_VISIBLE_DEVICES`` (UUIDs, so CUDA's own
@@ -151,7 +174,7 @@ def assignment_env(node: Node, assignment: Assignment, settings: IsolationSettin
                  total_bytes=by_index[index].memory_mib * MIB)
         for index, mib in zip(assignment.gpu_indices, assignment.gpu_memory_mib, strict=True)
     ]
-    env = isolation_env(gpus, settings)
+    env = isolation_env(gpus, settings, compute_percent)
     env[ENV_CUDA_VISIBLE_DEVICES] = env[ENV_NVIDIA_VISIBLE_DEVICES]
     env.update(notebook_env(request, assignment.gpu_memory_mib[0] if request.gpu_count == 1
                             else 0, backend, {}))

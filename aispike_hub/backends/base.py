@@ -118,6 +118,17 @@ class GpuBackend(ABC):
             return None
         return model_affinity(request.allowed_models, label)
 
+    def compute_share_env(self, percent: int) -> dict[str, str]:
+        """Environment that bounds a slice to ``percent`` of its GPU's compute (the share comes
+        from :func:`aispike_hub.quota.compute_share.compute_percent`).  Default: nothing, the
+        backend cannot bound compute (whole GPUs, MIG's fixed instances, gpushare)."""
+        return {}
+
+    def compute_share_limits(self, percent: int) -> dict[str, str]:
+        """Container resource limits that bound a slice's compute (HAMi's ``gpucores``).
+        Default: nothing."""
+        return {}
+
     def notebook_env(self, request: SliceRequest, granted_mib: int,
                      datasets: Mapping[str, str]) -> dict[str, str]:
         """The slice variables the notebook sees (``AISPIKE_BACKEND`` is this backend's name)."""

@@ -4,7 +4,7 @@ in MiB, k whole GPUs are ``nvidia.com/gpu: k``; pure."""
 from __future__ import annotations
 
 from aispike_hub.backends.base import GpuBackend, GpuResources, slice_gib
-from aispike_hub.contract import HAMI_MEMORY_RESOURCE, NVIDIA_GPU_RESOURCE
+from aispike_hub.contract import HAMI_CORES_RESOURCE, HAMI_MEMORY_RESOURCE, NVIDIA_GPU_RESOURCE
 from aispike_hub.model import SliceRequest
 
 
@@ -29,3 +29,11 @@ class HamiBackend(GpuBackend):
         if gpu_memory_mib is not None:
             hard[f"requests.{HAMI_MEMORY_RESOURCE}"] = str(gpu_memory_mib)
         return hard
+
+    def compute_share_limits(self, percent: int) -> dict[str, str]:
+        """``nvidia.com/gpucores``: HAMi-core throttles the container's kernels to it."""
+        if percent >= 100:
+            return {}
+        if percent < 1:
+            raise ValueError(f"a compute share is 1..100 percent, got {percent}")
+        return {HAMI_CORES_RESOURCE: str(percent)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from aispike_hub.backends.base import GpuBackend, GpuResources, slice_gib
 from aispike_hub.contract import CLAIMS_QUOTA, DEVICES_QUOTA
+from aispike_hub.isolation_env import compute_share_env
 from aispike_hub.model import SliceRequest
 
 
@@ -33,3 +34,7 @@ class AISpikeBackend(GpuBackend):
         if gpus is not None:
             hard[DEVICES_QUOTA] = str(gpus)
         return hard
+
+    def compute_share_env(self, percent: int) -> dict[str, str]:
+        """``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` (enforced only under an MPS daemon)."""
+        return compute_share_env(percent)
