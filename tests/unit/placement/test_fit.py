@@ -100,3 +100,28 @@ def test_checking_leaves_the_state_as_it_was_when_it_does_not_fit() -> None:
     assert not still_fits(s, GOOD, REQ)
     assert (s.gpu_free == free[0]).all() and (s.cpu_free == free[1]).all()
     assert (s.mem_free == free[2]).all()
+
+
+def test_a_request_restricted_to_the_gpus_model_keeps_its_decision() -> None:
+    """The model check reads the decided GPU's model (an allowed model fits, others do not)."""
+    a100_only = SliceRequest(gpu_memory_mib=8 * GIB, cpu_milli=500, memory_mib=GIB,
+                             allowed_models={"A100"})
+    assert misfit(state(), GOOD, a100_only) == ""
+
+
+def test_a_slice_on_a_gpu_already_in_use_does_not_worsen_a_node_short_of_idle_gpus() -> None:
+    """A node already keeping too few idle GPUs for outside workloads (room < 0) still takes a
+    slice on a GPU that is in use anyway: the room does not shrink, exactly as before."""
+    s = state()
+    s.commit(Assignment("n0", (0,), (8 * GIB,)))
+    s.commit(Assignment("n0", (), (), anonymous_gpus=2, owner="device-plugin"))
+    assert int(s.anonymous_room()[0]) == -1
+    assert misfit(s, Assignment("n0", (0,), (8 * GIB,), 500, GIB), REQ) == ""
+    why = misfit(s, GOOD, REQ)  # GPU 1 is idle: taking it makes the shortage worse
+    assert why.startswith("no longer free") and "idle" in why
+
+
+def test_an_assignment_whose_gpus_and_memory_do_not_pair_up_cannot_exist() -> None:
+    """Why ``misfit``'s ``zip(..., strict=True)`` never fires: the model refuses it first."""
+    with pytest.raises(ValueError):
+        Assignment("n0", (0,), (8 * GIB, 8 * GIB), 500, GIB)

@@ -135,3 +135,19 @@ def test_victim_filter_is_the_quota_rule(victim: Server, borrowing: bool, allowe
     assert may_preempt(Running(), 100) is allowed
     assert victim_filter(alice, Tier("low", 0, preempts=False), borrowing, [victim])(
         Running(), 0) is False
+
+
+def test_an_unlimited_group_quota_is_no_limit_and_names_no_source() -> None:
+    policy = policy_from_dict({"groups": {"open": {"quota": {"gpu_memory": "unlimited",
+                                                             "gpus": 4}}}})
+    report = group_report(policy, "open", [])
+    mem, gpus = report.resources["gpu_memory_mib"], report.resources["gpus"]
+    assert (mem.quota, mem.ceiling, mem.source) == (None, None, "")
+    assert (gpus.quota, gpus.ceiling, gpus.source) == (4, 4, "group 'open'")
+
+
+def test_a_user_with_a_policy_entry_and_no_server_is_reported() -> None:
+    policy = policy_from_dict({"users": {"prof": {"quota": {"servers": 4}}}})
+    report = quota_report(policy, [])
+    assert [u.user for u in report.users] == ["prof"]
+    assert report.users[0].resources["servers"].quota == 4
