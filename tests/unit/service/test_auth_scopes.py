@@ -308,3 +308,13 @@ def test_fit_and_quota_answer_for_the_caller_not_a_named_user(service: Service) 
     # a refused admission for bob is not created by a 403'd POST
     assert service.call("POST", "api/admissions", ADMIT_DOC, "bob")[0] == 403
     assert service.controller.status("bob", "").state not in ("admitted", "queued")
+
+
+def test_one_part_of_the_policy_reads_back(service: Service) -> None:
+    """GET on a policy part answered 500 (found by tests/unit/fuzz/test_fuzz_routes.py)."""
+    assert service.call("GET", "api/policy/users/alice", who="alice")[0] == 403
+    code, doc = service.call("GET", "api/policy/users/alice", who="admin")
+    assert code == 200 and doc["alice"]["quota"]["gpu_memory"] == "16Gi", doc
+    assert service.call("GET", "api/policy/groups/nobody", who="admin")[0] == 404
+    code, doc = service.call("GET", "api/policy/tiers", who="admin")
+    assert code == 200 and "tiers" in doc
