@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aispike_hub.admission.wire import ANY_STYLE, KeyStyle, request_from_dict, request_to_dict
+from aispike_hub.contract import HUB_ID_LABEL
+from aispike_hub.kube.identity import split_hub_server
 from aispike_hub.kube.slices import (
     DEVICE_CLASS,
     DRIVER,
@@ -46,6 +48,7 @@ from aispike_hub.model import GIB_IN_MIB, Assignment, SliceRequest
 __all__ = [
     "CLAIM_REQUEST",
     "DEVICE_CLASS",
+    "HUB_ID_LABEL",
     "HUB_SERVER_ANNOTATION",
     "MANAGED_BY",
     "NVLINK_ATTRIBUTE",
@@ -268,7 +271,9 @@ def pinned_claim(
 ) -> dict[str, Any]:
     """The ResourceClaim that holds ``placement`` for the server whose pod is ``server``.
 
-    ``hub_server`` (``user/server``) names the hub server the claim belongs to.
+    ``hub_server`` names the hub server the claim belongs to: ``<hub id>:<user>/<server>``, or
+    ``<user>/<server>`` for the default hub (:func:`aispike_hub.kube.identity.hub_server_value`);
+    a claim of a hub with an id is also labelled :data:`HUB_ID_LABEL` with it.
 
     ``owner`` is an ownerReference (see :func:`owner_reference`) when the pod already exists
     (a re-pin); otherwise the flow adds it right after creating the pod, so the claim is
@@ -287,6 +292,7 @@ def pinned_claim(
             **(labels or {}),
             SERVER_LABEL: server_label_value(server),
             MANAGED_BY_LABEL: MANAGED_BY,
+            **({HUB_ID_LABEL: hub} if (hub := split_hub_server(hub_server)[0]) else {}),
         },
         "annotations": {
             PLACEMENT_ANNOTATION: placement.to_json(),

@@ -6,13 +6,45 @@ on its claims and pods is then ``<hub id>:<user>/<server>``, and its claims carr
 ``aispike.io/hub: <hub id>``.  A value without a hub id (``<user>/<server>``, every object written
 before hub ids) belongs to the default hub, whose id is ``""``.  Each hub's inventory counts its
 own servers per server and every other hub's as taken (another workload).
+
+Where the id comes from (:func:`hub_id_from_env`): ``$AISPIKE_HUB_ID`` when set (the Helm
+chart sets it on the hub and the service: ``aispike.hubId``, default ``<namespace>.<release>``),
+else ``<$POD_NAMESPACE>.<$AISPIKE_HELM_RELEASE>`` when both are known, else ``""`` (the default
+hub: one hub per cluster, as before hub ids).
+
+Objects written before hub ids (a bare ``user/server``) belong to the default hub.  A hub with
+an id adopts them only when it says so (``owns_unnamed``, :func:`belongs`): set it on the one
+hub that was upgraded from a version without hub ids, so its running servers stay its own;
+never on a second hub, which would then count, adopt and reconcile the first hub's objects.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 
-__all__ = ["DEFAULT_HUB", "hub_id_for", "hub_server_value", "split_hub_server", "valid_hub_id"]
+__all__ = [
+    "DEFAULT_HUB",
+    "HUB_ID_ENV",
+    "OWNS_UNNAMED_ENV",
+    "RELEASE_ENV",
+    "belongs",
+    "hub_id_for",
+    "hub_id_from_env",
+    "hub_server_value",
+    "owns_unnamed_from_env",
+    "split_hub_server",
+    "valid_hub_id",
+]
+
+HUB_ID_ENV = "AISPIKE_HUB_ID"
+"""Environment variable naming this hub's id (the chart sets it on the hub and the service)."""
+RELEASE_ENV = "AISPIKE_HELM_RELEASE"
+"""Environment variable with the Helm release (with ``$POD_NAMESPACE``: ``<ns>.<release>``)."""
+NAMESPACE_ENV = "POD_NAMESPACE"
+OWNS_UNNAMED_ENV = "AISPIKE_HUB_OWNS_UNNAMED"
+"""Environment variable: ``true`` when this hub also owns values without a hub id."""
 
 DEFAULT_HUB = ""
 """The hub id of objects written without one (and of a hub that sets none)."""
@@ -50,3 +82,38 @@ def split_hub_server(value: str) -> tuple[str, str]:
     if sep and "/" not in head and valid_hub_id(head) and "/" in rest:
         return head, rest
     return DEFAULT_HUB, value
+
+
+def hub_id_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """This hub's id from the environment: ``$AISPIKE_HUB_ID``, else
+    ``<$POD_NAMESPACE>.<$AISPIKE_HELM_RELEASE>`` when both are set, else ``""`` (the default
+    hub).  Raises ``ValueError`` for an id that cannot be a label value (fail at start, not
+    on the first claim)."""
+    env = os.environ if environ is None else environ
+    configured = env.get(HUB_ID_ENV, "").strip()
+    namespace = env.get(NAMESPACE_ENV, "").strip()
+    release = env.get(RELEASE_ENV, "").strip()
+    if not configured and not (namespace and release):
+        return DEFAULT_HUB
+    return hub_id_for(namespace, release, configured)
+
+
+def owns_unnamed_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``$AISPIKE_HUB_OWNS_UNNAMED`` says this hub owns values without a hub id
+    (``true``/``1``/``yes``).  The default hub owns them anyway (:func:`belongs`)."""
+    env = os.environ if environ is None else environ
+    return env.get(OWNS_UNNAMED_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def belongs(value: str, hub_id: str, owns_unnamed: bool = False) -> bool:
+    """Whether an object whose ``aispike.io/hub-server`` is ``value`` belongs to hub
+    ``hub_id``.
+
+    A value naming a hub belongs to that hub only.  A value without one (an object of a
+    version before hub ids, or of the default hub; also an absent value, ``""``) belongs to
+    the default hub, and to a hub that ``owns_unnamed`` (the one upgraded in place).
+    """
+    owner, _ = split_hub_server(value)
+    if owner == hub_id:
+        return True
+    return owner == DEFAULT_HUB and owns_unnamed

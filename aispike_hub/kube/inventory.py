@@ -48,7 +48,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from traitlets import Dict, Float, Integer, List, Unicode, observe
+from traitlets import (
+    Bool,
+    Dict,
+    Float,
+    Integer,
+    List,
+    TraitError,
+    Unicode,
+    default,
+    observe,
+    validate,
+)
 from traitlets.config import LoggingConfigurable
 
 from aispike_hub.contract import (
@@ -65,6 +76,7 @@ from aispike_hub.kube.coexist import (
     parse_foreign_slice,
     pod_gpus,
 )
+from aispike_hub.kube.identity import belongs, hub_id_from_env, owns_unnamed_from_env, valid_hub_id
 from aispike_hub.kube.ledger import Ledger
 from aispike_hub.kube.objects import (
     CLAIM_FINALIZER,
@@ -167,12 +179,41 @@ class Inventory(LoggingConfigurable):
         node).  Devices of drivers not listed (NICs, ...) are not GPUs and never count.""",
     ).tag(config=True)
     hub_id = Unicode(
-        "",
         help="""This hub's id when several hubs share the cluster (kube/identity.py): its
         servers' claims and pods carry "<hub id>:<user>/<server>" in aispike.io/hub-server.
-        Servers of other hubs count as other workloads' (taken).  Empty: the default hub, which
-        also owns values written without a hub id.""",
+        Servers of other hubs count as other workloads' (taken).  Default: $AISPIKE_HUB_ID,
+        else <$POD_NAMESPACE>.<$AISPIKE_HELM_RELEASE> when both are set (the Helm chart sets
+        them), else empty: the default hub, which also owns values written without a hub
+        id.""",
     ).tag(config=True)
+
+    @default("hub_id")
+    def _hub_id_default(self) -> str:
+        return hub_id_from_env()
+
+    @validate("hub_id")
+    def _hub_id_valid(self, proposal: Mapping[str, Any]) -> str:
+        value = str(proposal["value"])
+        if not valid_hub_id(value):
+            raise TraitError(f"Inventory.hub_id {value!r}: use lowercase letters, digits, '.' "
+                             "and '-' (at most 63 characters)")
+        return value
+
+    owns_unnamed = Bool(
+        help="""Whether this hub also owns aispike.io/hub-server values without a hub id
+        (claims and pods written before hub ids).  Set it on the one hub upgraded in place
+        from such a version, never on a second hub.  Always true for the default hub (empty
+        hub_id).  Default: $AISPIKE_HUB_OWNS_UNNAMED.""",
+    ).tag(config=True)
+
+    @default("owns_unnamed")
+    def _owns_unnamed_default(self) -> bool:
+        return owns_unnamed_from_env()
+
+    def belongs(self, hub_server: str) -> bool:
+        """Whether an object with this aispike.io/hub-server value is this hub's."""
+        return belongs(hub_server, self.hub_id, self.owns_unnamed)
+
     pod_field_selector = Unicode(
         "status.phase!=Succeeded,status.phase!=Failed",
         help="Field selector for the pod watch: only pods that can hold CPU and RAM.",
@@ -391,7 +432,7 @@ class Inventory(LoggingConfigurable):
         not its own promise) and the rest as other workloads'.
         """
         with self.lock:
-            return self._ledger.usage_by_server(self.hub_id)
+            return self._ledger.usage_by_server(self.hub_id, self.owns_unnamed)
 
     # -- placement support ---------------------------------------------------------------------
     def hold(self, namespace: str, claim: str, assignment: Assignment) -> None:

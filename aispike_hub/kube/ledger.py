@@ -39,7 +39,7 @@ from aispike_hub.kube.coexist import (
     outside_claim_usage,
     outside_pod_usage,
 )
-from aispike_hub.kube.identity import DEFAULT_HUB, split_hub_server
+from aispike_hub.kube.identity import DEFAULT_HUB, belongs, split_hub_server
 from aispike_hub.kube.objects import ClaimInfo, NodeInfo, PodInfo, SliceInfo
 from aispike_hub.kube.usage import DeviceIndex, Usage, claim_usage, pod_usage
 from aispike_hub.model import Assignment, Gpu, Node
@@ -590,10 +590,11 @@ class Ledger:
         entry = self._entries.get(f"claim:{key}") or self._entries.get(f"hold:{key}")
         return tuple(entry.committed) if entry else ()
 
-    def usage_by_server(self, hub_id: str = DEFAULT_HUB
+    def usage_by_server(self, hub_id: str = DEFAULT_HUB, owns_unnamed: bool = False
                         ) -> tuple[dict[str, list[Assignment]], list[Assignment]]:
         """What the state counts, split: per server (``user/server``) of hub ``hub_id`` and
-        everything else (other workloads, other hubs' servers: kube/identity.py)."""
+        everything else (other workloads, other hubs' servers: kube/identity.py).
+        ``owns_unnamed``: values without a hub id are this hub's too (:func:`belongs`)."""
         self.state()
         ours: dict[str, list[Assignment]] = {}
         other: list[Assignment] = []
@@ -604,8 +605,8 @@ class Ledger:
             info: ClaimInfo | PodInfo | None = (
                 self.pods.get(key) if kind in ("pod", "outside-pod") else self.claims.get(key))
             value = info.hub_server if info is not None else ""
-            owner_hub, server = split_hub_server(value)
-            if value and owner_hub == hub_id:
+            _, server = split_hub_server(value)
+            if value and belongs(value, hub_id, owns_unnamed):
                 ours.setdefault(server, []).extend(entry.committed)
             else:
                 other.extend(entry.committed)

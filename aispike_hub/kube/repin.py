@@ -211,6 +211,8 @@ def reconcile(placer: Placer) -> dict[str, int]:
     for claim in placer.inventory.claims():
         if not claim.ours or claim.is_allocated or claim.deleting:
             continue
+        if not placer.inventory.belongs(claim.hub_server):
+            continue  # another hub's claim (kube/identity.py): its own hub reconciles it
         pod = users.get(claim.key)
         if pod is None:
             with placer._pinned_lock:

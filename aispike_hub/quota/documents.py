@@ -112,7 +112,7 @@ def _budget_from(path: str, doc: object) -> Budget:
     if doc is None:
         return Budget()
     if not isinstance(doc, Mapping):
-        raise PolicyError(path, f"expected a mapping of {sorted(BUDGET_KEYS)}, got {doc!r}")
+        raise PolicyError(path, f"expected a mapping of {sorted(BUDGET_KEYS)}, got {shorten(doc)}")
     values: dict[str, int] = {}
     for key, value in doc.items():
         if key not in BUDGET_KEYS:
@@ -126,11 +126,11 @@ def _names(path: str, doc: object) -> frozenset[str] | None:
     if doc is None:
         return None
     if isinstance(doc, str) or not isinstance(doc, Sequence | set | frozenset):
-        raise PolicyError(path, f"expected a list of names, got {doc!r}")
+        raise PolicyError(path, f"expected a list of names, got {shorten(doc)}")
     out = []
     for i, v in enumerate(doc):
         if not isinstance(v, str) or not v.strip() or len(v) > 253:
-            raise PolicyError(f"{path}[{i}]", f"expected a non-empty name, got {v!r}")
+            raise PolicyError(f"{path}[{i}]", f"expected a non-empty name, got {shorten(v)}")
         out.append(v)
     return frozenset(out)
 
@@ -150,13 +150,13 @@ def entry_from_dict(path: str, doc: object) -> Entry:
     if doc is None:
         return Entry()
     if not isinstance(doc, Mapping):
-        raise PolicyError(path, f"expected a mapping, got {doc!r}")
+        raise PolicyError(path, f"expected a mapping, got {shorten(doc)}")
     for key in doc:
         if key not in ENTRY_KEYS:
             raise PolicyError(f"{path}.{key}", f"unknown field; use one of {list(ENTRY_KEYS)}")
     tier = doc.get("tier")
     if tier is not None and not isinstance(tier, str):
-        raise PolicyError(f"{path}.tier", f"expected a tier name, got {tier!r}")
+        raise PolicyError(f"{path}.tier", f"expected a tier name, got {shorten(tier)}")
     max_slice = doc.get("max_slice")
     return Entry(
         quota=_budget_from(f"{path}.quota", doc.get("quota")),
@@ -173,7 +173,7 @@ def group_from_dict(path: str, doc: object) -> GroupEntry:
     if doc is None:
         return GroupEntry()
     if not isinstance(doc, Mapping):
-        raise PolicyError(path, f"expected a mapping, got {doc!r}")
+        raise PolicyError(path, f"expected a mapping, got {shorten(doc)}")
     for key in doc:
         if key not in GROUP_KEYS:
             raise PolicyError(f"{path}.{key}",
@@ -188,27 +188,27 @@ def group_from_dict(path: str, doc: object) -> GroupEntry:
 
 def tiers_from_list(path: str, doc: object) -> tuple[Tier, ...]:
     if not isinstance(doc, Sequence) or isinstance(doc, str):
-        raise PolicyError(path, f"expected a list of tiers, got {doc!r}")
+        raise PolicyError(path, f"expected a list of tiers, got {shorten(doc)}")
     out = []
     for i, t in enumerate(doc):
         p = f"{path}[{i}]"
         if not isinstance(t, Mapping):
-            raise PolicyError(p, f"expected a mapping with name and priority, got {t!r}")
+            raise PolicyError(p, f"expected a mapping with name and priority, got {shorten(t)}")
         for key in t:
             if key not in TIER_KEYS:
                 raise PolicyError(f"{p}.{key}", "unknown field; use name, priority, preempts, "
                                   "priority_class")
         name, prio = t.get("name"), t.get("priority")
         if not isinstance(name, str):
-            raise PolicyError(f"{p}.name", f"expected a name, got {name!r}")
+            raise PolicyError(f"{p}.name", f"expected a name, got {shorten(name)}")
         if isinstance(prio, bool) or not isinstance(prio, int):
-            raise PolicyError(f"{p}.priority", f"expected an integer, got {prio!r}")
+            raise PolicyError(f"{p}.priority", f"expected an integer, got {shorten(prio)}")
         preempts = t.get("preempts", True)
         if not isinstance(preempts, bool):
-            raise PolicyError(f"{p}.preempts", f"expected true or false, got {preempts!r}")
+            raise PolicyError(f"{p}.preempts", f"expected true or false, got {shorten(preempts)}")
         pc = t.get("priority_class", "")
         if not isinstance(pc, str):
-            raise PolicyError(f"{p}.priority_class", f"expected a name, got {pc!r}")
+            raise PolicyError(f"{p}.priority_class", f"expected a name, got {shorten(pc)}")
         out.append(Tier(name, prio, preempts, pc))
     return tuple(out)
 
@@ -231,11 +231,11 @@ def policy_from_dict(doc: Mapping[str, object]) -> Policy:
     tiers = tiers_from_list("tiers", doc["tiers"]) if "tiers" in doc else DEFAULT_TIERS
     default_tier = doc.get("default_tier", tiers[0].name if "tiers" in doc and tiers else "normal")
     if not isinstance(default_tier, str):
-        raise PolicyError("default_tier", f"expected a tier name, got {default_tier!r}")
+        raise PolicyError("default_tier", f"expected a tier name, got {shorten(default_tier)}")
     combine = doc.get("group_combine", "most_generous")
     if combine not in ("most_generous", "least_generous"):
         raise PolicyError("group_combine", f"must be most_generous or least_generous, "
-                          f"got {combine!r}")
+                          f"got {shorten(combine)}")
     for key in ("groups", "users"):
         for entry_name in mapping(key):
             shown = shorten_text(str(entry_name))

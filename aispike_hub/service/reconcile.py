@@ -24,7 +24,10 @@ The rules:
 - **Our claim in a deleted or terminating namespace** that no pod uses is deleted at once, and
   kube-scheduler's ``resource.kubernetes.io/delete-protection`` finalizer is removed from it
   when it is already being deleted, so the namespace does not hang in Terminating.
-- Claims of other workloads are never touched.
+- Claims of other workloads are never touched, nor claims of another hub sharing the cluster:
+  only claims whose ``aispike.io/hub-server`` names this hub (``Settings.hub_id``; a value
+  without a hub id, from a version before hub ids, counts as the default hub's and, with
+  ``owns_unnamed``, this hub's: :func:`aispike_hub.kube.identity.belongs`) are judged.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
+
+from aispike_hub.kube.identity import DEFAULT_HUB, belongs
 
 __all__ = [
     "Action",
@@ -121,6 +126,14 @@ class Observation:
 class Settings:
     grace: float = 60.0
     orphan_seconds: float = 300.0
+    hub_id: str = DEFAULT_HUB
+    """This hub's id: claims of other hubs are never judged (kube/identity.py)."""
+    owns_unnamed: bool = False
+    """Claims without a hub id are this hub's too (always, for the default hub)."""
+
+    def mine(self, hub_server: str) -> bool:
+        """Whether a claim with this ``aispike.io/hub-server`` value is this hub's."""
+        return belongs(hub_server, self.hub_id, self.owns_unnamed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +219,8 @@ def _claim_actions(seen: Observation, settings: Settings) -> list[Action]:
     pods = {f"{p.namespace}/{p.name}" for p in seen.pods}
     out: list[Action] = []
     for c in seen.claims:
+        if not settings.mine(c.hub_server):
+            continue  # another hub's: its own service reconciles it
         if c.key in used or (c.owner_pod and f"{c.namespace}/{c.owner_pod}" in pods):
             continue
         ns: NamespaceState | Literal["deleted"] | None = None

@@ -131,6 +131,14 @@ class Reconciler(LoggingConfigurable):
         """An admission event: run a pass soon."""
         self._poke.set()
 
+    def settings(self) -> Settings:
+        """The rules' settings; the hub identity is the Kubernetes inventory's
+        (``Inventory.hub_id``, ``Inventory.owns_unnamed``): one setting for counting and
+        reconciling."""
+        hub_id = str(getattr(self.kube, "hub_id", "") or "")
+        owns = bool(getattr(self.kube, "owns_unnamed", False))
+        return Settings(self.grace, self.orphan_seconds, hub_id, owns)
+
     # -- observe -------------------------------------------------------------------------------
     def _tickets(self) -> list[TicketView]:
         with self.store.session() as s:
@@ -290,7 +298,7 @@ class Reconciler(LoggingConfigurable):
         """One pass: observe, decide, act.  What it did, by kind."""
         started = time.monotonic()
         seen = await self.look()
-        actions = decide(seen, Settings(self.grace, self.orphan_seconds))
+        actions = decide(seen, self.settings())
         done = await self.apply(actions, seen)
         for k, v in done.items():
             self.totals[k] += v

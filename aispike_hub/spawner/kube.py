@@ -36,7 +36,18 @@ from decimal import Decimal
 from typing import Any, ClassVar, cast
 
 from jupyterhub.spawner import SpawnException
-from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode
+from traitlets import (
+    Bool,
+    Dict,
+    Enum,
+    Float,
+    Integer,
+    List,
+    TraitError,
+    Unicode,
+    default,
+    validate,
+)
 
 from aispike_hub.admission.client import AdmissionClient
 from aispike_hub.admission.hub import admit_or_raise
@@ -46,12 +57,19 @@ from aispike_hub.contract import (
     BACKEND_ANNOTATION,
     GFD_MODEL_LABEL,
     GPU_MODEL_LABEL,
+    HUB_ID_LABEL,
     NOTE_ANNOTATION,
     OPTIONS_ANNOTATION,
     TIER_ANNOTATION,
 )
 from aispike_hub.kube.api import kube_api_client
 from aispike_hub.kube.claims import HUB_SERVER_ANNOTATION, REQUEST_ANNOTATION, request_to_json
+from aispike_hub.kube.identity import (
+    hub_id_from_env,
+    hub_server_value,
+    owns_unnamed_from_env,
+    valid_hub_id,
+)
 from aispike_hub.kube.resources import (
     DEFAULT_MIG_PROFILES,
     BackendError,
@@ -145,6 +163,40 @@ class AISpikeSpawner(KubeStartMixin, KubeOptionsMixin, SpawnerFormSettings):
         and datasets (non-native backends; the native placement scores locality itself).""",
     ).tag(config=True)
 
+    hub_id = Unicode(
+        help="""This hub's id, for several hubs on one cluster (docs/operations.md, "Hub
+        identity"): written on every pod and claim as aispike.io/hub-server
+        "<hub id>:<user>/<server>" (and the claim's aispike.io/hub label), so each hub counts,
+        adopts and reconciles only its own servers and counts the others' as taken.  Lowercase
+        letters, digits, '.' and '-', at most 63.  Default: $AISPIKE_HUB_ID, else
+        <$POD_NAMESPACE>.<$AISPIKE_HELM_RELEASE> when both are set (the Helm chart sets them),
+        else empty: the default hub, which writes a bare "<user>/<server>" as versions before
+        hub ids did.  Set the same id for the AISpike service (Inventory.hub_id).""",
+    ).tag(config=True)
+
+    @default("hub_id")
+    def _hub_id_default(self) -> str:
+        return hub_id_from_env()
+
+    @validate("hub_id")
+    def _hub_id_valid(self, proposal: Any) -> str:
+        value = str(proposal["value"])
+        if not valid_hub_id(value):
+            raise TraitError(f"AISpikeSpawner.hub_id {value!r}: use lowercase letters, digits, "
+                             "'.' and '-' (at most 63 characters)")
+        return value
+
+    hub_owns_unnamed = Bool(
+        help="""Whether this hub also owns pods and claims whose aispike.io/hub-server has no
+        hub id (written by versions before hub ids): set it on the one hub upgraded in place,
+        so its running servers stay its own; never on a second hub of the cluster.  Always
+        true with an empty hub_id.  Default: $AISPIKE_HUB_OWNS_UNNAMED.""",
+    ).tag(config=True)
+
+    @default("hub_owns_unnamed")
+    def _hub_owns_unnamed_default(self) -> bool:
+        return owns_unnamed_from_env()
+
     _shared: ClassVar[dict[str, Any]] = {}
     """Per hub process: the node watcher, or the inventory and placer (native backend)."""
     _shared_lock: ClassVar[asyncio.Lock | None] = None
@@ -193,7 +245,8 @@ class AISpikeSpawner(KubeStartMixin, KubeOptionsMixin, SpawnerFormSettings):
             from aispike_hub.kube.placer import Placer
 
             api = await asyncio.to_thread(kube_api_client)
-            inventory = Inventory(api, config=self.config)
+            inventory = Inventory(api, config=self.config, hub_id=self.hub_id,
+                                  owns_unnamed=self.hub_owns_unnamed)
             await asyncio.to_thread(inventory.start)
             return Placer(inventory, config=self.config)
 
@@ -202,7 +255,8 @@ class AISpikeSpawner(KubeStartMixin, KubeOptionsMixin, SpawnerFormSettings):
     async def node_watcher(self) -> NodeWatcher:
         async def make() -> NodeWatcher:
             # the inventory's client (kube_api_client), as the native backend's
-            return NodeWatcher().start()
+            return NodeWatcher(hub_id=self.hub_id,
+                               owns_unnamed=self.hub_owns_unnamed).start()
 
         watcher = cast(NodeWatcher, await self._once("nodes", make))
         await asyncio.wait_for(asyncio.shield(watcher.first_load), 60)
@@ -390,7 +444,8 @@ class AISpikeSpawner(KubeStartMixin, KubeOptionsMixin, SpawnerFormSettings):
             **({TIER_ANNOTATION: ticket["tier"]} if ticket.get("tier") else {}),
             **({NOTE_ANNOTATION: resources.note} if resources.note else {}),
         }
-        self.extra_labels = {**base["extra_labels"], BACKEND_ANNOTATION: self.backend}
+        self.extra_labels = {**base["extra_labels"], BACKEND_ANNOTATION: self.backend,
+                             **({HUB_ID_LABEL: self.hub_id} if self.hub_id else {})}
         self.environment = {
             **base["environment"],
             **self.gpu_backend.notebook_env(request, resources.granted_mib,
@@ -398,8 +453,9 @@ class AISpikeSpawner(KubeStartMixin, KubeOptionsMixin, SpawnerFormSettings):
         }
 
     def _hub_server(self) -> str:
-        """This server's reservation key, ``user/server`` (on its pod and claim)."""
-        return f"{self.user.name}/{self.name or ''}"
+        """This server's ``aispike.io/hub-server`` (on its pod and claim): its reservation
+        key ``user/server``, after ``<hub id>:`` when this hub has an id."""
+        return hub_server_value(f"{self.user.name}/{self.name or ''}", self.hub_id)
 
     async def get_pod_manifest(self) -> Any:
         pod = await super().get_pod_manifest()

@@ -31,7 +31,7 @@ from aispike_hub.contract import (
 )
 from aispike_hub.kube.api import KubeJson, kube_api_client
 from aispike_hub.kube.coexist import pod_gpus
-from aispike_hub.kube.identity import split_hub_server
+from aispike_hub.kube.identity import belongs
 from aispike_hub.kube.objects import meta_of, parse_node
 from aispike_hub.kube.slices import label_value
 from aispike_hub.kube.watch import ListWatch, ListWatchApi
@@ -126,10 +126,12 @@ class NodeWatcher:
     """
 
     def __init__(self, api: Any = None, watch_timeout: int = 300, watch_pods: bool = True,
-                 hub_id: str = "") -> None:
+                 hub_id: str = "", owns_unnamed: bool = False) -> None:
         self.api = api
         self.hub_id = hub_id
         """This hub's id: pods of other hubs count as held (kube/identity.py)."""
+        self.owns_unnamed = owns_unnamed
+        """Pods without a hub id in their value are this hub's too (kube/identity.py)."""
         self.watch_timeout = watch_timeout
         self.watch_pods = watch_pods
         """Also watch pods, to leave out the GPUs other workloads hold (see the module doc)."""
@@ -193,7 +195,7 @@ class NodeWatcher:
         """(node, GPUs) a pod of another workload holds; ``None`` when it holds none here."""
         meta = meta_of(obj)
         value = (meta.get("annotations") or {}).get(HUB_SERVER_ANNOTATION)
-        if isinstance(value, str) and split_hub_server(value)[0] == self.hub_id:
+        if isinstance(value, str) and belongs(value, self.hub_id, self.owns_unnamed):
             return None  # this hub's server: admission counts it from its ticket
         node = (obj.get("spec") or {}).get("nodeName")
         phase = (obj.get("status") or {}).get("phase")

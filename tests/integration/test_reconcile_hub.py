@@ -166,3 +166,31 @@ def test_a_protected_claim_does_not_keep_a_deleted_namespace_terminating(
         raise AssertionError(f"hub log:\n{hub.log_tail()}") from None
     entries = hub.audit(f"{ns}/{name}")
     assert {e["action"] for e in entries} & {"reconcile.unprotect", "reconcile.claim"}, entries
+
+
+def test_another_hubs_orphan_claim_is_never_deleted(
+    stack: tuple[ServiceHub, str], cluster: TestCluster, hub_namespace: str,
+) -> None:
+    """Two hubs on one cluster (issue 26 item 4): this service is the default hub's; a claim
+    of hub ``lab-b`` with no pod is left to lab-b's own service, while an orphan of ours
+    created at the same moment is deleted."""
+    from aispike_hub.kube.claims import HUB_SERVER_ANNOTATION
+    from aispike_hub.kube.identity import hub_server_value
+
+    hub, _ = stack
+    api = KubeJson(cluster.api)
+    suffix = secrets.token_hex(3)
+    mine, theirs = f"mine-{suffix}", f"theirs-{suffix}"
+    claim = our_claim(theirs)
+    claim["metadata"]["annotations"] = {
+        HUB_SERVER_ANNOTATION: hub_server_value(f"bob/{suffix}", "lab-b")}
+    api.create("resourceclaims", claim, hub_namespace)
+    api.create("resourceclaims", our_claim(mine), hub_namespace)
+    wait_until(lambda: not exists(api, "resourceclaims", mine, hub_namespace), ORPHAN + 40,
+               "our orphan claim to be deleted")
+    time.sleep(3)  # several more passes (interval 1 s)
+    try:
+        assert exists(api, "resourceclaims", theirs, hub_namespace), hub.log_tail()
+        assert not hub.audit(f"{hub_namespace}/{theirs}")
+    finally:
+        api.delete("resourceclaims", theirs, hub_namespace)

@@ -309,6 +309,39 @@ def test_the_placers_ask_reaches_admission_from_its_thread(
     asyncio.run(scenario())
 
 
+class RecordingPlacer(FakePlacer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hub_servers: list[str] = []
+
+    def pin(self, namespace: str, server: str, request: SliceRequest, **kw: Any) -> Any:
+        self.hub_servers.append(kw.get("hub_server", ""))
+        return super().pin(namespace, server, request, **kw)
+
+
+@pytest.mark.parametrize(("hub_id", "value"), [("lab-1", "lab-1:alice/"), ("", "alice/")])
+def test_the_pod_and_the_claim_name_the_hub(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kube: SimpleNamespace,
+        hub_id: str, value: str) -> None:
+    """Issue 26 item 4: with a hub id, the claim's and the pod's aispike.io/hub-server name the
+    hub (and the pod is labelled with it); without one, the value is the old ``user/server``."""
+    from aispike_hub.contract import HUB_ID_LABEL
+    from aispike_hub.kube.claims import HUB_SERVER_ANNOTATION
+
+    monkeypatch.setenv("AISPIKE_HUB_ID", hub_id)
+
+    async def scenario() -> None:
+        placer = RecordingPlacer()
+        spawner = _spawner(tmp_path, monkeypatch, placer)
+        assert spawner.hub_id == hub_id
+        await spawner.start()
+        assert placer.hub_servers == [value]
+        assert spawner.extra_annotations[HUB_SERVER_ANNOTATION] == value
+        assert spawner.extra_labels.get(HUB_ID_LABEL) == (hub_id or None)
+
+    asyncio.run(scenario())
+
+
 def test_the_placers_ask_fails_closed_when_the_service_is_unreachable(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kube: SimpleNamespace) -> None:
     from aispike_hub.admission.client import AdmissionClient
@@ -325,5 +358,17 @@ def test_the_placers_ask_fails_closed_when_the_service_is_unreachable(
             await asyncio.to_thread(ask, "")
         (reason,) = refused.value.reasons
         assert "could not place the server again" in reason and "not answering" in reason
+
+    asyncio.run(scenario())
+
+
+def test_a_hub_id_that_is_not_a_label_value_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kube: SimpleNamespace) -> None:
+    from traitlets import TraitError
+
+    async def scenario() -> None:
+        spawner = _spawner(tmp_path, monkeypatch, FakePlacer())
+        with pytest.raises(TraitError, match="hub_id"):
+            spawner.hub_id = "Lab 1"
 
     asyncio.run(scenario())

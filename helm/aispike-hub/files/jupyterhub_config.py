@@ -46,6 +46,14 @@ if not any("server_token_scopes" in c[s] for s in ("Spawner", "KubeSpawner", "AI
     c.AISpikeSpawner.server_token_scopes = [
         "users:activity!user", "access:servers!server", "access:services!service=aispike"]
 
+# This hub's id on its claims and pods (docs/operations.md, "Hub identity"): the chart's
+# aispike.hubId, else <namespace>.<release>; the service reads the same from AISPIKE_HUB_ID.
+# What the admin set wins.
+if "hub_id" not in c.AISpikeSpawner:
+    c.AISpikeSpawner.hub_id = chart["hubId"]
+if "hub_owns_unnamed" not in c.AISpikeSpawner:
+    c.AISpikeSpawner.hub_owns_unnamed = chart["hubOwnsUnnamed"]
+
 # Roles: the admin's (hub.loadRoles, hub.config) first; then the chart's, unless the admin named
 # one the same. Hub admins (Authenticator.admin_users) use the admin panel: they join the
 # aispike-admins role. An admin's own `user` role keeps notebooks' access to the AISpike service

@@ -75,6 +75,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- regexReplaceAll "[^A-Za-z0-9_.-]+" . "-" | trunc 63 | trimAll "-_." -}}
 {{- end -}}
 
+{{/* This hub's id (aispike_hub.kube.identity): aispike.hubId, else <namespace>.<release>, as a
+     label value (lowercase, at most 63). Written on every claim and pod of this hub. */}}
+{{- define "aispike.hubId" -}}
+{{- default (printf "%s.%s" .Release.Namespace .Release.Name) .Values.aispike.hubId | lower | trunc 63 | trimAll ".-" -}}
+{{- end -}}
+
 {{- define "aispike.podSecurity" -}}
 runAsNonRoot: true
 runAsUser: 1000

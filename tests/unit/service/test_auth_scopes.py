@@ -346,3 +346,13 @@ def test_a_refused_place_moves_nothing_and_the_hubs_answers(service: Service) ->
     assert service.controller.status("alice", "").assignment == answer["assignment"]
     code, answer = service.call("POST", "api/place", {"user": "bob"}, "hub")
     assert code == 200 and not answer["placed"] and answer["state"] == "unknown"
+
+
+def test_one_part_of_the_policy_reads_back(service: Service) -> None:
+    """GET on a policy part answered 500 (found by tests/unit/fuzz/test_fuzz_routes.py)."""
+    assert service.call("GET", "api/policy/users/alice", who="alice")[0] == 403
+    code, doc = service.call("GET", "api/policy/users/alice", who="admin")
+    assert code == 200 and doc["alice"]["quota"]["gpu_memory"] == "16Gi", doc
+    assert service.call("GET", "api/policy/groups/nobody", who="admin")[0] == 404
+    code, doc = service.call("GET", "api/policy/tiers", who="admin")
+    assert code == 200 and "tiers" in doc

@@ -147,3 +147,40 @@ def test_ticket_and_claim_actions_together_in_that_order() -> None:
                        namespaces={"jhub": "active"})
     actions = decide(both, SETTINGS)
     assert [type(a) for a in actions] == [ReleaseTicket, DeleteClaim]
+
+
+# -- two hubs on one cluster (issue 26 item 4): a hub judges only its own claims ---------------
+
+def hub_claim(value: str, name: str = "claim-x", ns: str = "jhub") -> ClaimView:
+    """An orphan (no pod, 400 s old) whose aispike.io/hub-server is ``value``."""
+    return ClaimView(ns, name, f"uid-{name}", "7", at(-400), "", value)
+
+
+HUBS: list[tuple[str, ClaimView, Settings, bool]] = [
+    ("hub A deletes its own orphan", hub_claim("lab-a:bob/"),
+     Settings(60, 300, "lab-a"), True),
+    ("hub B never deletes hub A's orphan", hub_claim("lab-a:bob/"),
+     Settings(60, 300, "lab-b"), False),
+    ("hub B owning unnamed values still never deletes hub A's", hub_claim("lab-a:bob/"),
+     Settings(60, 300, "lab-b", owns_unnamed=True), False),
+    ("the default hub never deletes a named hub's orphan", hub_claim("lab-a:bob/"),
+     SETTINGS, False),
+    ("an old value (no hub id) is the default hub's", hub_claim("bob/"), SETTINGS, True),
+    ("... not a named hub's", hub_claim("bob/"), Settings(60, 300, "lab-a"), False),
+    ("... unless that hub was upgraded in place", hub_claim("bob/"),
+     Settings(60, 300, "lab-a", owns_unnamed=True), True),
+]
+
+
+@pytest.mark.parametrize(("claim_", "settings", "deleted"),
+                         [c[1:] for c in HUBS], ids=[c[0] for c in HUBS])
+def test_a_hub_reconciles_only_its_own_claims(claim_: ClaimView, settings: Settings,
+                                              deleted: bool) -> None:
+    actions = decide(kube([claim_]), settings)
+    assert [type(a) for a in actions] == ([DeleteClaim] if deleted else [])
+
+
+def test_another_hubs_claim_in_a_deleted_namespace_is_left_to_that_hub() -> None:
+    gone = kube([hub_claim("lab-a:bob/", ns="gone")], namespaces={})
+    assert decide(gone, Settings(60, 300, "lab-b")) == []
+    assert [type(a) for a in decide(gone, Settings(60, 300, "lab-a"))] == [DeleteClaim]
