@@ -100,6 +100,15 @@ MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 """MIG instances as extended resources: ``nvidia.com/mig-<profile>`` (mixed strategy)."""
 GFD_MODEL_LABEL = "nvidia.com/gpu.product"
 """GPU Feature Discovery's node label naming the GPU model (read, never written)."""
+GPU_MODEL_LABELS = (GPU_MODEL_LABEL, GFD_MODEL_LABEL)
+"""Node labels naming a node's GPU model, in order of precedence: ours (the node agent), else GPU
+Feature Discovery's; a node with neither is named by its DRA devices' attributes
+(:data:`DRA_MODEL_ATTRIBUTES`)."""
+DRA_MODEL_ATTRIBUTES = ("model", "productName")
+"""ResourceSlice device attributes naming the GPU model: ours (``gpu.aispike.io/model``), else
+NVIDIA's DRA driver's (``gpu.nvidia.com/productName``) (read)."""
+NODE_NAME_FIELD = "metadata.name"
+"""The node field a node-affinity ``matchFields`` term selects by (one value per term)."""
 GFD_MEMORY_LABEL = "nvidia.com/gpu.memory"
 """GPU Feature Discovery's node label with the GPU memory in MiB (read, never written)."""
 DEVICES_QUOTA = f"{DEVICE_CLASS}.deviceclass.{RESOURCE_GROUP}/devices"

@@ -23,7 +23,9 @@ from aispike_hub.backends.base import (
     BackendOptions,
     GpuBackend,
     GpuResources,
+    and_terms,
     model_affinity,
+    model_affinity_terms,
 )
 from aispike_hub.backends.gpushare import GpushareBackend
 from aispike_hub.backends.hami import HamiBackend
@@ -59,10 +61,12 @@ __all__ = [
     "MigBackend",
     "NvidiaBackend",
     "UnknownBackendError",
+    "and_terms",
     "backend_class",
     "backend_for",
     "backend_names",
     "mig_profile_for",
     "model_affinity",
+    "model_affinity_terms",
     "register",
 ]

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from aispike_hub.contract import GPU_MODEL_LABEL
+from aispike_hub.contract import GPU_MODEL_LABEL, GPU_MODEL_LABELS, NODE_NAME_FIELD
 from aispike_hub.isolation_env import notebook_env
 from aispike_hub.kube.slices import label_value
 from aispike_hub.model import SliceRequest
@@ -56,6 +56,61 @@ def model_affinity(models: Iterable[str], label: str = GPU_MODEL_LABEL) -> dict[
     if not values:
         return None
     return {"matchExpressions": [{"key": label, "operator": "In", "values": values}]}
+
+
+def model_affinity_terms(models: Iterable[str], labels: Sequence[str] = GPU_MODEL_LABELS,
+                         dra_nodes: Mapping[str, str] | None = None
+                         ) -> list[dict[str, Any]]:
+    """Required node-selector terms (ORed by Kubernetes) keeping a pod on nodes of the allowed
+    GPU models, one term per way the cluster names a node's model, in ``labels``' order of
+    precedence: a node is matched by the first of ``labels`` it carries, so the term of a later
+    label also requires every earlier one to be absent (``DoesNotExist``).  ``dra_nodes``
+    (node name -> model, for nodes that carry none of ``labels`` and whose model is known only
+    from their DRA devices' attributes) adds one term per such node of an allowed model, by
+    ``metadata.name`` (a node field selector takes exactly one value).  Empty: no model asked.
+
+    Why every label, not the one our agent writes: a cluster with NVIDIA's GPU feature
+    discovery but not our agent labels ``nvidia.com/gpu.product`` only; an affinity on
+    ``aispike.io/gpu-model`` alone leaves the pod unschedulable (issue 21), and a cluster with
+    both kinds of node must match both.
+    """
+    values = sorted({label_value(m) for m in models})
+    if not values:
+        return []
+    terms: list[dict[str, Any]] = []
+    for i, label in enumerate(labels):
+        absent = [{"key": earlier, "operator": "DoesNotExist"} for earlier in labels[:i]]
+        terms.append({"matchExpressions": [
+            *absent, {"key": label, "operator": "In", "values": values}]})
+    wanted = set(values)
+    for node, model in sorted((dra_nodes or {}).items()):
+        if label_value(model) in wanted:
+            terms.append({
+                "matchExpressions": [{"key": k, "operator": "DoesNotExist"} for k in labels],
+                "matchFields": [{"key": NODE_NAME_FIELD, "operator": "In", "values": [node]}]})
+    return terms
+
+
+def and_terms(base: Sequence[Mapping[str, Any]], terms: Sequence[Mapping[str, Any]]
+              ) -> list[dict[str, Any]]:
+    """``base AND terms`` as one list of node-selector terms (each a conjunction; the list a
+    disjunction): every pair merged.  Why: KubeSpawner's ``node_affinity_required`` is ORed, so
+    appending the model's terms to an admin's would let a pod onto a node that meets only one
+    of them."""
+    if not base:
+        return [dict(t) for t in terms]
+    if not terms:
+        return [dict(b) for b in base]
+    out = []
+    for b in base:
+        for t in terms:
+            merged: dict[str, Any] = dict(b)
+            for key in ("matchExpressions", "matchFields"):
+                both = [*(b.get(key) or []), *(t.get(key) or [])]
+                if both:
+                    merged[key] = both
+            out.append(merged)
+    return out
 
 
 def slice_gib(request: SliceRequest) -> tuple[int, int]:
@@ -128,6 +183,17 @@ class GpuBackend(ABC):
         """Container resource limits that bound a slice's compute (HAMi's ``gpucores``).
         Default: nothing."""
         return {}
+
+    def model_affinity_terms(self, request: SliceRequest,
+                             labels: Sequence[str] = GPU_MODEL_LABELS,
+                             dra_nodes: Mapping[str, str] | None = None
+                             ) -> list[dict[str, Any]]:
+        """The required node-selector terms (ORed) for the request's allowed GPU models under
+        every way the cluster names them (:func:`model_affinity_terms`), when kube-scheduler
+        places the pod (empty for a native backend, a CPU-only server or "any model")."""
+        if self.uses_claims or not request.gpu_count:
+            return []
+        return model_affinity_terms(request.allowed_models, labels, dra_nodes)
 
     def notebook_env(self, request: SliceRequest, granted_mib: int,
                      datasets: Mapping[str, str]) -> dict[str, str]:

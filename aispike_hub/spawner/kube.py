@@ -52,7 +52,13 @@ from traitlets import (
 from aispike_hub.admission.client import AdmissionClient
 from aispike_hub.admission.hub import admit_or_raise
 from aispike_hub.admission.protocol import Admission
-from aispike_hub.backends import BackendOptions, GpuBackend, backend_for, backend_names
+from aispike_hub.backends import (
+    BackendOptions,
+    GpuBackend,
+    and_terms,
+    backend_for,
+    backend_names,
+)
 from aispike_hub.contract import (
     BACKEND_ANNOTATION,
     GFD_MODEL_LABEL,
@@ -150,8 +156,10 @@ class AISpikeSpawner(KubeStartMixin, KubeOptionsMixin, SpawnerFormSettings):
     ).tag(config=True)
     gpu_model_labels = List(
         Unicode(), default_value=[GPU_MODEL_LABEL, GFD_MODEL_LABEL],
-        help="""Node labels naming the GPU model (first found wins), for non-native backends;
-        the first one is also used to keep a pod on the chosen model.""",
+        help="""Node labels naming the GPU model, in order of precedence (a node's model is
+        its first one present), for non-native backends. A chosen model becomes one required
+        node-affinity term per label that the cluster's GPU nodes use (every label when none
+        does), so nodes labelled by our agent and by GPU feature discovery both match.""",
     ).tag(config=True)
     gpu_memory_gib = Dict(
         default_value={},
@@ -418,11 +426,16 @@ class AISpikeSpawner(KubeStartMixin, KubeOptionsMixin, SpawnerFormSettings):
         self.volumes = [*self._sorted_dict_values(base["volumes"]), *volumes]
         self.volume_mounts = [*self._sorted_dict_values(base["volume_mounts"]), *mounts]
         if not self.gpu_backend.uses_claims and request.gpu_count:
-            term = self.gpu_backend.model_affinity(request, self.gpu_model_labels[0])
-            if term:
-                self.node_affinity_required = [
-                    *self._sorted_dict_values(base["node_affinity_required"]), term]
             nodes = await self.cluster_nodes()
+            watcher = AISpikeSpawner._shared.get("nodes")
+            labels = (watcher.model_labels_in_use(self.gpu_model_labels) if watcher
+                      else tuple(self.gpu_model_labels))
+            terms = self.gpu_backend.model_affinity_terms(request, labels)
+            if terms:
+                # ANDed into the admin's terms (Kubernetes ORs the list's terms).
+                self.node_affinity_required = and_terms(
+                    [_plain(t) for t in self._sorted_dict_values(
+                        base["node_affinity_required"])], terms)
             preferred = locality_preference(nodes, request.image, request.datasets,
                                             self.locality_weight)
             if preferred:
@@ -501,6 +514,16 @@ def _quantity(value: Any) -> Decimal:
     from kubernetes.utils.quantity import parse_quantity
 
     return Decimal(parse_quantity(value))  # type: ignore[no-untyped-call]
+
+
+def _plain(term: Any) -> dict[str, Any]:
+    """A node-selector term as a dict (the admin may configure ``V1NodeSelectorTerm`` objects)."""
+    if isinstance(term, dict):
+        return term
+    from kubernetes.client import ApiClient
+
+    return cast(dict[str, Any],
+                ApiClient().sanitize_for_serialization(term))  # type: ignore[no-untyped-call]
 
 
 def _literal(text: str) -> str:

@@ -26,6 +26,7 @@ from aispike_hub.contract import (
     GFD_MEMORY_LABEL,
     GFD_MODEL_LABEL,
     GPU_MODEL_LABEL,
+    GPU_MODEL_LABELS,
     HUB_SERVER_ANNOTATION,
     NVIDIA_GPU_RESOURCE,
 )
@@ -96,6 +97,25 @@ def model_label_for(objects: Sequence[Mapping[str, Any]],
         if any(labels.get(key) for labels in gpu_labels):
             return key
     return model_labels[0] if model_labels else GPU_MODEL_LABEL
+
+
+def model_labels_in_use(objects: Sequence[Mapping[str, Any]],
+                        model_labels: Sequence[str] = GPU_MODEL_LABELS) -> tuple[str, ...]:
+    """The labels of ``model_labels`` (in their order) that name the model of at least one node
+    offering ``nvidia.com/gpu`` by precedence (the first of them the node carries); all of
+    ``model_labels`` when no node carries any (nothing known: keep every way open).  The
+    spawner's model affinity has one term per label returned
+    (:func:`aispike_hub.backends.model_affinity_terms`)."""
+    used: set[str] = set()
+    for obj in objects:
+        alloc = (obj.get("status") or {}).get("allocatable") or {}
+        if str(alloc.get(NVIDIA_GPU_RESOURCE, "0")) in ("", "0"):
+            continue
+        labels = meta_of(obj).get("labels") or {}
+        first = next((k for k in model_labels if labels.get(k)), None)
+        if first is not None:
+            used.add(first)
+    return tuple(k for k in model_labels if k in used) or tuple(model_labels)
 
 
 def model_value(model: str) -> str:
@@ -245,6 +265,13 @@ class NodeWatcher:
         with self._lock:
             objects = list(self.objects.values())
         return model_label_for(objects, model_labels)
+
+    def model_labels_in_use(self, model_labels: Sequence[str] = GPU_MODEL_LABELS
+                            ) -> tuple[str, ...]:
+        """:func:`model_labels_in_use` over the nodes seen now."""
+        with self._lock:
+            objects = list(self.objects.values())
+        return model_labels_in_use(objects, model_labels)
 
     def nodes(self, gpu_memory_gib: Mapping[str, int] | None = None,
               model_labels: Sequence[str] = (GPU_MODEL_LABEL, GFD_MODEL_LABEL)) -> list[Node]:

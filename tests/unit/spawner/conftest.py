@@ -49,6 +49,15 @@ class FakeWatcher:
     def nodes(self, *_args: Any) -> list[Node]:
         return list(self._nodes)
 
+    def model_labels_in_use(self, labels: Any) -> tuple[str, ...]:
+        """The real rule over Node objects made of the fixed nodes' labels and GPU counts."""
+        from aispike_hub.spawner.nodes import model_labels_in_use
+
+        return model_labels_in_use(
+            [{"metadata": {"name": n.name, "labels": dict(n.labels)},
+              "status": {"allocatable": {"nvidia.com/gpu": str(len(n.gpus))}}}
+             for n in self._nodes], labels)
+
 
 class FakePlacer:
     """The native backend's placer: pins without a cluster (the pod is left as it is)."""
