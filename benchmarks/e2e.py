@@ -89,7 +89,8 @@ def _burst(hub: Any, servers: int, options: dict[str, Any] | None, label: str,
     seconds = np.array([ready[u] - sent[u] for u in users])
     result = {"p50": float(np.percentile(seconds, 50)), "p99": float(np.percentile(seconds, 99)),
               "per_s": servers / (last - began), "total": last - began}
-    print(f"\n[{label}] {servers} servers ready in {last - began:.1f} s", flush=True)
+    print(f"\n[{label}] {servers} servers ready in {last - began:.1f} s; seconds to ready: "
+          f"{sorted(round(float(x), 1) for x in seconds)}", flush=True)
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(lambda u: hub.api("DELETE", f"/users/{u}/server", timeout=300), users))
     deadline = time.monotonic() + 300
@@ -137,6 +138,7 @@ def bench_spawn_cost(cluster: Any, hub_factory: Callable[..., Any], hub_namespac
         RESULTS["AISpikeSpawner (4 GiB slice, DRA)"] = _burst(
             aispike, servers, {"gpu_count": 1, "gpu_gib": 4, "cpu": 1.0, "memory_gib": 1,
                                "gpu_model": "any"}, "aispike")
+        print("\n" + table(servers), flush=True)
     finally:
         gpu_nodes.delete_all()
         with contextlib.suppress(Exception):  # not made if the first burst failed
@@ -164,8 +166,7 @@ def main() -> int:
     rc = pytest.main([f"{__file__}::bench_spawn_cost", "-p", "integration.conftest", "-q", "-s",
                       "-o", "python_functions=bench_*", "-o", "python_files=e2e.py",
                       "-p", "no:cacheprovider", "--rootdir", str(REPO)])
-    print("\n" + table(args.servers))
-    return int(rc)
+    return int(rc)  # the table is printed by bench_spawn_cost (pytest imports this file anew)
 
 
 if __name__ == "__main__":

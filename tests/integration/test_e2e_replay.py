@@ -159,7 +159,7 @@ def _start_hub(cluster: TestCluster, hub_factory: Callable[..., RunningHub], nam
         c.AdmissionClient.url = {service_url!r}
         c.AdmissionClient.api_token = {token!r}
         c.AdmissionClient.poll_interval = 0.5
-        """ + textwrap.indent(textwrap.dedent(extra), " " * 8),
+        """ + textwrap.dedent(extra).replace("\n", "\n" + " " * 8),  # after the 8 spaces above
     )
 
     def answers() -> bool:
