@@ -24,8 +24,9 @@ aispike-hub chart's hub, proxy and AISpike service this way):
   expands ``$(VAR)``, and sets ``KUBERNETES_SERVICE_HOST``/``PORT`` to the test API server;
 - there is no cluster DNS and no kube-proxy: every pod gets a private ``/etc/hosts`` that maps
   each Service of its namespace (``name``, ``name.ns``, ``name.ns.svc``,
-  ``name.ns.svc.cluster.local``) to the IP of a running pod behind it (a headless one to each), rewritten in place when
-  pods come and go.  So a Service must listen on its pods' targetPort (the aispike-hub chart's
+  ``name.ns.svc.cluster.local``) to the IP of a running pod behind it (a headless one to
+  each), rewritten in place when pods come and go.  So a Service must listen on its pods'
+  targetPort (the aispike-hub chart's
   in-cluster Services do; proxy-public maps 80 to 8000 and is only reached from outside, by pod IP);
 - there is no network namespace either: listeners on every interface would listen on the host's,
   so the runner points them at the pod's IP (``JUPYTERHUB_SERVICE_URL``'s host,

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from .conftest import GpuNodes, TestCluster, wait_until
+from .conftest import TEST_GROUP_LABEL, GpuNodes, TestCluster, wait_until
 from .podrunner import PodRunner
 from .test_helm_chart import (
     A100,
@@ -211,3 +212,123 @@ def test_default_idle_policy_stops_an_idle_gpu_notebook_and_her_file_stays(
         cluster.helm("uninstall", release, "--namespace", namespace, "--wait", check=False)
         restore_device_class(cluster)
         release_claims(cluster, namespace)
+
+
+# --- a queued spawn outlives JupyterHub's start timeout -----------------------------------------
+
+JUPYTERHUB_START_TIMEOUT = 60
+"""JupyterHub's own default ``Spawner.start_timeout``: a queued spawn waiting longer than this
+would have been ended with JupyterHub's generic timeout."""
+
+QUEUE_TIMEOUT, START_TIMEOUT = 90, 120
+"""Shortened from the chart's defaults (600, 900), the relation kept (start > queue)."""
+
+
+def progress_end(user: HubUser) -> dict[str, Any]:
+    """The last event of the user's spawn progress (JupyterHub's event stream): ready or
+    failed, with the message the user reads."""
+    last: dict[str, Any] = {}
+    with user.api("GET", f"/users/{user.name}/server/progress", stream=True,
+                  timeout=(10, START_TIMEOUT + 60)) as events:
+        assert events.status_code == 200, (events.status_code, events.text[:300])
+        for line in events.iter_lines():
+            if line.startswith(b"data:"):
+                last = json.loads(line[5:])
+                if last.get("ready") or last.get("failed"):
+                    break
+    return last
+
+
+def progress_messages(user: HubUser, until: str) -> list[str]:
+    """The user's spawn progress messages, up to the first that contains ``until``."""
+    said: list[str] = []
+    with user.api("GET", f"/users/{user.name}/server/progress", stream=True,
+                  timeout=(10, 60)) as events:
+        for line in events.iter_lines():
+            if line.startswith(b"data:"):
+                said.append(str(json.loads(line[5:]).get("message", "")))
+                if until in said[-1]:
+                    break
+    return said
+
+
+def test_a_queued_spawn_outlives_the_start_timeout_and_ends_by_the_queue(
+    cluster: TestCluster, namespace: str, gpu_nodes: GpuNodes, tmp_path: Path,
+    kubelet_runner: PodRunner | None,  # noqa: F811
+) -> None:
+    """One A100 (80 GiB), taken whole by a first user; two more ask for all of it and queue.
+    After longer than JupyterHub's default start timeout the first stops: the second starts
+    (she waited longer than that timeout, within the chart's start timeout), and the third ends
+    with the queue's own reason when the queue timeout passes, not with JupyterHub's."""
+    runner = kubelet_runner
+    assert runner is not None, "needs root (kubelet mode); CI runs as root"
+    gpu_nodes({"nodes": [{"name": "a100", "cpu": "32", "memory": "128Gi",
+                          "gpus": [{"model": A100, "memory": "80Gi", "count": 1}]}]})
+    release = f"queue{secrets.token_hex(2)}"
+    runner.accept = chart_pods(release)
+    runner.start()
+    v = values(release, 80, gpu_nodes.group)
+    v["singleuser"].update({"startTimeout": START_TIMEOUT, "storage": {"type": "none"}})
+    del v["hub"]["config"]["KubeSpawner"]["working_dir"]  # no home volume to work in
+    # Only this test's A100 holds notebooks (the session's cluster has other GPU nodes): the
+    # notebook pool as an admin sets it, for the spawner, the hub's placer and the service.
+    pool = {TEST_GROUP_LABEL: gpu_nodes.group}
+    v["singleuser"]["nodeSelector"] = pool
+    v["hub"]["config"]["Inventory"] = {"node_selector": pool}
+    v["aispike"]["service"]["config"] = {"Inventory": {"node_selector": pool}}
+    v["aispike"]["service"]["queueTimeout"] = QUEUE_TIMEOUT
+    values_file = tmp_path / "values.json"
+    values_file.write_text(json.dumps(v))
+    adopt_device_class(cluster, namespace, release)
+    whole = {"image": "pytorch", "gpu_gib": 80, "cpu": 1, "memory_gib": 1}
+    try:
+        cluster.helm("install", release, str(CHART), "--namespace", namespace,
+                     "--values", str(values_file), "--wait", "--timeout", "180s", timeout=240)
+        url = proxy_url(cluster, runner, namespace, release)
+        wait_until(lambda: answers(f"{url}hub/health"), 120, "the hub to answer")
+        wait_until(lambda: answers(f"{url}services/aispike/api/health"), 90,
+                   "the AISpike service to answer")
+        first, second, third = (HubUser(url, f"q{i}-{secrets.token_hex(3)}") for i in range(3))
+        for u in (first, second, third):
+            u.login()
+        r = first.api("POST", f"/users/{first.name}/server", json=whole)
+        assert r.status_code in (201, 202), (r.status_code, r.text[:500])
+        wait_until(lambda: first.server().get("ready"), 150, "the first server ready")
+
+        for u in (second, third):  # in this order: the second is first in the queue
+            r = u.api("POST", f"/users/{u.name}/server", json=whole)
+            assert r.status_code == 202, (r.status_code, r.text[:500])
+            said = progress_messages(u, "Waiting in the queue")
+            assert "Waiting in the queue: position" in said[-1], said
+
+        # Longer than JupyterHub's default start timeout: both still pending in the queue.
+        time.sleep(JUPYTERHUB_START_TIMEOUT + 5)  # (a wait, not a timed assertion)
+        for u in (second, third):
+            assert u.server().get("pending") == "spawn", (u.name, u.server())
+
+        # The room frees: the second starts, within the chart's start timeout.
+        r = first.api("DELETE", f"/users/{first.name}/server")
+        assert r.status_code in (202, 204), (r.status_code, r.text[:500])
+        end = progress_end(second)
+        assert end.get("ready"), end
+        assert second.server().get("ready"), second.server()
+
+        # The third, still without room, ends with the queue's own reason.
+        end = progress_end(third)
+        assert end.get("failed"), end
+        message = end.get("message", "")
+        assert f"gave up after {QUEUE_TIMEOUT} s in the queue" in message, message
+        assert "Timeout" not in message and "within" not in message, message
+        assert not third.server(), third.server()
+
+        r = second.api("DELETE", f"/users/{second.name}/server")
+        assert r.status_code in (202, 204), (r.status_code, r.text[:500])
+        wait_until(lambda: not second.server(), 90, "the second server stopped")
+    except BaseException:
+        print(runner.logs())
+        raise
+    finally:
+        cluster.helm("uninstall", release, "--namespace", namespace, "--wait", check=False)
+        restore_device_class(cluster)
+        release_claims(cluster, namespace)
+
