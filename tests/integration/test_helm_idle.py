@@ -13,7 +13,11 @@ finds the agents by itself through the chart's headless Service (the runner's /e
 one line per agent pod, as cluster DNS gives one record) and reads their /usage: the notebook's
 GPU is idle, so the default policy (culling on: warn, then stop after the grace) acts.  Only the
 timeouts are short, set through values as an admin would (``cull.timeout``, ``cull.every``,
-``aispike.idle.grace``, and the idle monitor's GPU window through ``aispike.service.config``)."""
+``aispike.idle.grace``, and the idle monitor's GPU window through ``aispike.service.config``).
+
+Also here, on the same stack: a queued spawn outlives JupyterHub's default start timeout under
+the chart's timeouts (start timeout > queue timeout) and then starts, or ends with the queue's
+own reason."""
 
 from __future__ import annotations
 
