@@ -24,8 +24,9 @@ aispike-hub chart's hub, proxy and AISpike service this way):
   expands ``$(VAR)``, and sets ``KUBERNETES_SERVICE_HOST``/``PORT`` to the test API server;
 - there is no cluster DNS and no kube-proxy: every pod gets a private ``/etc/hosts`` that maps
   each Service of its namespace (``name``, ``name.ns``, ``name.ns.svc``,
-  ``name.ns.svc.cluster.local``) to the IP of a running pod behind it, rewritten in place when
-  pods come and go.  So a Service must listen on its pods' targetPort (the aispike-hub chart's
+  ``name.ns.svc.cluster.local``) to the IP of a running pod behind it (a headless one to
+  each), rewritten in place when pods come and go.  So a Service must listen on its pods'
+  targetPort (the aispike-hub chart's
   in-cluster Services do; proxy-public maps 80 to 8000 and is only reached from outside, by pod IP);
 - there is no network namespace either: listeners on every interface would listen on the host's,
   so the runner points them at the pod's IP (``JUPYTERHUB_SERVICE_URL``'s host,
@@ -392,7 +393,7 @@ class PodRunner:
         if self.kubelet:
             argv = _bind_to_pod_ip(argv, ip, container)
         argv[0] = shutil.which(argv[0], path=env["PATH"]) or argv[0]
-        cwd = container.working_dir or str(workdir)
+        cwd = container.working_dir or _default_cwd(container, workdir)
         if self.kubelet:
             uid = int(security.get("uid") or 0)
             if uid:
@@ -576,7 +577,8 @@ class PodRunner:
             name = svc.metadata.name
             names = [name, f"{name}.{namespace}", f"{name}.{namespace}.svc",
                      f"{name}.{namespace}.svc.cluster.local"]
-            lines.append(f"{behind[0].status.pod_ip}\t{' '.join(names)}\n")
+            for ip in _service_addresses(svc, behind):
+                lines.append(f"{ip}\t{' '.join(names)}\n")
         return "".join(sorted(lines))
 
     def _refresh_hosts(self) -> None:
@@ -934,10 +936,41 @@ def _bind_to_pod_ip(argv: list[str], ip: str, container: Any) -> list[str]:
             for flag in ("--ip=", "--api-ip=", "--metrics-ip="):
                 if arg in (flag, f"{flag}0.0.0.0", f"{flag}::", f"{flag}*"):
                     out[i] = f"{flag}{ip}"
+    elif name == "aispike-hub" and out[1:2] == ["agent"]:
+        out = _bind_agent(out, ip)
     elif name == "jupyterhub":
         ports = {p.name: p.container_port for p in container.ports or []}
         out.append(f"--JupyterHub.hub_bind_url=http://{ip}:{ports.get('hub', 8081)}")
     return out
+
+
+def _default_cwd(container: Any, workdir: Path) -> str:
+    """The working directory of a container without ``workingDir``: the runner's directory of
+    the pod (an image's WORKDIR), or ``/`` (an image's default) where a volume of the container
+    would hide that directory (the node agent's emptyDir at /tmp, while the runner works there)."""
+    here = os.path.realpath(workdir)
+    for m in container.volume_mounts or []:
+        target = os.path.realpath(m.mount_path)
+        if here == target or here.startswith(target.rstrip("/") + "/"):
+            return "/"
+    return str(workdir)
+
+
+def _service_addresses(svc: Any, behind: Sequence[Any]) -> list[str]:
+    """What a Service's name resolves to: a headless one (``clusterIP: None``) to every pod
+    behind it (one DNS record each; here one hosts line each, all returned by getaddrinfo),
+    any other to the first pod (standing in for its cluster IP)."""
+    if svc.spec.cluster_ip == "None":
+        return list(dict.fromkeys(p.status.pod_ip for p in behind))
+    return [behind[0].status.pod_ip]
+
+
+def _bind_agent(argv: list[str], ip: str) -> list[str]:
+    """The node agent's metrics server (/usage, /metrics) listens on every interface of its
+    pod by default: here on its pod IP, so that each node's agent has its own address."""
+    if any(a.startswith("--metrics-address") for a in argv):
+        return argv
+    return [*argv, f"--metrics-address={ip}"]
 
 
 def _end_process_group(process: subprocess.Popen[bytes], grace: float) -> None:
