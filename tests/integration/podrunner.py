@@ -197,6 +197,7 @@ class PodRunner:
         watch_namespace: str | None = None,
         accept: Callable[[Any], bool] | None = None,
         kubelet: Kubelet | None = None,
+        containers: Any = None,
     ) -> None:
         self.api = api
         self.core = client.CoreV1Api(api)
@@ -210,6 +211,9 @@ class PodRunner:
         self.accept = accept
         """Which of the watched pods to run (``None``: every one the selector matches)."""
         self.kubelet = kubelet
+        self.containers = containers
+        """Container mode (a :class:`tests.integration.containers.ContainerMode`, with
+        ``kubelet``): pods' containers from their images instead of this virtualenv."""
         self.pods: dict[str, RunningPod] = {}
         self.finished: dict[str, RunningPod] = {}
         self.errors: list[str] = []
@@ -233,6 +237,8 @@ class PodRunner:
         with self._lock:
             for uid in list(self.pods):
                 self._stop_pod(uid)
+        if self.containers is not None:
+            self.containers.close()
         shutil.rmtree(self._root, ignore_errors=True)
 
     def running(self, namespace: str, name: str) -> RunningPod | None:
@@ -354,7 +360,10 @@ class PodRunner:
             now = time.monotonic()
             for running in self.pods.values():
                 code = running.process.poll()
-                if code is None:
+                if self.containers is not None:
+                    self.containers.tend(self, running)
+                if code is None or (self.containers is not None
+                                    and not self.containers.may_restart(running.uid, code)):
                     continue
                 if running.exited_at is None:
                     running.exited_at = now
@@ -365,6 +374,8 @@ class PodRunner:
                     running.exited_at = None
                     running.process = self._launch(running.launch, running.env, running.workdir,
                                                    running.cwd if not self.kubelet else "/")
+                    if self.containers is not None:
+                        self.containers.restarted(running.uid)
 
     # --- one pod -------------------------------------------------------------------------------
 
@@ -405,7 +416,9 @@ class PodRunner:
         if self.kubelet:
             hosts_file = workdir / "hosts"
             hosts_file.write_text(self._hosts_for(pod.metadata.namespace, pod))
-            launch = self._contain(pod, container, argv, cwd, workdir, hosts_file, security)
+            launch = (self._contain(pod, container, argv, cwd, workdir, hosts_file, security)
+                      if self.containers is None else self.containers.command(
+                          self, pod, container, argv, env, workdir, hosts_file, security))
         else:
             launch = argv
         process = self._launch(launch, env, workdir, "/" if self.kubelet else cwd)
@@ -545,6 +558,8 @@ class PodRunner:
             return
         self.finished[uid] = pod
         _end_process_group(pod.process, pod.grace)
+        if self.containers is not None:
+            self.containers.remove(uid)
         log.info("stopped %s/%s", pod.namespace, pod.name)
 
     # --- kubelet mode: DNS without DNS ---------------------------------------------------------
