@@ -245,7 +245,12 @@ class Stack:
         if name == "hub":
             self.restart_hub()
         elif name == "service":
-            pid = service_pid(self.sh.hub.process.pid)
+            pid = None
+            for _ in range(60):  # a hub just restarted may not have started it yet
+                pid = service_pid(self.sh.hub.process.pid)
+                if pid is not None:
+                    break
+                time.sleep(1)
             if pid is None:
                 raise AssertionError("the AISpike service is not a child of the hub")
             os.kill(pid, signal.SIGKILL)
