@@ -74,17 +74,27 @@ def _proc(pid: int) -> tuple[list[str], dict[str, str], str]:
 
 
 def _wait_gone(pid: int, timeout: float = 30) -> None:
+    """Wait for ``pid`` to end; SIGKILL it after ``timeout`` s (an API server drains its
+    requests for a while after SIGTERM)."""
+    if not _gone_within(pid, timeout):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        if not _gone_within(pid, 30):
+            raise AssertionError(f"process {pid} still alive after SIGKILL")
+
+
+def _gone_within(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
             stat = Path(f"/proc/{pid}/stat").read_text()
             if stat.rsplit(")", 1)[1].split()[0] == "Z":
-                return
+                return True
         except (ProcessLookupError, FileNotFoundError):
-            return
+            return True
         time.sleep(0.1)
-    raise AssertionError(f"process {pid} still alive after {timeout} s")
+    return False
 
 
 def restart_control_plane(state_dir: Path, name: str, sig: int = signal.SIGKILL,
