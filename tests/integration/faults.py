@@ -98,7 +98,7 @@ def _gone_within(pid: int, timeout: float) -> bool:
 
 
 def restart_control_plane(state_dir: Path, name: str, sig: int = signal.SIGKILL,
-                          down_s: float = 2.0) -> None:
+                          down_s: float = 2.0, term_s: float = 30.0) -> None:
     """Kill the cluster's ``name`` process with ``sig`` and start it again with the same argv,
     environment and cwd (recorded in ``cluster.json`` so ``test-cluster down`` finds it)."""
     record_path = state_dir / "cluster.json"
@@ -107,7 +107,7 @@ def restart_control_plane(state_dir: Path, name: str, sig: int = signal.SIGKILL,
     pid = int(entry["pid"])
     argv, env, cwd = _proc(pid)
     os.kill(pid, sig)
-    _wait_gone(pid)
+    _wait_gone(pid, term_s)
     time.sleep(down_s)
     with open(state_dir / "logs" / f"{name}.log", "ab") as out:
         proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
@@ -267,7 +267,8 @@ class Stack:
         elif name == "scheduler":
             restart_control_plane(self.cluster.state_dir, "kube-scheduler")
         elif name == "apiserver":
-            restart_control_plane(self.cluster.state_dir, "kube-apiserver", signal.SIGTERM)
+            restart_control_plane(self.cluster.state_dir, "kube-apiserver", signal.SIGTERM,
+                                  term_s=90)
         else:
             raise ValueError(name)
 
