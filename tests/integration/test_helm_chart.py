@@ -349,8 +349,11 @@ def start_a_gpu_notebook(cluster: TestCluster, runner: PodRunner, namespace: str
     claim_name = pod.spec.resource_claims[0].resource_claim_name
     claim = claim_or_none(cluster, namespace, claim_name)
     assert claim is not None
-    assert claim["metadata"]["annotations"][HUB_SERVER_ANNOTATION] == f"{user.name}/"
-    assert pod.metadata.annotations[HUB_SERVER_ANNOTATION] == f"{user.name}/"
+    # Both name the hub (the chart's default hub id is <namespace>.<release>) and the server.
+    hub_id = f"{namespace}.{release}".lower()[:63].strip(".-")
+    hub_server = f"{hub_id}:{user.name}/"
+    assert claim["metadata"]["annotations"][HUB_SERVER_ANNOTATION] == hub_server
+    assert pod.metadata.annotations[HUB_SERVER_ANNOTATION] == hub_server
     request = claim["spec"]["devices"]["requests"][0]["exactly"]
     assert request["capacity"]["requests"]["memory"] == "8Gi"
     (result,) = claim["status"]["allocation"]["devices"]["results"]
