@@ -34,6 +34,7 @@ __all__ = [
     "hub_id_from_env",
     "hub_server_value",
     "owns_unnamed_from_env",
+    "refuse_bad_hub_id",
     "split_hub_server",
     "valid_hub_id",
 ]
@@ -55,6 +56,16 @@ _HUB_ID = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
 def valid_hub_id(hub_id: str) -> bool:
     """True for ``""`` (the default hub) and DNS-label-like ids (lowercase, digits, ``.-``)."""
     return hub_id == DEFAULT_HUB or bool(_HUB_ID.match(hub_id))
+
+
+def refuse_bad_hub_id(setting: str, value: object) -> str:
+    """``value`` as a hub id, or ValueError naming ``setting``: the one check behind every
+    ``hub_id`` setting (the spawner's, the inventory's), so they refuse with the same words."""
+    text = str(value)
+    if not valid_hub_id(text):
+        raise ValueError(f"{setting} {text!r}: use lowercase letters, digits, '.' and '-' "
+                         "(at most 63 characters)")
+    return text
 
 
 def hub_id_for(namespace: str, release: str = "", configured: str = "") -> str:

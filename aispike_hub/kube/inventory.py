@@ -76,7 +76,12 @@ from aispike_hub.kube.coexist import (
     parse_foreign_slice,
     pod_gpus,
 )
-from aispike_hub.kube.identity import belongs, hub_id_from_env, owns_unnamed_from_env, valid_hub_id
+from aispike_hub.kube.identity import (
+    belongs,
+    hub_id_from_env,
+    owns_unnamed_from_env,
+    refuse_bad_hub_id,
+)
 from aispike_hub.kube.ledger import Ledger
 from aispike_hub.kube.objects import (
     CLAIM_FINALIZER,
@@ -193,11 +198,10 @@ class Inventory(LoggingConfigurable):
 
     @validate("hub_id")
     def _hub_id_valid(self, proposal: Mapping[str, Any]) -> str:
-        value = str(proposal["value"])
-        if not valid_hub_id(value):
-            raise TraitError(f"Inventory.hub_id {value!r}: use lowercase letters, digits, '.' "
-                             "and '-' (at most 63 characters)")
-        return value
+        try:
+            return refuse_bad_hub_id("Inventory.hub_id", proposal["value"])
+        except ValueError as e:
+            raise TraitError(str(e)) from None
 
     owns_unnamed = Bool(
         help="""Whether this hub also owns aispike.io/hub-server values without a hub id

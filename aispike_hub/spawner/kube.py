@@ -74,7 +74,7 @@ from aispike_hub.kube.identity import (
     hub_id_from_env,
     hub_server_value,
     owns_unnamed_from_env,
-    valid_hub_id,
+    refuse_bad_hub_id,
 )
 from aispike_hub.kube.resources import (
     DEFAULT_MIG_PROFILES,
@@ -188,11 +188,10 @@ class AISpikeSpawner(KubeStartMixin, KubeOptionsMixin, SpawnerFormSettings):
 
     @validate("hub_id")
     def _hub_id_valid(self, proposal: Any) -> str:
-        value = str(proposal["value"])
-        if not valid_hub_id(value):
-            raise TraitError(f"AISpikeSpawner.hub_id {value!r}: use lowercase letters, digits, "
-                             "'.' and '-' (at most 63 characters)")
-        return value
+        try:
+            return refuse_bad_hub_id("AISpikeSpawner.hub_id", proposal["value"])
+        except ValueError as e:
+            raise TraitError(str(e)) from None
 
     hub_owns_unnamed = Bool(
         help="""Whether this hub also owns pods and claims whose aispike.io/hub-server has no
