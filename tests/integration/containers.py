@@ -151,7 +151,11 @@ class ContainerMode:
                                f"({CACHE}; imagePullPolicy is never honoured: nothing is pulled)")
         name = f"aispike-pod-{pod.metadata.namespace}-{pod.metadata.name}"[:120]
         volumes = {v.name: v for v in pod.spec.volumes or []}
-        args = ["podman", "run", "--rm", "--replace", f"--name={name}", "--network=host",
+        # The runner starts this command with the pod's environment, not ours: podman is told
+        # its store and settings on the command line (else it looks in its default store).
+        settings = [f"{k}={v}" for k, v in podman_env().items()]
+        args = ["/usr/bin/env", *settings, "podman", "run", "--rm", "--replace", f"--name={name}",
+                "--network=host",
                 f"--cgroup-parent={self.cgroup_parent}", "--health-cmd=none",
                 f"--hostname={pod.metadata.name}", "--pull=never"]
         mounted = set()
