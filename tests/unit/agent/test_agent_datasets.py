@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -89,15 +91,55 @@ def test_symlinks_are_skipped_and_not_followed(tmp_path: Path) -> None:
     assert [name for name, _ in scan.skipped] == ["link"]
 
 
-def test_unreadable_entry_is_skipped(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads everything")
-    d = dataset(tmp_path, "locked", [5])
-    (d / "part0").chmod(0)
+NOBODY = 65534
+"""The uid an unprivileged scan runs as when the tests run as root (root reads everything)."""
+
+
+def scan_skipped_as(root: Path, uid: int | None) -> list[str]:
+    """The names ``scan_cache(root)`` skips, scanned by ``uid`` in a forked child that drops
+    root before scanning (``None``: this process)."""
+    if uid is None:
+        return [name for name, _ in scan_cache(root).skipped]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: give up root, scan, report, exit without pytest's teardown
+        code = 1
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            names = [name for name, _ in scan_cache(root).skipped]
+            os.write(write, json.dumps(names).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the unprivileged scan failed"
+    return list(json.loads(data))
+
+
+def test_unreadable_entry_is_skipped() -> None:
+    """A dataset the agent cannot read is skipped with its name, the rest still listed.  As
+    root, the scan runs as an unprivileged uid over a directory that uid can traverse."""
+    as_root = os.geteuid() == 0
+    root = Path(tempfile.mkdtemp(prefix="aispike-datasets-"))
     try:
-        assert scan_cache(tmp_path).skipped[0][0] == "locked"
+        root.chmod(0o755)
+        locked = dataset(root, "locked", [5])
+        dataset(root, "open", [7])
+        for p in (root, *root.rglob("*")):
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        (locked / "part0").chmod(0)
+        assert scan_skipped_as(root, NOBODY if as_root else None) == ["locked"]
     finally:
-        (d / "part0").chmod(0o755)
+        for p in root.rglob("*"):
+            if p.is_dir():
+                p.chmod(0o755)
+        shutil.rmtree(root)
 
 
 def test_plan_eviction_lru_until_under_limit() -> None:
