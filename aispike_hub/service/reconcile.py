@@ -18,6 +18,13 @@ The rules:
   unseen).  A ticket touched after the listing began is never judged by it.  With no complete
   listing (the hub did not answer, the token cannot read servers) no ticket is judged.
 - **A ticket whose server the hub lists** is kept (a remembered first sighting is cleared).
+- **Our pod whose server the hub does not list** (a pod with this hub's
+  ``aispike.io/hub-server``, not being deleted, created before the listing began) is deleted
+  once it has been missing for ``grace`` seconds.  This is the hub that was killed while a
+  spawn was in flight: JupyterHub keeps no server for that spawn, so after its restart nothing
+  polls or stops the pod, which would hold its GPU memory, CPU and RAM for ever.  The first
+  sighting is remembered by the running service only (a restart starts the grace over: later,
+  never sooner).  With ``pods=False`` (``Reconciler.delete_orphan_pods``) no pod is judged.
 - **Our claim that no pod uses** (neither in a pod's ``resourceClaims`` nor its owner pod) is
   deleted once it is ``orphan_seconds`` old: its spawner died before creating the pod, or the
   pod went and the claim stayed.
@@ -37,14 +44,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from aispike_hub.kube.identity import DEFAULT_HUB, belongs
+from aispike_hub.kube.identity import DEFAULT_HUB, belongs, split_hub_server
 
 __all__ = [
     "Action",
     "ClaimView",
     "ClearMissing",
+    "ClearPodMissing",
     "DeleteClaim",
+    "DeletePod",
     "MarkMissing",
+    "MarkPodMissing",
     "Observation",
     "PodView",
     "ReleaseTicket",
@@ -102,6 +112,17 @@ class PodView:
     namespace: str
     name: str
     claim_names: tuple[str, ...] = ()
+    uid: str = ""
+    created: dt.datetime | None = None
+    hub_server: str = ""
+    """``aispike.io/hub-server`` ('' for pods that are not a hub server's)."""
+    deleting: bool = False
+    missing_since: dt.datetime | None = None
+    """When a pass first saw its server absent from the hub's listing (remembered in memory)."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +148,11 @@ class Settings:
     grace: float = 60.0
     orphan_seconds: float = 300.0
     hub_id: str = DEFAULT_HUB
-    """This hub's id: claims of other hubs are never judged (kube/identity.py)."""
+    """This hub's id: claims and pods of other hubs are never judged (kube/identity.py)."""
     owns_unnamed: bool = False
     """Claims without a hub id are this hub's too (always, for the default hub)."""
+    pods: bool = True
+    """Delete our pods whose server the hub has not listed for ``grace`` seconds."""
 
     def mine(self, hub_server: str) -> bool:
         """Whether a claim with this ``aispike.io/hub-server`` value is this hub's."""
@@ -178,7 +201,31 @@ class Unprotect:
     reason: str
 
 
-Action = ReleaseTicket | MarkMissing | ClearMissing | DeleteClaim | Unprotect
+@dataclass(frozen=True, slots=True)
+class MarkPodMissing:
+    uid: str
+    since: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ClearPodMissing:
+    uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeletePod:
+    """Delete a hub server's pod the hub has forgotten (its claim follows: owned by the pod,
+    or collected as a claim no pod uses)."""
+
+    namespace: str
+    name: str
+    uid: str
+    hub_server: str
+    reason: str
+
+
+Action = (ReleaseTicket | MarkMissing | ClearMissing | DeleteClaim | Unprotect | MarkPodMissing
+          | ClearPodMissing | DeletePod)
 
 
 def _seconds(later: dt.datetime, earlier: dt.datetime) -> float:
@@ -209,6 +256,33 @@ def _ticket_actions(seen: Observation, settings: Settings) -> list[Action]:
             out.append(ReleaseTicket(
                 t.user, t.server, t.state,
                 f"the hub has had no {name} of {t.user} for {missing:.0f} s"))
+    return out
+
+
+def _pod_actions(seen: Observation, settings: Settings) -> list[Action]:
+    if not settings.pods or seen.servers is None or seen.listed_at is None:
+        return []
+    out: list[Action] = []
+    for p in seen.pods:
+        if not p.hub_server or not p.uid or not settings.mine(p.hub_server) or p.deleting:
+            continue
+        if p.created is None or p.created >= seen.listed_at:
+            continue  # newer than the listing: its spawn may have begun after it
+        _, key = split_hub_server(p.hub_server)
+        if key in seen.servers:
+            if p.missing_since is not None:
+                out.append(ClearPodMissing(p.uid))
+            continue
+        first = p.missing_since or seen.now
+        if p.missing_since is None:
+            out.append(MarkPodMissing(p.uid, seen.now))
+        missing = _seconds(seen.now, first)
+        if missing >= settings.grace:
+            user, _, server = key.partition("/")
+            name = f"'{server}'" if server else "default server"
+            out.append(DeletePod(p.namespace, p.name, p.uid, p.hub_server,
+                                 f"the hub has had no {name} of {user} for {missing:.0f} s "
+                                 "(a spawn the hub forgot, e.g. it was killed mid-spawn)"))
     return out
 
 
@@ -244,5 +318,7 @@ def _claim_actions(seen: Observation, settings: Settings) -> list[Action]:
 
 
 def decide(seen: Observation, settings: Settings) -> list[Action]:
-    """What to do about ``seen`` (see the module docstring): ticket actions, then claims'."""
-    return [*_ticket_actions(seen, settings), *_claim_actions(seen, settings)]
+    """What to do about ``seen`` (see the module docstring): ticket actions, then pods', then
+    claims'."""
+    return [*_ticket_actions(seen, settings), *_pod_actions(seen, settings),
+            *_claim_actions(seen, settings)]

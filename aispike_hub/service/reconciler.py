@@ -39,8 +39,11 @@ from aispike_hub.service.reconcile import (
     Action,
     ClaimView,
     ClearMissing,
+    ClearPodMissing,
     DeleteClaim,
+    DeletePod,
     MarkMissing,
+    MarkPodMissing,
     NamespaceState,
     Observation,
     PodView,
@@ -53,7 +56,7 @@ from aispike_hub.service.reconcile import (
 from aispike_hub.service.store import ReservationRow, Store, utcnow
 
 ACTOR = "aispike:reconcile"
-AUDIT_ACTIONS = ("reconcile.release", "reconcile.claim", "reconcile.unprotect")
+AUDIT_ACTIONS = ("reconcile.release", "reconcile.pod", "reconcile.claim", "reconcile.unprotect")
 """Audit actions of reconciliation (the admin panel lists them)."""
 CLAIM_FINALIZER = "resource.kubernetes.io/delete-protection"
 
@@ -109,6 +112,14 @@ class Reconciler(LoggingConfigurable):
         skipped.""",
     ).tag(config=True)
 
+    delete_orphan_pods = Bool(
+        True,
+        help="""Delete a pod of this hub's servers (aispike.io/hub-server) whose server the hub
+        has not listed for `grace` seconds: a spawn the hub forgot because it was killed
+        mid-spawn would otherwise hold its GPU memory, CPU and RAM for ever.  Needs delete on
+        pods (the Helm chart grants it); without it the pod is logged and kept.""",
+    ).tag(config=True)
+
     def __init__(self, ctx: ServiceContext, hub: HubClient, kube: Any | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -117,11 +128,15 @@ class Reconciler(LoggingConfigurable):
         self.kube = kube
         """The :class:`aispike_hub.kube.inventory.Inventory` (None: no Kubernetes view)."""
         self.started_at = utcnow()
-        self.totals = {"released": 0, "claims_deleted": 0, "unprotected": 0, "passes": 0}
+        self.totals = {"released": 0, "pods_deleted": 0, "claims_deleted": 0, "unprotected": 0,
+                       "passes": 0}
         self.last: dict[str, Any] = {}
         """When the last pass ran, what it saw and did (the admin panel shows it)."""
         self._poke = asyncio.Event()
         self._hub_problem = ""
+        self._pod_missing: dict[str, dt.datetime] = {}
+        """Pod uid -> when a pass first saw its server absent from the hub (kept in memory: a
+        restart only starts the grace over)."""
 
     @property
     def store(self) -> Store:
@@ -137,7 +152,7 @@ class Reconciler(LoggingConfigurable):
         reconciling."""
         hub_id = str(getattr(self.kube, "hub_id", "") or "")
         owns = bool(getattr(self.kube, "owns_unnamed", False))
-        return Settings(self.grace, self.orphan_seconds, hub_id, owns)
+        return Settings(self.grace, self.orphan_seconds, hub_id, owns, self.delete_orphan_pods)
 
     # -- observe -------------------------------------------------------------------------------
     def _tickets(self) -> list[TicketView]:
@@ -166,7 +181,9 @@ class Reconciler(LoggingConfigurable):
                       c.owner_pod, c.hub_server, c.deleting, c.is_allocated or c.allocating)
             for c in self.kube.claims() if c.ours
         ]
-        pods = [PodView(p.namespace, p.name, tuple(p.claim_names)) for p in self.kube.pods()]
+        pods = [PodView(p.namespace, p.name, tuple(p.claim_names), p.uid, parse_time(p.created),
+                        p.hub_server, p.deleting, self._pod_missing.get(p.uid))
+                for p in self.kube.pods()]
         return claims, pods
 
     def _namespaces(self, names: set[str]) -> Mapping[str, NamespaceState] | None:
@@ -258,6 +275,31 @@ class Reconciler(LoggingConfigurable):
             raise
         return True
 
+    def _delete_pod(self, a: DeletePod) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.kube.api.delete("pods", a.name, a.namespace, uid=a.uid)  # type: ignore[union-attr]
+        except ApiException as e:
+            if e.status in (404, 409):
+                return False  # gone, or a new pod of that name meanwhile
+            raise
+        return True
+
+    async def _pod(self, a: DeletePod) -> bool:
+        try:
+            done = await asyncio.to_thread(self._delete_pod, a)
+        except Exception as e:  # a permission or API error: logged, the rest goes on
+            self.log.warning("reconcile: deleting pod %s/%s failed: %s", a.namespace, a.name, e)
+            return False
+        self._pod_missing.pop(a.uid, None)
+        if done:
+            with self.store.session() as s:
+                self.store.audit(s, ACTOR, "reconcile.pod", f"{a.namespace}/{a.name}",
+                                 {"reason": a.reason, "uid": a.uid, "hub_server": a.hub_server})
+            self.log.warning("reconcile: deleted pod %s/%s: %s", a.namespace, a.name, a.reason)
+        return done
+
     async def _claim(self, a: DeleteClaim | Unprotect) -> bool:
         try:
             if isinstance(a, DeleteClaim):
@@ -282,12 +324,21 @@ class Reconciler(LoggingConfigurable):
 
     async def apply(self, actions: Sequence[Action], seen: Observation) -> dict[str, int]:
         judged = {t.key: t for t in seen.tickets}
-        done = {"released": 0, "claims_deleted": 0, "unprotected": 0}
+        done = {"released": 0, "pods_deleted": 0, "claims_deleted": 0, "unprotected": 0}
+        if seen.claims is not None:  # forget the absences of pods that are gone
+            present = {p.uid for p in seen.pods}
+            self._pod_missing = {u: t for u, t in self._pod_missing.items() if u in present}
         for a in actions:
             if isinstance(a, ReleaseTicket):
                 done["released"] += await self._release(a, judged)
             elif isinstance(a, MarkMissing | ClearMissing):
                 self._mark(a, judged)
+            elif isinstance(a, MarkPodMissing):
+                self._pod_missing.setdefault(a.uid, a.since)
+            elif isinstance(a, ClearPodMissing):
+                self._pod_missing.pop(a.uid, None)
+            elif isinstance(a, DeletePod):
+                done["pods_deleted"] += await self._pod(a)
             elif isinstance(a, DeleteClaim):
                 done["claims_deleted"] += await self._claim(a)
             else:

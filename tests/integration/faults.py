@@ -150,7 +150,7 @@ class Stack:
     """What the driver needs of a running stack (a :class:`hubstack.ServiceHub`, the cluster)."""
 
     def __init__(self, service_hub: Any, cluster: Any, namespace: str,
-                 restart_hub: Callable[[], None]) -> None:
+                 restart_hub: Callable[..., None]) -> None:
         self.sh = service_hub
         self.cluster = cluster
         self.namespace = namespace

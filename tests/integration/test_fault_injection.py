@@ -41,16 +41,20 @@ REPORT = os.environ.get("AISPIKE_FAULT_REPORT", "")
 """A file the outcome is written to as JSON (``benchmarks/fault_injection.py`` reads it)."""
 
 
-def restart_hub(hub: RunningHub) -> Callable[[], None]:
+def restart_hub(hub: RunningHub) -> Callable[..., None]:
     """``kill -9`` of the hub and its managed service (a crashed hub pod), then the same hub
-    again (its proxy, a separate process, keeps running)."""
-    def restart() -> None:
+    again (its proxy, a separate process, keeps running).  ``lose_database=True``: the hub
+    comes back without its database (a hub pod on ``sqlite-memory`` or an emptyDir, a
+    database restored from an old backup): it no longer knows any server it ran."""
+    def restart(lose_database: bool = False) -> None:
         old = hub.process
         service = faults.service_pid(old.pid)
         os.kill(old.pid, signal.SIGKILL)
         if service is not None:
             os.kill(service, signal.SIGKILL)
         old.wait(30)
+        if lose_database:
+            (hub.workdir / "jupyterhub.sqlite").unlink()
         with open(hub.log_path, "ab") as out:
             hub.process = start_group(
                 [sys.executable, "-m", "jupyterhub", "-f",
@@ -66,6 +70,19 @@ def restart_hub(hub: RunningHub) -> Callable[[], None]:
 
         wait_until(answers, 120, "the restarted hub to answer")
     return restart
+
+
+NEVER_READY = "stuck-"
+"""Users named so get a pod whose notebook never answers (``sleep``): a spawn that stays in
+flight for as long as a test needs, so the hub can be killed in the middle of it."""
+NEVER_READY_HOOK = f"""
+def _never_ready(spawner, pod):
+    if spawner.user.name.startswith({NEVER_READY!r}):
+        pod.spec.containers[0].command = ["sleep", "3600"]
+        pod.spec.containers[0].args = None
+    return pod
+c.KubeSpawner.modify_pod_hook = _never_ready
+"""
 
 
 def fault_stack(name: str, request: pytest.FixtureRequest,
@@ -93,7 +110,8 @@ def fault_stack(name: str, request: pytest.FixtureRequest,
                 service_scopes=["admin:servers", "list:users", "read:users", "read:groups",
                                 "read:servers", "custom:aispike:admit"],
                 admin_scopes=["custom:aispike:admin"],
-                environment={"KUBECONFIG": str(cluster.kubeconfig)}))
+                environment={"KUBECONFIG": str(cluster.kubeconfig)})
+            + NEVER_READY_HOOK)
         try:
             sh = ServiceHub(hub, f"http://127.0.0.1:{port}/services/aispike/")
             wait_for_service(sh.service_url)
@@ -128,3 +146,72 @@ def test_a_burst_under_faults_settles_with_nothing_leaked_or_over_committed(
     assert not out.errors, report
     assert not out.overcommit, report
     assert not out.problems, f"{report}\nhub log:\n{stack.sh.log_tail(8000)}"
+
+
+def in_flight(stack: faults.Stack) -> tuple[str, Callable[[], list[Any]]]:
+    """A new user's spawn whose pod and claim exist but whose notebook never answers: (the
+    user, a function listing the user's pods)."""
+    sh = stack.sh
+    user = f"{NEVER_READY}{secrets.token_hex(3)}"
+    assert sh.hub.api("POST", f"/users/{user}").status_code == 201
+    assert sh.start(user, "", {"gpu_gib": 4}).status_code in (201, 202)
+
+    def pods_of_user() -> list[Any]:
+        pods = stack.cluster.core.list_namespaced_pod(stack.namespace).items
+        return [p for p in pods if (p.metadata.annotations or {}).get(
+            faults.HUB_SERVER_ANNOTATION, "").endswith(f"{user}/")]
+
+    wait_until(lambda: pods_of_user() and f"{user}/" in stack.claims()[0], 120,
+               "the spawn's pod and claim to exist")
+    assert not sh.server(user, "").get("ready"), "the spawn must still be in flight"
+    return user, pods_of_user
+
+
+def wait_gone(stack: faults.Stack, user: str, pods_of_user: Callable[[], list[Any]],
+              pod_uid: str) -> None:
+    """Until the pod (uid), the user's claim and ticket are gone and the hub lists no server
+    of the user; then the three views agree and no GPU is over-committed."""
+    def settled() -> bool:
+        if any(p.metadata.uid == pod_uid and not p.metadata.deletion_timestamp
+               for p in pods_of_user()):
+            return False
+        return (f"{user}/" not in stack.claims()[0] and f"{user}/" not in stack.tickets()
+                and f"{user}/" not in stack.hub_servers()[0])
+
+    try:
+        wait_until(settled, 180, f"{user}'s pod, claim and ticket to go")
+    except AssertionError:
+        raise AssertionError(f"hub log:\n{stack.sh.log_tail()}") from None
+    problems, overcommit, _ = stack.check()
+    assert not [p for p in problems if user in p], problems
+    assert overcommit == []
+
+
+def test_a_spawn_in_flight_when_the_hub_is_killed_leaves_nothing_behind(
+    stack: faults.Stack,
+) -> None:
+    """The hub is killed after the pod and its claim exist but before the notebook answers.
+    JupyterHub wrote the server's row when the spawn began (``User.spawn``), so the restarted
+    hub polls the pod, waits ``http_timeout`` for it to answer and stops it; the stop releases
+    the ticket and the claim.  Whoever acts, nothing of the spawn is left."""
+    user, pods_of_user = in_flight(stack)
+    pod_uid = pods_of_user()[0].metadata.uid
+    stack.restart_hub()
+    wait_gone(stack, user, pods_of_user, pod_uid)
+
+
+def test_pods_of_a_hub_that_lost_its_database_are_deleted_by_reconciliation(
+    stack: faults.Stack,
+) -> None:
+    """The hub comes back without its database: it knows no server, nothing of the hub's will
+    ever stop the pods it ran.  The service's reconciliation deletes each of our pods whose
+    server the hub has not listed for the grace (audited as ``reconcile.pod``), the claims
+    follow, the tickets are released."""
+    user, pods_of_user = in_flight(stack)
+    pod_uid = pods_of_user()[0].metadata.uid
+    stack.restart_hub(lose_database=True)
+    wait_until(lambda: faults.service_pid(stack.sh.hub.process.pid) is not None, 60,
+               "the restarted hub to start its service")
+    wait_gone(stack, user, pods_of_user, pod_uid)
+    audit = stack.sh.audit(action="reconcile.pod")
+    assert any(e["detail"].get("uid") == pod_uid for e in audit), audit

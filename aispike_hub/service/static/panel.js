@@ -447,13 +447,13 @@
         root.dataset.loaded = "queue";
       }).catch(function (e) { showError(document.getElementById("queue-summary"), e); });
     }
-    const what = { "reconcile.release": "ticket released", "reconcile.claim": "claim deleted",
-                   "reconcile.unprotect": "finalizer removed" };
+    const what = { "reconcile.release": "ticket released", "reconcile.pod": "pod deleted",
+                   "reconcile.claim": "claim deleted", "reconcile.unprotect": "finalizer removed" };
     function reconciled(r) {
       const t = r.totals || {}, last = r.last || {};
       document.getElementById("reconciled-summary").textContent =
         "Since the service started: " + (t.released || 0) + " tickets released, " +
-        (t.claims_deleted || 0) + " claims deleted, " + (t.unprotected || 0) +
+        (t.pods_deleted || 0) + " pods deleted, " + (t.claims_deleted || 0) + " claims deleted, " + (t.unprotected || 0) +
         " finalizers removed" + (last.at ? "; last pass " + last.at + " (" + last.why + ")" : "") +
         (last.problem ? "; " + last.problem : "");
       document.querySelector("#reconciled tbody").replaceChildren(...(r.entries || []).map(

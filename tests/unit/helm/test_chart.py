@@ -104,7 +104,8 @@ ALLOWED: dict[str, dict[tuple[str, str], set[str]]] = {
     },
     "service": {
         ("", "nodes"): {"get", "list", "watch"},
-        ("", "pods"): {"get", "list", "watch"},
+        # reconciliation deletes pods of servers a hub without its database forgot
+        ("", "pods"): {"get", "list", "watch", "delete"},
         ("", "namespaces"): {"get", "list", "watch"},
         # reconciliation deletes orphaned claims of ours (docs/operations.md)
         ("resource.k8s.io", "resourceclaims"): {"get", "list", "watch", "delete", "patch"},

@@ -11,8 +11,11 @@ from aispike_hub.service.reconcile import (
     Action,
     ClaimView,
     ClearMissing,
+    ClearPodMissing,
     DeleteClaim,
+    DeletePod,
     MarkMissing,
+    MarkPodMissing,
     Observation,
     PodView,
     ReleaseTicket,
@@ -184,3 +187,75 @@ def test_another_hubs_claim_in_a_deleted_namespace_is_left_to_that_hub() -> None
     gone = kube([hub_claim("lab-a:bob/", ns="gone")], namespaces={})
     assert decide(gone, Settings(60, 300, "lab-b")) == []
     assert [type(a) for a in decide(gone, Settings(60, 300, "lab-a"))] == [DeleteClaim]
+
+
+# -- pods the hub forgot (a hub killed mid-spawn keeps no server for it) ------------------------
+
+def pod(hub_server: str = "bob/", created: float = -600, missing: float | None = None,
+        deleting: bool = False, name: str = "jupyter-bob", claims: tuple[str, ...] = ()
+        ) -> PodView:
+    return PodView("jhub", name, claims, f"uid-{name}", at(created), hub_server, deleting,
+                   at(missing) if missing is not None else None)
+
+
+def pods(ps: list[PodView], servers: set[str] | None, listed: float = 0) -> Observation:
+    return Observation(now=at(0), started_at=START, tickets=[],
+                       servers=frozenset(servers) if servers is not None else None,
+                       listed_at=at(listed), claims=[], pods=ps,
+                       namespaces={"jhub": "active"})
+
+
+FORGOT = "the hub has had no default server of bob for {} s (a spawn the hub forgot, e.g. it " \
+         "was killed mid-spawn)"
+PODS: list[tuple[str, Observation, Settings, list[Action]]] = [
+    ("the hub lists its server: kept", pods([pod()], {"bob/"}), SETTINGS, []),
+    ("listed again: the remembered absence is cleared",
+     pods([pod(missing=-30)], {"bob/"}), SETTINGS, [ClearPodMissing("uid-jupyter-bob")]),
+    ("absent, first sighting: remembered, kept",
+     pods([pod()], set()), SETTINGS, [MarkPodMissing("uid-jupyter-bob", at(0))]),
+    ("absent 59 s: within grace, kept", pods([pod(missing=-59)], set()), SETTINGS, []),
+    ("absent exactly the grace: deleted", pods([pod(missing=-60)], set()), SETTINGS,
+     [DeletePod("jhub", "jupyter-bob", "uid-jupyter-bob", "bob/", FORGOT.format(60))]),
+    ("a named server is told apart from the default one",
+     pods([pod("bob/s1", missing=-90)], {"bob/"}), SETTINGS,
+     [DeletePod("jhub", "jupyter-bob", "uid-jupyter-bob", "bob/s1",
+                "the hub has had no 's1' of bob for 90 s (a spawn the hub forgot, e.g. it was "
+                "killed mid-spawn)")]),
+    ("created after the listing began: not judged by it",
+     pods([pod(created=-1, missing=-90)], set(), listed=-2), SETTINGS, []),
+    ("created exactly when the listing began: not judged by it",
+     pods([pod(created=-2, missing=-90)], set(), listed=-2), SETTINGS, []),
+    ("already being deleted: left to the API server",
+     pods([pod(deleting=True, missing=-90)], set()), SETTINGS, []),
+    ("no listing (hub down): nothing judged", pods([pod(missing=-3600)], None), SETTINGS, []),
+    ("not a hub server's pod (no annotation): never touched",
+     pods([pod(hub_server="", missing=-3600)], set()), SETTINGS, []),
+    ("another hub's pod: never touched",
+     pods([pod(hub_server="lab-a:bob/", missing=-3600)], set()), SETTINGS, []),
+    ("this named hub's pod: deleted",
+     pods([pod(hub_server="lab-a:bob/", missing=-60)], set()), Settings(60, 300, "lab-a"),
+     [DeletePod("jhub", "jupyter-bob", "uid-jupyter-bob", "lab-a:bob/", FORGOT.format(60))]),
+    ("the listing names the server without the hub id",
+     pods([pod(hub_server="lab-a:bob/")], {"bob/"}), Settings(60, 300, "lab-a"),
+     []),
+    ("pods switched off (delete_orphan_pods=False): nothing judged",
+     pods([pod(missing=-3600)], set()), Settings(60, 300, pods=False), []),
+]
+
+
+@pytest.mark.parametrize(("case", "observation", "settings", "expected"), PODS,
+                         ids=[c[0] for c in PODS])
+def test_pods(case: str, observation: Observation, settings: Settings,
+              expected: list[Action]) -> None:
+    assert decide(observation, settings) == expected, case
+
+
+def test_a_forgotten_pod_and_its_ticket_go_together_and_its_claim_is_kept_until_then() -> None:
+    """The hub crashed mid-spawn: ticket released, pod deleted; the claim the pod still uses
+    is not deleted in the same pass (it follows the pod: owned by it, or an orphan later)."""
+    c = claim(created=-900)
+    seen_ = Observation(now=at(0), started_at=START, tickets=[ticket(missing=-120)],
+                        servers=frozenset(), listed_at=at(0), claims=[c],
+                        pods=[pod(missing=-120, claims=(c.name,))],
+                        namespaces={"jhub": "active"})
+    assert [type(a) for a in decide(seen_, SETTINGS)] == [ReleaseTicket, DeletePod]

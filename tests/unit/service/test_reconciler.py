@@ -52,8 +52,8 @@ def test_tickets_without_a_hub_server_are_released_audited_and_shown(tmp_path: P
         rec = Reconciler(ctx, HubClient(url, TOKEN), grace=60)
         rec.started_at = utcnow() + dt.timedelta(seconds=1)  # both tickets predate the start
         await asyncio.sleep(0.01)
-        assert await rec.run_once("start") == {"released": 1, "claims_deleted": 0,
-                                               "unprotected": 0}
+        assert await rec.run_once("start") == {"released": 1, "pods_deleted": 0,
+                                               "claims_deleted": 0, "unprotected": 0}
         assert c.status("bob", "s1").state == "unknown"
         assert c.status("alice", "").state == "admitted"
 
@@ -185,7 +185,8 @@ def test_orphan_claims_are_deleted_and_a_terminating_namespace_is_unblocked(
         rec = Reconciler(ServiceContext(c, "aispike"), HubClient(url, TOKEN), kube,
                          orphan_seconds=300)
         done = await rec.run_once()
-        assert done == {"released": 0, "claims_deleted": 1, "unprotected": 1}
+        assert done == {"released": 0, "pods_deleted": 0, "claims_deleted": 1,
+                        "unprotected": 1}
 
     run_with_hub(hub, test)
     assert ("delete", "resourceclaims", "jhub", "orphan",
@@ -198,6 +199,69 @@ def test_orphan_claims_are_deleted_and_a_terminating_namespace_is_unblocked(
     audit = {(e.action, e.target) for e in c.store.audit_log()}
     assert {("reconcile.claim", "jhub/orphan"),
             ("reconcile.unprotect", "gone-ns/stuck")} <= audit
+
+
+def server_pod(name: str, hub_server: str, age: float = 900, **kw: Any) -> PodInfo:
+    created = (utcnow() - dt.timedelta(seconds=age)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return PodInfo("jhub", name, f"uid-{name}", "n", 0, 0, "Running", (f"{name}-gpu",),
+                   created=created, hub_server=hub_server, **kw)
+
+
+def test_a_pod_the_hub_forgot_is_deleted_after_the_grace_and_audited(tmp_path: Path) -> None:
+    """A hub killed mid-spawn has no server for that spawn: its pod is deleted once it has
+    been missing for the grace (remembered between passes), with the pod's uid as
+    precondition; a pod the hub lists, another hub's pod and a plain pod are never touched."""
+    c = controller(tmp_path)
+    kube = FakeKube(claims=[], namespaces={"jhub": {"metadata": {}}}, pods=[
+        server_pod("jupyter-bob", "bob/"), server_pod("jupyter-alice", "alice/"),
+        server_pod("jupyter-carol", "other-hub:carol/"),
+        PodInfo("jhub", "batch-job", "uid-batch", "n", 0, 0, "Running")])
+    hub = StandInHub()
+    hub.add("alice", "")
+
+    async def test(url: str) -> None:
+        ctx = ServiceContext(c, "aispike")
+        rec = Reconciler(ctx, HubClient(url, TOKEN), kube, grace=60)
+        assert (await rec.run_once())["pods_deleted"] == 0  # first sighting: remembered
+        assert set(rec._pod_missing) == {"uid-jupyter-bob"}
+        assert (await rec.run_once())["pods_deleted"] == 0  # within the grace
+        rec._pod_missing["uid-jupyter-bob"] -= dt.timedelta(seconds=61)
+        assert (await rec.run_once())["pods_deleted"] == 1
+        assert rec.totals["pods_deleted"] == 1 and rec._pod_missing == {}
+        monitor = IdleMonitor(c.store, url, TOKEN)
+        panel = AdminPanel(ctx, monitor, "/services/aispike/", hub_prefix="/hub/")
+        panel.reconciler = rec
+        shown = panel.queue()["reconciled"]["entries"]
+        assert [(e["action"], e["target"]) for e in shown] == [("reconcile.pod",
+                                                                "jhub/jupyter-bob")]
+        assert "killed mid-spawn" in shown[0]["detail"]["reason"]
+
+    run_with_hub(hub, test)
+    deleted = [call for call in kube.calls if call[0] == "delete"]
+    assert deleted == [("delete", "pods", "jhub", "jupyter-bob", {"uid": "uid-jupyter-bob"})]
+
+
+def test_a_pod_the_hub_lists_again_is_forgotten(tmp_path: Path) -> None:
+    c = controller(tmp_path)
+    kube = FakeKube(claims=[], namespaces={}, pods=[server_pod("jupyter-bob", "bob/")])
+    hub = StandInHub()
+
+    async def test(url: str) -> None:
+        rec = Reconciler(ServiceContext(c, "aispike"), HubClient(url, TOKEN), kube, grace=60)
+        await rec.run_once()
+        assert set(rec._pod_missing) == {"uid-jupyter-bob"}
+        pods, kube._pods = kube._pods, []
+        await rec.run_once()  # the pod went: its absence is forgotten
+        assert rec._pod_missing == {}
+        kube._pods = pods
+        await rec.run_once()
+        assert set(rec._pod_missing) == {"uid-jupyter-bob"}
+        hub.add("bob", "")
+        await rec.run_once()  # listed again: forgotten
+        assert rec._pod_missing == {}
+
+    run_with_hub(hub, test)
+    assert not [call for call in kube.calls if call[0] == "delete"]
 
 
 def test_the_service_reconciles_at_start_before_it_listens(tmp_path: Path) -> None:
