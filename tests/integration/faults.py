@@ -159,16 +159,28 @@ class Stack:
     # the accounting -----------------------------------------------------------------------
     def hub_servers(self) -> tuple[set[str], set[str]]:
         """(every server the hub has, those of them still pending), as ``user/server``."""
-        r = self.sh.hub.api("GET", "/users", params={"limit": 1000}, timeout=10)
-        r.raise_for_status()
         servers, pending = set(), set()
-        for user in r.json():
+        for user in self.hub_users():
             for name, s in (user.get("servers") or {}).items():
                 key = f"{user['name']}/{name}"
                 servers.add(key)
                 if s.get("pending") or not s.get("ready"):
                     pending.add(key)
         return servers, pending
+
+    def hub_users(self) -> list[dict[str, Any]]:
+        """Every user model, page by page (JupyterHub answers at most ``api_page_max_limit``,
+        200 by default, per request: a 200-spawn burst has more users than one page)."""
+        users: list[dict[str, Any]] = []
+        while True:
+            r = self.sh.hub.api("GET", "/users", params={"offset": len(users), "limit": 200},
+                                headers={"Accept": "application/jupyterhub-pagination+json"},
+                                timeout=10)
+            r.raise_for_status()
+            page = r.json()
+            users.extend(page["items"])
+            if not page["items"] or not (page.get("_pagination") or {}).get("next"):
+                return users
 
     def tickets(self) -> set[str]:
         queue = self.sh.service("GET", "queue", timeout=10).json()
