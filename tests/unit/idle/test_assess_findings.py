@@ -211,3 +211,29 @@ def test_a_bad_policy_names_the_field_and_what_it_expects(doc: object, where: st
 
 def test_no_document_is_the_defaults() -> None:
     assert IdlePolicy.from_dict(None) == IdlePolicy()
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (-5, "0 s"), (0.9, "0 s"), (59, "59 s"), (60, "1 min"), (3599, "59 min"),
+    (3600, "1 h 00 min"), (48 * 3600 - 1, "47 h 59 min"), (48 * 3600, "2 d 0 h"),
+    (3 * 86400 + 7200, "3 d 2 h")])
+def test_durations_read_as_an_admin_writes_them(seconds: float, text: str) -> None:
+    from aispike_hub.idle.policy import describe_seconds
+
+    assert describe_seconds(seconds) == text
+
+
+@pytest.mark.parametrize(("mib", "text"), [(1023, "1023 MiB"), (1024, "1.0 GiB"),
+                                           (100 * 1024, "100.0 GiB")])
+def test_memory_reads_in_gib_from_one_gib(mib: int, text: str) -> None:
+    from aispike_hub.idle.policy import _mib
+
+    assert _mib(mib) == text
+
+
+def test_missing_sources_are_named_in_the_evidence() -> None:
+    a = assess(ServerSignals("ada", "", started=NOW - 200_000, missing=("agent", "kernels")),
+               RULE, NOW)
+    assert a.verdict == "unknown"
+    assert "no answer from agent; kernels: not judged" in a.evidence
+    assert "last start 2 d 7 h ago (timeout 1 h 00 min)" in a.evidence
