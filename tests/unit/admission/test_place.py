@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+from traitlets.config import Configurable
 from unit.service.service_fixtures import GIB
 
 from aispike_hub.admission.controller import AdmissionController
@@ -255,3 +257,26 @@ def test_a_user_allowed_no_model_is_refused_previewed_unplaced_and_never_re_plac
     assert "you may not use GPUs" in " ".join(preview["reasons"])
     refused = svc.admit(User("cid"), "other", gib(8), "hub")
     assert refused.state == "refused" and "you may not use GPUs" in refused.reasons[0]
+
+
+# -- one rounding rule: every face that rounds uses claimed_request ----------------------------
+@pytest.mark.parametrize(("backend", "rounds"), [("aispike", True), ("hami", False),
+                                                 ("gpushare", False), ("mig", False),
+                                                 ("nvidia", False)])
+def test_every_face_that_rounds_uses_the_one_rule(tmp_path: Path, backend: str,
+                                                  rounds: bool) -> None:
+    """The hub's placer pins with ``claimed_request``; the in-process admission places with the
+    same function when its spawner's backend uses claims, and as asked otherwise (the device
+    plugins of the other backends hold what their own resources say: docs/architecture.md)."""
+    from aispike_hub.admission.inprocess import InProcessAdmission
+    from aispike_hub.backends import backend_for
+    from aispike_hub.kube import placer
+
+    assert placer._for_scheduler is claimed_request
+
+    class Spawner(Configurable):
+        gpu_backend = backend_for(backend)
+
+    admission = InProcessAdmission(parent=Spawner(), nodes=lambda: NODES,
+                                   db_url=f"sqlite:///{tmp_path}/{backend}.sqlite")
+    assert admission.controller.rounding is (claimed_request if rounds else None)
