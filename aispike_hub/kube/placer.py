@@ -184,7 +184,8 @@ class Placer(LoggingConfigurable):
 
     # -- decisions -----------------------------------------------------------------------------
     def preview(self, request: SliceRequest) -> Decision:
-        """What placing ``request`` now would do, with no side effect (the form's fit preview)."""
+        """What the placer's own core would do with ``request`` now, with no side effect.  Not
+        in the product (the form's fit preview is admission's ``fit``): the benchmarks time it."""
         with self.inventory.lock:
             state = self.inventory.state()
             if state is None:
