@@ -39,7 +39,12 @@ from sqlalchemy.orm import Session
 
 from aispike_hub import metrics
 from aispike_hub.admission.inventory import Inventory, server_assignments
-from aispike_hub.admission.replace import Rounding, place_preferring, placed_request
+from aispike_hub.admission.replace import (
+    NO_ALLOWED_MODEL,
+    Rounding,
+    place_preferring,
+    placed_request,
+)
 from aispike_hub.admission.wire import (
     Ticket,
     assignment_from_dict,
@@ -48,7 +53,7 @@ from aispike_hub.admission.wire import (
     request_to_dict,
 )
 from aispike_hub.model import Assignment, SliceRequest
-from aispike_hub.placement.engine import PlacementEngine
+from aispike_hub.placement.engine import Decision, PlacementEngine
 from aispike_hub.placement.preemption import RunningServer, preemption_candidates
 from aispike_hub.placement.state import ClusterState
 from aispike_hub.quota import (
@@ -173,8 +178,12 @@ class AdmissionController:
                  if request.allows_model(g.model)]
         return max(sizes, default=0)
 
-    def _view(self, state: ClusterState, request: SliceRequest, owner: str
+    def _view(self, state: ClusterState, request: SliceRequest | None, owner: str
               ) -> tuple[ClusterView, Assignment | None]:
+        """What placement says about ``request`` (:func:`placed_request`'s answer; ``None``:
+        no GPU model the user may use is left, so nothing is placed)."""
+        if request is None:
+            return ClusterView(False, (NO_ALLOWED_MODEL,), 0), None
         decision = self.engine.place(state, request, owner)
         return (ClusterView(decision.placed, decision.reasons,
                             self._gpu_mib(request, decision.assignment)), decision.assignment)
@@ -308,7 +317,9 @@ class AdmissionController:
             admitted = self.store.reservations(s, "admitted")
             state = self._state(admitted)
             limits = resolve_limits(self.policy, user.name, user.groups)
-            decision = self.engine.place(state, placed_request(request, limits, self.rounding))
+            placing = placed_request(request, limits, self.rounding)
+            decision = (self.engine.place(state, placing) if placing is not None
+                        else Decision(None, (NO_ALLOWED_MODEL,), 0))
             view = ClusterView(decision.placed, decision.reasons,
                                self._gpu_mib(request, decision.assignment))
             result = admit(user, request, [server_of(r) for r in admitted], view, self.policy,
@@ -350,11 +361,13 @@ class AdmissionController:
             request = request_from_dict(row.request)
             limits = resolve_limits(self.policy, user, row.groups or ())
             placing = placed_request(request, limits, self.rounding)
-            if request.allowed_models and not placing.allowed_models:  # "any" would be wrong
+            if placing is None:  # no model left: never "any" (quota.restrict_request)
+                why = (f"none of the GPU models {sorted(request.allowed_models)} is allowed "
+                       f"to {user} any more" if request.allowed_models else
+                       f"{user} may use no GPU model any more")
                 return {"user": user, "server": server, "state": row.state, "placed": False,
                         "assignment": None, "request": None,
-                        "reasons": [f"none of the GPU models {sorted(request.allowed_models)} "
-                                    f"is allowed to {user} any more; start the server again"]}
+                        "reasons": [f"{why}; start the server again"]}
             others = [r for r in self.store.reservations(s, "admitted")
                       if key_of(r.user, r.server) != key]
             decision = place_preferring(self.engine, self._state(others, leave_out=key),
@@ -456,7 +469,7 @@ class AdmissionController:
                 self._give_up(s, row, f"gave up after {self.queue_timeout:g} s in the queue: "
                               + "; ".join(row.reasons))
                 continue
-            if result.may_preempt and not row.preempting:
+            if result.may_preempt and not row.preempting and placing is not None:
                 self._plan_preemption(s, row, user, result.tier, placing, state, admitted,
                                       victims_taken)
             if self.strict_fifo:

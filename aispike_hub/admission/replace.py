@@ -26,8 +26,8 @@ from aispike_hub.placement.engine import Decision, PlacementEngine
 from aispike_hub.placement.state import ClusterState
 from aispike_hub.quota import Limits, restrict_request
 
-__all__ = ["Rounding", "claimed_request", "place_preferring", "placed_request",
-           "single_node_state"]
+__all__ = ["NO_ALLOWED_MODEL", "Rounding", "claimed_request", "place_preferring",
+           "placed_request", "single_node_state"]
 
 Rounding = Callable[[SliceRequest], SliceRequest]
 """The device's rounding of a request (:func:`claimed_request` for the DRA driver)."""
@@ -43,12 +43,21 @@ def claimed_request(request: SliceRequest) -> SliceRequest:
 
 
 def placed_request(request: SliceRequest, limits: Limits, rounding: Rounding | None = None
-                   ) -> SliceRequest:
+                   ) -> SliceRequest | None:
     """``request`` as placement must see it: restricted to the models ``limits`` allow, then
     rounded by ``rounding`` (``None``: as asked), so the decision is what the claim will hold
-    and a spawner that pins it finds it still fits."""
+    and a spawner that pins it finds it still fits.  ``None`` when the user may use none of
+    the GPU models the request allows (:func:`aispike_hub.quota.restrict_request`): nothing
+    to place."""
     restricted = restrict_request(request, limits)
+    if restricted is None:
+        return None
     return rounding(restricted) if rounding is not None else restricted
+
+
+NO_ALLOWED_MODEL = "none of the GPU models this request allows is one its user may use"
+"""Placement's reason when :func:`placed_request` is ``None`` (the quota check refuses such a
+request with the user's own sentence; this is what the placement side says)."""
 
 
 def single_node_state(state: ClusterState, node: str) -> ClusterState | None:

@@ -40,8 +40,11 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-# Spelled out, not imported from aispike_hub.contract / aispike_hub.units: this file runs in
-# images without AISpike Hub.  tests/unit/agent/test_kernel_hook.py keeps them equal to those.
+# Spelled out, not imported from aispike_hub.contract / aispike_hub.units (the one MIB): the
+# DRA plugin mounts this very file as an IPython kernel config in notebook images that need not
+# have AISpike Hub, and runs it with the standard library only (tests/unit/agent/
+# test_kernel_hook.py runs it so, without aispike_hub importable); tests/unit/
+# test_isolation_env.py keeps these names and MIB equal to the contract's and units.MIB.
 ENV_LIMITS = "AISPIKE_GPU_MEMORY_LIMITS"
 ENV_LIMIT = "AISPIKE_GPU_MEMORY_LIMIT"
 ENV_FRAMEWORKS = "AISPIKE_FRAMEWORK_LIMITS"

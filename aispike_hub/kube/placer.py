@@ -21,8 +21,19 @@ The flow for one notebook server (the pod's name is the server's key):
 :meth:`Placer.start_server` runs steps 1-6 for a pod manifest (what the benchmarks and the
 integration tests call; the order of the steps and when to re-pin or give up is
 :mod:`aispike_hub.kube.startflow`, which the spawner drives too); :meth:`Placer.reconcile`
-re-pins and cleans up whatever a crashed or restarted process left behind (what the AISpike
-service runs periodically).  All I/O is synchronous (the
+re-pins and cleans up whatever a crashed or restarted process left behind (only the tests'
+stand-in service runs it: in the product the AISpike service's reconciliation owns orphan
+claims, see :mod:`aispike_hub.kube.repin`).
+
+**Who decides.**  In the product (``AISpikeSpawner``) every pin and re-pin passes ``ask``:
+admission (the AISpike service, or the hub's in-process admission) is the only decider, and
+the placer only checks admission's answer against its own view (``placement.fit.misfit``),
+asking again a bounded number of times when its view refutes it and failing closed after
+(:meth:`Placer._decide`).  Without ``ask`` (no admission exists: ``benchmarks/
+kube_placement.py``, the integration tests' stand-in service ``tests/integration/
+dra_burst.py`` and the tests that drive the placer alone, and :meth:`Placer.reconcile`) the
+placer's core decides; ``tests/unit/kube/test_placer_asks_admission.py`` keeps every product
+call passing ``ask``.  All I/O is synchronous (the
 official ``kubernetes`` client); async callers use ``asyncio.to_thread``.
 
 Step 6 and ``reconcile`` are :mod:`aispike_hub.kube.repin` (functions of the placer that
@@ -72,7 +83,7 @@ from aispike_hub.kube.startflow import (
 )
 from aispike_hub.model import Assignment, SliceRequest
 from aispike_hub.placement.engine import DEFAULT_POLICY, Affinity, Decision, PlacementEngine
-from aispike_hub.placement.fit import still_fits
+from aispike_hub.placement.fit import misfit, still_fits
 from aispike_hub.placement.fragmentation import Workload
 from aispike_hub.placement.state import ClusterState
 
@@ -126,8 +137,22 @@ class Placer(LoggingConfigurable):
     ).tag(config=True)
     orphan_seconds = Float(
         300.0,
-        help="""An unallocated claim of ours that no pod uses and that is this old (seen by this
-        process) is deleted by reconcile(): its spawner died before creating the pod.""",
+        help="""A claim of ours that no pod uses and that is this old (counted from its
+        creation) is deleted by reconcile(): its spawner died before creating the pod.  The
+        rule is the AISpike service's (Reconciler.orphan_seconds); reconcile() is only run by
+        the tests' stand-in service.""",
+    ).tag(config=True)
+    ask_attempts = Integer(
+        3,
+        help="""How many times one pin or re-pin asks admission for a place when the hub's view
+        refutes its answer (a claim one side's watch has not seen yet).  Past it the pin is
+        refused with both sides' reasons: the placer never decides on its own where admission
+        answered (docs/architecture.md, "Who owns placement").""",
+    ).tag(config=True)
+    ask_pause_seconds = Float(
+        1.0,
+        help="""Seconds between two asks of one pin whose answer the hub's view refuted, so
+        the service's watch can catch up with the claim the hub already sees.""",
     ).tag(config=True)
     claim_labels = Dict(
         {}, help="Extra labels for every ResourceClaim the placer creates."
@@ -159,7 +184,8 @@ class Placer(LoggingConfigurable):
 
     # -- decisions -----------------------------------------------------------------------------
     def preview(self, request: SliceRequest) -> Decision:
-        """What placing ``request`` now would do, with no side effect (the form's fit preview)."""
+        """What the placer's own core would do with ``request`` now, with no side effect.  Not
+        in the product (the form's fit preview is admission's ``fit``): the benchmarks time it."""
         with self.inventory.lock:
             state = self.inventory.state()
             if state is None:
@@ -171,24 +197,35 @@ class Placer(LoggingConfigurable):
         prefer_node: str = "", prefer: Assignment | None = None,
         ask: AskAdmission | None = None,
     ) -> tuple[Placement, int]:
-        """Where the claim goes: ``prefer`` (admission's decision) while it still fits our view;
-        else, with ``ask``, a fresh decision of admission (asked outside the inventory lock: it
-        may be a call to the service), pinned while it fits our view, and otherwise our own
-        decision for the request *as admission placed it* (restricted to the user's GPU
-        models); without ``ask``, our own decision (``prefer_node`` first)."""
+        """Where the claim goes.  With ``ask`` (the product: the spawner always passes it),
+        admission is the only decider: ``prefer`` (admission's decision at admission) is pinned
+        while it still fits our view; otherwise admission is asked (outside the inventory lock:
+        it may be a call to the service) and its answer is pinned while it fits our view; an
+        answer our view refutes (a claim the service's watch has not seen yet, or ours that it
+        has not seen go) is asked again after :attr:`ask_pause_seconds`, at most
+        :attr:`ask_attempts` asks in all, then the pin is refused with both sides' reasons
+        (fail closed: the placer never picks a room admission did not answer, which could be
+        one it promised to another server).
+
+        Without ``ask`` there is no admission to follow (no product caller: the benchmarks'
+        and the integration tests' stand-in service drive the placer alone, and
+        :meth:`reconcile`), and the core decides here (``prefer_node`` first)."""
         started = time.perf_counter()
         request = _for_scheduler(request)
         key = f"{namespace}/{claim}"
-        asked = False
+        asks = 0
+        refuted = ""
         while True:
             with self.inventory.lock:
                 state = self.inventory.state()
                 if state is None:
                     raise PlacementRefused(("no schedulable node in the cluster",))
                 decision: Decision | None = None
-                if prefer is not None and still_fits(state, prefer, request):
-                    decision = Decision(prefer, (), 1)
-                elif ask is None or asked:
+                if prefer is not None:
+                    refuted = misfit(state, prefer, request)
+                    if not refuted:
+                        decision = Decision(prefer, (), 1)
+                if decision is None and ask is None:
                     decision = place_preferring(self.engine, state, request, key, prefer_node,
                                                 self._local_engine)
                 if decision is not None:
@@ -198,8 +235,18 @@ class Placer(LoggingConfigurable):
                     self.inventory.hold(namespace, claim, placement.assignment(key))
                     break
             assert ask is not None
+            if asks >= self.ask_attempts:
+                metrics.placement_decided("hub", time.perf_counter() - started, False)
+                where = _where(prefer) if prefer is not None else "no place"
+                raise PlacementRefused((
+                    f"admission placed {key} on {where}, but the hub sees that room "
+                    f"taken ({refuted or 'not asked'}); asked {asks} "
+                    f"time{'s' if asks != 1 else ''}, the two views still disagree: try "
+                    "again shortly",))
+            if asks:
+                time.sleep(self.ask_pause_seconds)  # let the service's watch catch up
             prefer, request = self._ask(ask, prefer_node, request)
-            asked = True
+            asks += 1
         self.decision_seconds.append(time.perf_counter() - started)
         metrics.placement_decided("hub", self.decision_seconds[-1], True)
         with self._pinned_lock:
@@ -254,7 +301,8 @@ class Placer(LoggingConfigurable):
         spawn); a server never gets a second claim.  ``prefer`` is the AISpike service's
         decision at admission: pinned as it is while it still fits our view, so the service's
         reservation and the claim agree; otherwise admission is asked again (``ask``, see
-        :meth:`_decide`), or without ``ask`` the core decides here.  ``hub_server``
+        :meth:`_decide`: bounded, failing closed), or, where no admission exists (benchmarks,
+        tests), the core decides here.  ``hub_server``
         (``user/server``) is written on the claim for the service's inventory.  A previous
         claim of the server still being deleted (the spawner released a leftover) is waited
         for up to ``wait_gone`` seconds.
@@ -393,8 +441,8 @@ class Placer(LoggingConfigurable):
         """Replace a stale pin with a fresh decision; ``None`` when the claim changed meanwhile.
 
         With ``ask`` the fresh decision is admission's (preferring the pod's node), see
-        :meth:`_decide`; without it (:meth:`reconcile`, which has no ticket at hand) the
-        placer's own.
+        :meth:`_decide`; without it (no admission: :meth:`reconcile`, the benchmarks and the
+        tests that drive the placer alone) the placer's own.
 
         Raises :class:`PlacementFailed` past :attr:`max_repins`, :class:`PlacementRefused` when
         nothing fits any more.
@@ -522,6 +570,13 @@ class Placer(LoggingConfigurable):
                                 error_text(e))
         self.inventory.drop(namespace, claim_name(server))
 
+
+
+def _where(a: Assignment) -> str:
+    """``node n-1 GPU 0 (8192 MiB)``: an assignment in a reason users and admins read."""
+    gpus = ", ".join(f"{i} ({mib} MiB)" for i, mib in zip(a.gpu_indices, a.gpu_memory_mib,
+                                                         strict=True))
+    return f"node {a.node}" + (f" GPU {gpus}" if gpus else "")
 
 
 honours = still_fits

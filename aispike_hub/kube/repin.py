@@ -2,16 +2,19 @@
 
 Why its own module: :mod:`aispike_hub.kube.placer` makes a server's first pin and drives its
 start; this is step 6 of that flow (see its docstring) and :meth:`Placer.reconcile`, the
-service's periodic pass.  A pin goes stale when an allocation took the room first, the device
-vanished, or the pod stays unschedulable: the claim is deleted only while still unallocated
-(a resourceVersion precondition) and re-created with a fresh decision, preferring the pod's node;
-otherwise the pending pod is re-created on the new node.  The functions take the
-:class:`aispike_hub.kube.placer.Placer` (its inventory, API, settings and decisions); its
-``repin`` and ``reconcile`` methods call them, so callers use the placer as before.
+periodic pass of the tests' stand-in service (never the product's: there the AISpike service's
+reconciliation owns orphan claims; the orphan verdicts here are that same rule,
+:mod:`aispike_hub.service.reconcile`).  A pin goes stale when an allocation took the room
+first, the device vanished, or the pod stays unschedulable: the claim is deleted only while
+still unallocated (a resourceVersion precondition) and re-created with a fresh decision,
+preferring the pod's node; otherwise the pending pod is re-created on the new node.  The
+functions take the :class:`aispike_hub.kube.placer.Placer` (its inventory, API, settings and
+decisions); its ``repin`` and ``reconcile`` methods call them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from kubernetes.client.exceptions import ApiException
 
 from aispike_hub.kube.claims import claim_name, owner_reference, pinned_node_of_pod
-from aispike_hub.kube.inventory import CLAIM_FINALIZER, ClaimInfo, PodInfo
+from aispike_hub.kube.inventory import CLAIM_FINALIZER, PodInfo
 from aispike_hub.kube.pin import Pin, PlacementFailed, PlacementRefused
 from aispike_hub.kube.startflow import may_repin
 from aispike_hub.model import SliceRequest
@@ -198,29 +201,59 @@ def _recreate_pod(
 
 
 def reconcile(placer: Placer) -> dict[str, int]:
-    """Re-pin stale pins and delete orphaned claims; what a (restarted) service runs.
+    """Re-pin stale pins and delete orphaned claims; what the tests' stand-in service runs.
+
+    Not in the product path: nothing in ``aispike_hub`` calls it (``tests/unit/kube/
+    test_placer_asks_admission.py`` checks).  In the product the AISpike service's
+    reconciliation (:mod:`aispike_hub.service.reconcile`, carried out by
+    :mod:`aispike_hub.service.reconciler`) owns orphan claims, and stale pins are re-pinned
+    by the spawner's start loop, which asks admission.  Here:
+
+    - **orphans**: the verdicts are the service's one rule (:func:`aispike_hub.service.
+      reconcile.decide` on this inventory's claims and pods, with ``placer.orphan_seconds``
+      and this inventory's hub identity; namespaces unread, so judged by age only), carried
+      out the same way (delete with the claim's uid and resourceVersion as preconditions);
+    - **stale pins** of servers whose pod exists are re-pinned with the placer's own decision
+      (no admission to ask: the callers have none).
 
     Returns counts of what it did (``repinned``, ``orphans``, ``failed``).
     """
+    from aispike_hub.service import reconcile as rule  # pure: the one orphan rule
+
     done = {"repinned": 0, "orphans": 0, "failed": 0}
+    inv = placer.inventory
+    pods = inv.pods()
+    claims = [c for c in inv.claims() if c.ours]
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    seen = rule.Observation(
+        now=now, started_at=now, tickets=(),
+        claims=[rule.ClaimView(c.namespace, c.name, c.uid, c.resource_version,
+                               _parse_time(c.created), c.owner_pod, c.hub_server, c.deleting,
+                               c.is_allocated or c.allocating) for c in claims],
+        pods=[rule.PodView(p.namespace, p.name, tuple(p.claim_names)) for p in pods])
+    settings = rule.Settings(orphan_seconds=placer.orphan_seconds, hub_id=inv.hub_id,
+                             owns_unnamed=inv.owns_unnamed)
+    orphaned: set[str] = set()
+    for action in rule.decide(seen, settings):
+        if isinstance(action, rule.DeleteClaim):
+            orphaned.add(f"{action.namespace}/{action.name}")
+            if _delete_claim(placer, action.namespace, action.name, action.uid,
+                             action.resource_version):
+                log.warning("deleted orphan claim %s/%s: %s", action.namespace, action.name,
+                            action.reason)
+                done["orphans"] += 1
     users: dict[str, PodInfo] = {}
-    for p in placer.inventory.pods():
+    for p in pods:
         for c in p.claim_names:
             users[f"{p.namespace}/{c}"] = p
-    now = time.monotonic()
-    for claim in placer.inventory.claims():
-        if not claim.ours or claim.is_allocated or claim.deleting:
+    for claim in claims:
+        if claim.is_allocated or claim.deleting or claim.key in orphaned:
             continue
-        if not placer.inventory.belongs(claim.hub_server):
+        if not inv.belongs(claim.hub_server):
             continue  # another hub's claim (kube/identity.py): its own hub reconciles it
         pod = users.get(claim.key)
         if pod is None:
-            with placer._pinned_lock:
-                seen = placer._pinned_at.setdefault(claim.key, now)
-            if not claim.owner_pod and now - seen >= placer.orphan_seconds:
-                _delete_claim(placer, claim)
-                done["orphans"] += 1
-            continue
+            continue  # no pod yet: the orphan rule above judges it
         st = placer.status(claim.namespace, pod.name)
         if st.phase != "stale":
             continue
@@ -233,12 +266,26 @@ def reconcile(placer: Placer) -> dict[str, int]:
     return done
 
 
-def _delete_claim(placer: Placer, claim: ClaimInfo) -> None:
+def _parse_time(text: str) -> dt.datetime | None:
+    """A Kubernetes timestamp as naive UTC (the rule's clock); ``None`` when unreadable (the
+    claim is then never judged by age)."""
     try:
-        placer.api.delete("resourceclaims", claim.name, claim.namespace, uid=claim.uid,
-                          resource_version=claim.resource_version)
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    return parsed
+
+
+def _delete_claim(placer: Placer, namespace: str, name: str, uid: str, rv: str) -> bool:
+    """Delete the claim as observed (uid and resourceVersion as preconditions); False when it
+    is gone or changed since (the next pass looks again)."""
+    try:
+        placer.api.delete("resourceclaims", name, namespace, uid=uid, resource_version=rv)
     except ApiException as e:
         if e.status not in (404, 409):
             raise
-        return
-    placer.inventory.drop(claim.namespace, claim.name, claim.uid)
+        return False
+    placer.inventory.drop(namespace, name, uid)
+    return True

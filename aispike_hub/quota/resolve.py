@@ -169,10 +169,19 @@ def per_gpu_mib(request: SliceRequest, whole_gpu_mib: int) -> int:
     return charge_of(request, whole_gpu_mib).gpu_memory_mib // request.gpu_count
 
 
-def restrict_request(request: SliceRequest, limits: Limits) -> SliceRequest:
-    """The request narrowed to the GPU models the user may get (what placement must use)."""
+def restrict_request(request: SliceRequest, limits: Limits) -> SliceRequest | None:
+    """The request narrowed to the GPU models the user may get (what placement must use);
+    ``None`` when no model is left: the user may use no GPU model (``allowed_models: []``) or
+    none of those the request allows, so it must not be placed at all.
+
+    Why ``None`` and not an empty set: a :class:`SliceRequest` with no ``allowed_models``
+    means "any model", so "none" narrowed to an empty set would have placed it anywhere.  A
+    CPU-only request, or limits without ``allowed_models``, come back as they are."""
     if limits.allowed_models is None or request.gpu_count == 0:
         return request
     wanted = request.allowed_models or limits.allowed_models
-    return replace(request, allowed_models=frozenset(wanted & limits.allowed_models))
+    models = frozenset(wanted & limits.allowed_models)
+    if not models:
+        return None
+    return replace(request, allowed_models=models)
 

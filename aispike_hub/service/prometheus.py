@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
+from aispike_hub.units import MIB
+
 METRIC_GPUS = "aispike_panel_gpus"
 METRIC_ALLOCATION = "aispike_panel_allocation_ratio"
 METRIC_FRAGMENTED = "aispike_panel_fragmented_gpus"
@@ -64,8 +66,6 @@ GPU_MEMORY_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     METRIC_GPU_ALLOCATED: ("GPU memory held by slices on one GPU", GPU_LABELS),
 }
 """The map's GPU memory gauges: name -> (help, label names)."""
-
-MIB = 1024 * 1024
 
 
 class PrometheusError(Exception):

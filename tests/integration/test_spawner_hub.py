@@ -264,8 +264,9 @@ def test_a_pin_the_hubs_view_refutes_asks_the_service_through_its_api(stack: Sta
     of stand-in users fill the others.  Someone else's claim (unseen by the service) then takes
     that GPU, so the ticket's assignment does not fit the placer's view: the placer asks, the
     service answers the same GPU again (its view has not changed), and the placer, refuting it,
-    decides for the request as the service placed it.  The ask is in the service's audit log,
-    made by the hub's identity; the owner and an admin may not call the route.
+    asks again (``Placer.ask_attempts``, 3) and then fails the start closed: it never takes a
+    GPU the service promised to someone else.  The asks are in the service's audit log, made
+    by the hub's identity; the owner and an admin may not call the route.
     """
     from aispike_hub.kube.claims import PinnedGpu, Placement, pinned_claim
     from aispike_hub.model import GIB_IN_MIB, SliceRequest
@@ -300,15 +301,19 @@ def test_a_pin_the_hubs_view_refutes_asks_the_service_through_its_api(stack: Sta
             "allocation") is not None, 60, "the intruder's claim allocated")
 
         r = stack.start(user, "work", {"image": "base", "gpu_gib": 4, "cpu": 1, "memory_gib": 2})
-        assert r.status_code in (201, 202), r.text
-        stack.wait_ready(user, "work")
-        (ask,) = [e for e in stack.audit(f"{user}/work") if e["action"] == "admission.place"]
-        assert ask["detail"]["placed"] and ask["detail"]["after"]["gpu_indices"] == [free]
-        assert ask["actor"].endswith(":aispike")  # the hub's client, with the service's token
-        claim_now = stack.claim(claim_name(stack.pod_name(user, "work")))
-        assert claim_now is not None
-        (result,) = claim_now["status"]["allocation"]["devices"]["results"]
-        assert result["device"] != f"gpu-{free}"  # not the GPU someone else holds
+        assert r.status_code in (201, 202, 503), r.text
+        if r.status_code != 503:
+            wait_until(lambda: not stack.server(user, "work").get("pending"), 60, "spawn ended")
+        text = json.dumps(stack.events(user, "work", lines=50)) + r.text
+        assert "the two views still disagree" in text, text
+        asks = [e for e in stack.audit(f"{user}/work") if e["action"] == "admission.place"]
+        assert len(asks) == 3, asks  # Placer.ask_attempts, then the start fails closed
+        for ask in asks:
+            assert ask["detail"]["placed"] and ask["detail"]["after"]["gpu_indices"] == [free]
+            assert ask["actor"].endswith(":aispike")  # the hub's client, the service's token
+        assert stack.claim(claim_name(stack.pod_name(user, "work"))) is None  # nothing pinned
+        assert not stack.running(user, "work")
+        wait_until(lambda: not stack.admitted(user), 30, "admission released")
         # the route itself: only the hub's token; a 400 names the field
         doc = {"user": user, "server": "work"}
         assert stack.service("POST", "place", token=stack.user_token(user), json=doc

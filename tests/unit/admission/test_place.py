@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+from traitlets.config import Configurable
 from unit.service.service_fixtures import GIB
 
 from aispike_hub.admission.controller import AdmissionController
 from aispike_hub.admission.replace import (
+    NO_ALLOWED_MODEL,
     claimed_request,
     place_preferring,
     placed_request,
@@ -27,7 +30,7 @@ from aispike_hub.model import Assignment, Gpu, Node, SliceRequest
 from aispike_hub.placement.engine import PlacementEngine
 from aispike_hub.placement.fit import still_fits
 from aispike_hub.placement.state import ClusterState
-from aispike_hub.quota import User, policy_from_dict, resolve_limits
+from aispike_hub.quota import User, policy_from_dict, resolve_limits, restrict_request
 from aispike_hub.service.store import Store
 
 A100, H100 = "NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3"
@@ -217,3 +220,63 @@ def test_with_the_devices_rounding_a_non_gib_slice_keeps_its_place() -> None:
     # without rounding (a fixed node list, the local spawner) it is placed as asked
     plain = controller().admit(User("bob"), "", SliceRequest(gpu_memory_mib=1536), "hub")
     assert (plain.assignment or {})["gpu_memory_mib"] == [1536]
+
+
+# -- an empty allowed-models set is "no model", never "any" (quota.restrict_request) ----------
+NONE_POLICY = {"users": {"cid": {"allowed_models": []}, "ann": {"allowed_models": [A100]}}}
+
+
+@pytest.mark.parametrize(("user", "request_", "placed"), [
+    ("cid", gib(8), None),  # allowed no model: no GPU
+    ("cid", gib(8, allowed_models=frozenset({A100})), None),
+    ("ann", gib(8, allowed_models=frozenset({H100})), None),  # none of hers
+    ("ann", gib(8), gib(8, allowed_models=frozenset({A100}))),
+    ("ann", gib(8, allowed_models=frozenset({A100, H100})),
+     gib(8, allowed_models=frozenset({A100}))),
+    ("cid", SliceRequest(gpu_count=0), SliceRequest(gpu_count=0)),  # CPU-only: as asked
+    ("bob", gib(8), gib(8)),  # no model limit: as asked
+])
+def test_no_allowed_model_left_is_nothing_to_place(
+        user: str, request_: SliceRequest, placed: SliceRequest | None) -> None:
+    limits = resolve_limits(policy_from_dict(NONE_POLICY), user, ())
+    assert restrict_request(request_, limits) == placed
+    assert placed_request(request_, limits, claimed_request) == placed
+
+
+def test_a_user_allowed_no_model_is_refused_previewed_unplaced_and_never_re_placed() -> None:
+    svc = AdmissionController(Store("sqlite://"), ClusterInventory(list(NODES)),
+                              policy_from_dict({"users": {"cid": {}}}))
+    assert svc.admit(User("cid"), "", gib(8), "hub").state == "admitted"
+    svc.set_policy(NONE_POLICY, "admin")  # the admin takes every model away
+    answer = svc.place("cid", "", "hub")
+    assert not answer["placed"] and answer["assignment"] is None
+    assert answer["reasons"] == ["cid may use no GPU model any more; start the server again"]
+    preview = svc.fit(User("cid"), gib(8))
+    assert not preview["fits_now"] and preview["verdict"] == "refuse"
+    assert preview["placement_reasons"] == [NO_ALLOWED_MODEL]
+    assert "you may not use GPUs" in " ".join(preview["reasons"])
+    refused = svc.admit(User("cid"), "other", gib(8), "hub")
+    assert refused.state == "refused" and "you may not use GPUs" in refused.reasons[0]
+
+
+# -- one rounding rule: every face that rounds uses claimed_request ----------------------------
+@pytest.mark.parametrize(("backend", "rounds"), [("aispike", True), ("hami", False),
+                                                 ("gpushare", False), ("mig", False),
+                                                 ("nvidia", False)])
+def test_every_face_that_rounds_uses_the_one_rule(tmp_path: Path, backend: str,
+                                                  rounds: bool) -> None:
+    """The hub's placer pins with ``claimed_request``; the in-process admission places with the
+    same function when its spawner's backend uses claims, and as asked otherwise (the device
+    plugins of the other backends hold what their own resources say: docs/architecture.md)."""
+    from aispike_hub.admission.inprocess import InProcessAdmission
+    from aispike_hub.backends import backend_for
+    from aispike_hub.kube import placer
+
+    assert placer._for_scheduler is claimed_request
+
+    class Spawner(Configurable):
+        gpu_backend = backend_for(backend)
+
+    admission = InProcessAdmission(parent=Spawner(), nodes=lambda: NODES,
+                                   db_url=f"sqlite:///{tmp_path}/{backend}.sqlite")
+    assert admission.controller.rounding is (claimed_request if rounds else None)

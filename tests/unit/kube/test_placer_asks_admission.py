@@ -8,10 +8,14 @@ controller): a recorded function answering a place document.
 
 from __future__ import annotations
 
+import ast
+import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 from unit.kube.test_repin_own_pin import NS, MemoryApi, _pending_pod
 
 from aispike_hub.admission.wire import assignment_to_dict, request_to_dict
@@ -20,13 +24,14 @@ from aispike_hub.kube.claims import claim_name
 from aispike_hub.kube.placer import PlacementRefused, Placer
 from aispike_hub.kube.slices import resource_slice
 from aispike_hub.model import GIB_IN_MIB, Assignment, Gpu, SliceRequest
+from aispike_hub.placement.fit import still_fits
 
 GIB = GIB_IN_MIB
 A100, H100 = "A100", "H100"
 SLICE = SliceRequest(gpu_memory_mib=8 * GIB)
 
 
-def _node(inv: inventory.Inventory, name: str, model: str) -> None:
+def _node(inv: inventory.Inventory, name: str, model: str) -> None:  # one 80 GiB GPU
     inv._apply("nodes", "ADDED", {
         "metadata": {"name": name}, "spec": {},
         "status": {"allocatable": {"cpu": "32", "memory": "256Gi"},
@@ -40,7 +45,8 @@ def placer() -> Placer:
     inv = inventory.Inventory(api_client=None)
     _node(inv, "a", A100)
     _node(inv, "h", H100)
-    p = Placer(inv)
+    _node(inv, "b", A100)
+    p = Placer(inv, ask_pause_seconds=0)
     p.api = inv.api = MemoryApi()  # type: ignore[assignment]
     return p
 
@@ -86,23 +92,6 @@ def test_an_assignment_that_no_longer_fits_is_placed_again_by_admission(placer: 
     pin = placer.pin(NS, "s", SLICE, prefer=on("h"), ask=ask)
     assert ask.asked == [""]
     assert pin.placement is not None and pin.placement.node == "a"
-
-
-def test_admissions_answer_that_our_view_refutes_is_re_decided_within_the_users_models(
-        placer: Placer) -> None:
-    """Admission (not yet seeing someone's claim on the A100) answers the A100; the placer sees
-    it taken and decides itself, but for the request as admission placed it: A100s only, so the
-    free H100 is never chosen (the start is refused instead)."""
-    _take(placer, "a")
-    ask = Admission(on("a"), placed=SliceRequest(gpu_memory_mib=8 * GIB,
-                                                 allowed_models=frozenset({A100})))
-    with pytest.raises(PlacementRefused):
-        placer.pin(NS, "s", SLICE, prefer=on("h", 4 * GIB), ask=ask)
-    assert ask.asked == [""]
-    # without the user's restriction the placer's own decision takes the H100
-    free = Admission(on("a"))
-    pin = placer.pin(NS, "t", SLICE, prefer=on("h", 4 * GIB), ask=free)
-    assert pin.placement is not None and pin.placement.node == "h"
 
 
 def test_an_unreachable_admission_fails_the_pin_closed(placer: Placer) -> None:
@@ -157,3 +146,137 @@ def test_a_stale_pin_is_re_pinned_where_admission_says(placer: Placer) -> None:
     down = Admission(on("a"), error="the AISpike service is not answering")
     with pytest.raises(PlacementRefused, match="not answering"):
         placer.repin(NS, "s", "claim missing", SLICE, ask=down)
+
+
+# -- admission is the only decider: the cases, for a first pin and a re-pin -------------------
+
+
+class Answers:
+    """Admission answering one place per ask, in order (``None``: nothing fits; a ``str``: it
+    cannot be asked, that reason)."""
+
+    def __init__(self, *answers: Assignment | str | None) -> None:
+        self.answers, self.asked = list(answers), 0
+
+    def __call__(self, _prefer_node: str) -> Mapping[str, Any]:
+        answer = self.answers[min(self.asked, len(self.answers) - 1)]
+        self.asked += 1
+        if isinstance(answer, str):
+            raise PlacementRefused((answer,))
+        return Admission(answer)(_prefer_node)
+
+
+# (case, rooms others hold that admission does not see, admission's answers,
+#  expected node or the refusal's words, asks expected)
+CASES = [
+    ("the view agrees: the ticket's assignment is pinned unasked", (), (on("a"),), "h", 0),
+    ("the assignment is stale: admission re-places", ("h",), (on("a"),), "a", 1),
+    ("admission's answer is stale in our view: asked again, re-placed", ("h", "a"),
+     (on("a"), on("b")), "b", 2),
+    ("the views keep disagreeing: refused after the bound", ("h", "a"),
+     (on("a"), on("a"), on("a")), "the two views still disagree", 3),
+    ("admission refuses", ("h",), (None,), "no GPU has 8 GiB free", 1),
+    ("admission is unreachable", ("h",), ("the AISpike service is not answering",),
+     "not answering", 1),
+]
+
+
+def _pin_or_repin(placer: Placer, how: str, taken: tuple[str, ...], ask: Answers) -> Any:
+    """A first pin preferring the ticket's ``h``, or a re-pin of a pin on ``h`` whose claim is
+    gone (a re-pin has no ticket assignment to keep: it always asks).  ``taken``: rooms
+    others then hold, seen by the placer and not by admission."""
+    if how == "repin":
+        first = placer.pin(NS, "s", SLICE, prefer=on("h"))  # fits: pinned as it is
+        assert first.placement is not None and first.placement.node == "h"
+        _pending_pod(placer, "s")
+        placer.api.delete("resourceclaims", claim_name("s"), NS)
+    for node in taken:
+        _take(placer, node, f"other-{node}")
+    if how == "pin":
+        return placer.pin(NS, "s", SLICE, prefer=on("h"), ask=ask)
+    return placer.repin(NS, "s", "claim missing", SLICE, ask=ask)
+
+
+@pytest.mark.parametrize("how", ["pin", "repin"])
+@pytest.mark.parametrize(("case", "taken", "answers", "expected", "asks"), CASES,
+                         ids=[c[0] for c in CASES])
+def test_admission_is_the_only_decider(
+        placer: Placer, how: str, case: str, taken: tuple[str, ...],
+        answers: tuple[Assignment | str | None, ...], expected: str, asks: int) -> None:
+    """The placer pins only the ticket's assignment or an answer of admission; where its view
+    refutes them it asks again (at most ``ask_attempts`` times) and then fails closed: it
+    never picks a free room itself (``b`` is free in every case)."""
+    ask = Answers(*answers)
+    if how == "repin" and not taken:
+        expected, asks = "a", 1  # a re-pin always asks: the ticket's room is its stale pin
+    answered = {a.node for a in answers if isinstance(a, Assignment)}
+    if expected in ("h", "a", "b"):
+        pin = _pin_or_repin(placer, how, taken, ask)
+        assert pin is not None and pin.placement is not None
+        assert pin.placement.node == expected
+        assert expected in answered or (expected == "h" and how == "pin")
+        assert placer.api.get("resourceclaims", claim_name("s"), NS)["metadata"]
+    else:
+        with pytest.raises(PlacementRefused) as refused:
+            _pin_or_repin(placer, how, taken, ask)
+        assert expected in " ".join(refused.value.reasons)
+        with pytest.raises(ApiException):  # no claim was made
+            placer.api.get("resourceclaims", claim_name("s"), NS)
+        with placer.inventory.lock:  # nothing of this server is held: b stays whole
+            state = placer.inventory.state()
+            assert state is not None
+            assert still_fits(state, Assignment("b", (0,), (80 * GIB,), 0, 0),
+                              SliceRequest(gpu_memory_mib=80 * GIB))
+    assert ask.asked == asks
+
+
+def test_the_refusal_names_both_sides(placer: Placer) -> None:
+    _take(placer, "h")
+    placer.ask_attempts = 2
+    with pytest.raises(PlacementRefused) as refused:
+        placer.pin(NS, "s", SLICE, prefer=on("h"), ask=Answers(on("h")))
+    (reason,) = refused.value.reasons
+    assert reason.startswith("admission placed hub/s-gpu on node h GPU 0 (8192 MiB), "
+                             "but the hub sees that room taken (no longer free"), reason
+    assert "asked 2 times" in reason
+
+
+# -- the product path: every pin and re-pin asks; nothing runs the placer's reconcile -----------
+
+PACKAGE = Path(__file__).resolve().parents[3] / "aispike_hub"
+FLOW = {"pin", "repin", "start_server"}
+INTERNAL = {"kube/placer.py", "kube/repin.py"}  # the placer itself (and its reconcile)
+
+
+def _flow_calls(tree: ast.AST) -> list[ast.Call]:
+    """Calls of a placer's pin/repin/start_server, direct or through ``functools.partial``."""
+    out = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        target = node.func
+        if isinstance(target, ast.Name | ast.Attribute) and getattr(
+                target, "id", getattr(target, "attr", "")) == "partial" and node.args:
+            target = node.args[0]
+        if isinstance(target, ast.Attribute) and target.attr in FLOW:
+            out.append(node)
+    return out
+
+
+def test_every_product_pin_and_repin_asks_admission() -> None:
+    calls: dict[str, list[bool]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = str(path.relative_to(PACKAGE))
+        if rel in INTERNAL:
+            continue
+        for call in _flow_calls(ast.parse(path.read_text(), rel)):
+            calls.setdefault(rel, []).append(any(k.arg == "ask" for k in call.keywords))
+    assert calls.get("spawner/kube_start.py") == [True, True], calls  # pin, repin
+    assert all(all(asks) for asks in calls.values()), calls
+
+
+def test_nothing_in_the_product_runs_the_placers_own_reconcile() -> None:
+    runs = [str(p.relative_to(PACKAGE)) for p in sorted(PACKAGE.rglob("*.py"))
+            if str(p.relative_to(PACKAGE)) not in INTERNAL
+            and re.search(r"placer\w*\.reconcile\b", p.read_text())]
+    assert runs == []
