@@ -157,10 +157,12 @@ class IdleActionHandler(PanelAPIHandler):
         user, server = unquote(user), unquote(server)
         doc = self.body()
         if not isinstance(doc, Mapping) or doc.get("confirm") != f"{user}/{server}":
+            from aispike_hub.sanity import shorten_text
             from aispike_hub.service.api import FieldError
 
+            key = shorten_text(f"{user}/{server}", 60)  # never echo a hostile 300-digit name
             raise FieldError("confirm", f"confirm the {action} by sending "
-                             f"{{\"confirm\": \"{user}/{server}\"}}")
+                             f"{{\"confirm\": \"{key}\"}}")
         self.reply(await self.panel.idle_action(user, server, action, self.actor))
 
 
