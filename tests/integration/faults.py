@@ -156,6 +156,26 @@ class Stack:
         self.namespace = namespace
         self.restart_hub = restart_hub
 
+    def stop_all(self, timeout: float = 300) -> None:
+        """Stop every server the hub has and wait until no claim or ticket of ours is left: a
+        later test starts on empty GPUs (a burst's kept servers can fill them)."""
+        for user in self.hub_users():
+            for name in user.get("servers") or {}:
+                path = f"/users/{user['name']}/servers/{name}" if name else (
+                    f"/users/{user['name']}/server")
+                self.sh.hub.api("DELETE", path, timeout=60)
+        end = time.monotonic() + timeout
+        while True:
+            servers, _ = self.hub_servers()
+            claims, _ = self.claims()
+            left = servers | claims | self.tickets()
+            if not left:
+                return
+            if time.monotonic() > end:
+                raise AssertionError(f"still there {timeout:.0f} s after stopping every "
+                                     f"server: {sorted(left)}")
+            time.sleep(2)
+
     # the accounting -----------------------------------------------------------------------
     def hub_servers(self) -> tuple[set[str], set[str]]:
         """(every server the hub has, those of them still pending), as ``user/server``."""

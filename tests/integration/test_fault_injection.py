@@ -152,9 +152,11 @@ def in_flight(stack: faults.Stack) -> tuple[str, Callable[[], list[Any]]]:
     """A new user's spawn whose pod and claim exist but whose notebook never answers: (the
     user, a function listing the user's pods)."""
     sh = stack.sh
+    stack.stop_all()  # the burst test keeps servers: the GPUs may be full
     user = f"{NEVER_READY}{secrets.token_hex(3)}"
     assert sh.hub.api("POST", f"/users/{user}").status_code == 201
-    assert sh.start(user, "", {"gpu_gib": 4}).status_code in (201, 202)
+    started = sh.start(user, "", {"gpu_gib": 4})
+    assert started.status_code in (201, 202), started.text
 
     def pods_of_user() -> list[Any]:
         pods = stack.cluster.core.list_namespaced_pod(stack.namespace).items
