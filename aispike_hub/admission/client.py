@@ -24,7 +24,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -228,7 +228,8 @@ class AdmissionClient(LoggingConfigurable):
         return await self._call("POST", "fit", {"user": user, "groups": sorted(groups),
                                                 "request": request_to_dict(request)})
 
-    async def place(self, user: str, server: str, prefer_node: str = "") -> dict[str, Any]:
+    async def place(self, user: str, server: str, prefer_node: str = "",
+                    refuted: Sequence[tuple[str, int]] = ()) -> dict[str, Any]:
         """A fresh place for the admitted server (``POST api/place``): the hub's placer asks
         when the ticket's assignment no longer fits its view or the pin went stale.
 
@@ -239,6 +240,8 @@ class AdmissionClient(LoggingConfigurable):
         body: dict[str, Any] = {"user": user, "server": server}
         if prefer_node:
             body["prefer_node"] = prefer_node
+        if refuted:
+            body["refuted"] = [{"node": node, "gpu": index} for node, index in refuted]
         return await self._admit_fail_closed(body, "place")
 
     async def follow(self, ticket: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:

@@ -54,6 +54,7 @@ from aispike_hub.admission.wire import (
 )
 from aispike_hub.model import Assignment, SliceRequest
 from aispike_hub.placement.engine import Decision, PlacementEngine
+from aispike_hub.placement.fit import leave_out_gpus
 from aispike_hub.placement.preemption import RunningServer, preemption_candidates
 from aispike_hub.placement.state import ClusterState
 from aispike_hub.quota import (
@@ -338,16 +339,19 @@ class AdmissionController:
                 "limits": {r: limits.quota[r] for r in limits.quota},
             }
 
-    def place(self, user: str, server: str, actor: str, prefer_node: str = "") -> dict[str, Any]:
+    def place(self, user: str, server: str, actor: str, prefer_node: str = "",
+              refuted: Sequence[tuple[str, int]] = ()) -> dict[str, Any]:
         """A fresh assignment for the admitted server ``user/server`` (the hub's placer could not
         pin the one its ticket carries), stored in its reservation.
 
         Placed like at admission (the request restricted to the user's GPU models and rounded
         as the device holds it, on the cluster minus the other servers' claims and promises),
         with the server's own earlier hold and promise left out, on ``prefer_node`` first (a
-        pending pod stays on its node).  The answer: ``placed``; ``assignment`` (where) and
-        ``request`` (what was placed) when placed, else ``reasons``; ``state``, the ticket's
-        state (only an ``admitted`` ticket is placed: anything else answers ``placed: false``).
+        pending pod stays on its node), never on a ``refuted`` GPU ``(node, index)`` (the hub's
+        view sees it taken: :func:`aispike_hub.placement.fit.leave_out_gpus`).  The answer:
+        ``placed``; ``assignment`` (where) and ``request`` (what was placed) when placed, else
+        ``reasons``; ``state``, the ticket's state (only an ``admitted`` ticket is placed:
+        anything else answers ``placed: false``).
         """
         key = key_of(user, server)
         with self.store.session() as s:
@@ -370,8 +374,9 @@ class AdmissionController:
                         "reasons": [f"{why}; start the server again"]}
             others = [r for r in self.store.reservations(s, "admitted")
                       if key_of(r.user, r.server) != key]
-            decision = place_preferring(self.engine, self._state(others, leave_out=key),
-                                        placing, key, prefer_node)
+            cluster = self._state(others, leave_out=key)
+            left_out = leave_out_gpus(cluster, refuted)
+            decision = place_preferring(self.engine, cluster, placing, key, prefer_node)
             answer: dict[str, Any] = {"user": user, "server": server, "state": row.state,
                                       "placed": decision.placed, "assignment": None,
                                       "request": request_to_dict(placing),
@@ -379,13 +384,15 @@ class AdmissionController:
             if decision.assignment is None:
                 self.store.audit(s, actor, "admission.place", key,
                                  {"placed": False, "reasons": list(decision.reasons),
-                                  "prefer_node": prefer_node})
+                                  "prefer_node": prefer_node,
+                                  "refuted": [list(g) for g in left_out]})
                 return answer
             before = row.assignment
             row.assignment = answer["assignment"] = assignment_to_dict(decision.assignment)
             self.store.audit(s, actor, "admission.place", key,
                              {"placed": True, "before": before, "after": row.assignment,
-                              "prefer_node": prefer_node})
+                              "prefer_node": prefer_node,
+                              "refuted": [list(g) for g in left_out]})
             return answer
 
     def quota_summary(self, user: User) -> dict[str, Any]:

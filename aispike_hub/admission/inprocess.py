@@ -111,8 +111,9 @@ class InProcessAdmission(LoggingConfigurable):
                   ) -> dict[str, Any]:
         return self.controller.fit(User(user, frozenset(groups)), request)
 
-    async def place(self, user: str, server: str, prefer_node: str = "") -> dict[str, Any]:
-        return self.controller.place(user, server, "hub", prefer_node)
+    async def place(self, user: str, server: str, prefer_node: str = "",
+                    refuted: Sequence[tuple[str, int]] = ()) -> dict[str, Any]:
+        return self.controller.place(user, server, "hub", prefer_node, refuted)
 
     follow = AdmissionClient.follow
     """Yield the ticket each time it changes while queued, then the final one."""

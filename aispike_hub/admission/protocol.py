@@ -11,7 +11,7 @@ Two adapters satisfy it with the same calls and the same JSON tickets
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Protocol
 
 from aispike_hub.model import SliceRequest
@@ -40,8 +40,10 @@ class Admission(Protocol):
         """The options form's preview: would ``request`` be admitted now, and where."""
         ...
 
-    async def place(self, user: str, server: str, prefer_node: str = "") -> dict[str, Any]:
-        """A fresh place for the admitted server (the hub's placer could not pin the ticket's):
+    async def place(self, user: str, server: str, prefer_node: str = "",
+                    refuted: Sequence[tuple[str, int]] = ()) -> dict[str, Any]:
+        """A fresh place for the admitted server (the hub's placer could not pin the ticket's),
+        leaving out the ``refuted`` GPUs ``(node, index)`` the hub's view sees taken:
         ``{"placed", "assignment", "request", "reasons", "state"}``, see
         :meth:`aispike_hub.admission.controller.AdmissionController.place`."""
         ...

@@ -83,7 +83,7 @@ from aispike_hub.kube.startflow import (
 )
 from aispike_hub.model import Assignment, SliceRequest
 from aispike_hub.placement.engine import DEFAULT_POLICY, Affinity, Decision, PlacementEngine
-from aispike_hub.placement.fit import misfit, still_fits
+from aispike_hub.placement.fit import misfit, mismatch, still_fits
 from aispike_hub.placement.fragmentation import Workload
 from aispike_hub.placement.state import ClusterState
 
@@ -92,10 +92,15 @@ log = logging.getLogger(__name__)
 AdmitHook = Callable[[str, str, SliceRequest], Sequence[str]]
 """``(namespace, server, request) -> reasons to refuse`` (empty: admitted).  The quota engine."""
 
-AskAdmission = Callable[[str], Mapping[str, Any]]
-"""``(prefer_node) -> admission's place answer`` for the server being pinned (the service's
-``POST api/place`` or the in-process admission's ``place``: ``placed``, ``assignment``,
-``request``, ``reasons``).  Called from the placer's thread, outside the inventory lock; raises
+GpuRef = tuple[str, int]
+"""``(node, gpu index)``: one GPU, as the placer tells admission which rooms its view refuted."""
+
+AskAdmission = Callable[[str, tuple[GpuRef, ...]], Mapping[str, Any]]
+"""``(prefer_node, refuted) -> admission's place answer`` for the server being pinned (the
+service's ``POST api/place`` or the in-process admission's ``place``: ``placed``,
+``assignment``, ``request``, ``reasons``).  ``refuted``: the GPUs of earlier answers (and of the
+ticket's assignment) that the hub's view sees taken, which admission leaves out of this
+decision.  Called from the placer's thread, outside the inventory lock; raises
 :class:`PlacementRefused` with the reason when admission cannot be asked (fail closed)."""
 
 Progress = Callable[[str], None]
@@ -145,8 +150,9 @@ class Placer(LoggingConfigurable):
     ask_attempts = Integer(
         3,
         help="""How many times one pin or re-pin asks admission for a place when the hub's view
-        refutes its answer (a claim one side's watch has not seen yet).  Past it the pin is
-        refused with both sides' reasons: the placer never decides on its own where admission
+        refutes its answer (a claim one side's watch has not seen yet); each ask names the GPUs
+        refuted so far, so admission places around them.  Past it the pin is refused with both
+        sides' reasons: the placer never decides on its own where admission
         answered (docs/architecture.md, "Who owns placement").""",
     ).tag(config=True)
     ask_pause_seconds = Float(
@@ -205,7 +211,10 @@ class Placer(LoggingConfigurable):
         has not seen go) is asked again after :attr:`ask_pause_seconds`, at most
         :attr:`ask_attempts` asks in all, then the pin is refused with both sides' reasons
         (fail closed: the placer never picks a room admission did not answer, which could be
-        one it promised to another server).
+        one it promised to another server).  Each ask tells admission the GPUs of the rooms our
+        view refuted so far (``refuted`` of ``POST api/place``): it places around them at once
+        instead of answering the same room again.  When nothing fits around them, the next ask
+        goes without them (our view may be the stale one).
 
         Without ``ask`` there is no admission to follow (no product caller: the benchmarks'
         and the integration tests' stand-in service drive the placer alone, and
@@ -215,6 +224,7 @@ class Placer(LoggingConfigurable):
         key = f"{namespace}/{claim}"
         asks = 0
         refuted = ""
+        taken: dict[GpuRef, None] = {}  # the GPUs of refuted rooms, in order, told to admission
         while True:
             with self.inventory.lock:
                 state = self.inventory.state()
@@ -225,6 +235,8 @@ class Placer(LoggingConfigurable):
                     refuted = misfit(state, prefer, request)
                     if not refuted:
                         decision = Decision(prefer, (), 1)
+                    elif not mismatch(state, prefer, request):  # the shape fits: room taken
+                        taken.update(dict.fromkeys((prefer.node, i) for i in prefer.gpu_indices))
                 if decision is None and ask is None:
                     decision = place_preferring(self.engine, state, request, key, prefer_node,
                                                 self._local_engine)
@@ -245,7 +257,17 @@ class Placer(LoggingConfigurable):
                     "again shortly",))
             if asks:
                 time.sleep(self.ask_pause_seconds)  # let the service's watch catch up
-            prefer, request = self._ask(ask, prefer_node, request)
+            try:
+                prefer, request = self._ask(ask, prefer_node, request, tuple(taken))
+            except _NotPlaced:
+                asks += 1
+                if not taken or asks >= self.ask_attempts:
+                    raise
+                # nothing fits around the GPUs we refuted: our view may be the stale one (a
+                # claim gone that our watch still holds), so ask again without the hint
+                taken.clear()
+                prefer = None
+                continue
             asks += 1
         self.decision_seconds.append(time.perf_counter() - started)
         metrics.placement_decided("hub", self.decision_seconds[-1], True)
@@ -254,16 +276,20 @@ class Placer(LoggingConfigurable):
         return placement, decision.candidates
 
     @staticmethod
-    def _ask(ask: AskAdmission, prefer_node: str, request: SliceRequest
-             ) -> tuple[Assignment, SliceRequest]:
+    def _ask(ask: AskAdmission, prefer_node: str, request: SliceRequest,
+             refuted: tuple[GpuRef, ...] = ()) -> tuple[Assignment, SliceRequest]:
         """Admission's fresh place for this server and the request it placed (``request``
         narrowed to the user's GPU models, rounded as the claim holds it).  Raises
         :class:`PlacementRefused` with admission's reasons when it placed nothing, or when its
         answer is not for this request (a stale ticket)."""
-        answer = ask(prefer_node)
+        answer = ask(prefer_node, refuted)
         if not answer.get("placed") or not answer.get("assignment"):
-            raise PlacementRefused(tuple(str(r) for r in answer.get("reasons") or ())
-                                   or ("admission found no place for this server",))
+            reasons = (tuple(str(r) for r in answer.get("reasons") or ())
+                       or ("admission found no place for this server",))
+            if refuted:
+                gpus = ", ".join(f"{node} GPU {index}" for node, index in refuted)
+                reasons += (f"admission left out {gpus}, which the hub sees taken",)
+            raise _NotPlaced(reasons)
         try:
             fresh = assignment_from_dict(answer["assignment"])
             placed = _for_scheduler(request_from_dict(answer.get("request")))
@@ -572,6 +598,10 @@ class Placer(LoggingConfigurable):
 
 
 
+class _NotPlaced(PlacementRefused):
+    """Admission answered, and placed nothing (not: could not be asked)."""
+
+
 def _where(a: Assignment) -> str:
     """``node n-1 GPU 0 (8192 MiB)``: an assignment in a reason users and admins read."""
     gpus = ", ".join(f"{i} ({mib} MiB)" for i, mib in zip(a.gpu_indices, a.gpu_memory_mib,
@@ -590,6 +620,7 @@ _for_scheduler = claimed_request
 __all__ = [  # the names importable from here before the split, and this module's own
     "AdmitHook",
     "AskAdmission",
+    "GpuRef",
     "Pin",
     "PlacementFailed",
     "PlacementRefused",

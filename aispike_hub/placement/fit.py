@@ -8,6 +8,8 @@ service's decision only while :func:`still_fits` holds, and otherwise decide aga
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from aispike_hub.model import Assignment, SliceRequest
 from aispike_hub.placement.state import ClusterState, OverCommitError
 
@@ -18,9 +20,17 @@ def misfit(state: ClusterState, assignment: Assignment, request: SliceRequest) -
 
     It serves when its node is placeable in ``state``, its GPUs are the request's number and
     exist on that node, each GPU's model is allowed and takes exactly the request's memory on
-    it, its CPU and RAM are the request's, and all of that is free in ``state`` right now.
-    ``state`` is left as it was.
+    it, its CPU and RAM are the request's (:func:`mismatch`), and all of that is free in
+    ``state`` right now.  ``state`` is left as it was.
     """
+    return mismatch(state, assignment, request) or _taken(state, assignment)
+
+
+def mismatch(state: ClusterState, assignment: Assignment, request: SliceRequest) -> str:
+    """Why ``assignment`` does not have the shape of ``request`` on the nodes of ``state`` (its
+    node, GPUs, models, memory per GPU, CPU and RAM), whatever is free; ``''`` when it has.
+    An assignment that has the shape but not the room (:func:`misfit` says why) is a *taken
+    room*: the only kind of refutation worth telling admission (:func:`leave_out_gpus`)."""
     if assignment.node not in state.node_index:
         return f"node {assignment.node} is not placeable"
     if len(assignment.gpu_indices) != request.gpu_count:
@@ -39,6 +49,11 @@ def misfit(state: ClusterState, assignment: Assignment, request: SliceRequest) -
                     f"{request.gpu_demand_mib(gpu)} MiB requested")
     if assignment.cpu_milli != request.cpu_milli or assignment.memory_mib != request.memory_mib:
         return "the CPU or RAM decided differs from the request"
+    return ""
+
+
+def _taken(state: ClusterState, assignment: Assignment) -> str:
+    """Why the room of ``assignment`` (of the right shape) is not free in ``state``."""
     n = state.node_index[assignment.node]
     room = int(state.anonymous_room()[n])
     try:
@@ -56,3 +71,29 @@ def misfit(state: ClusterState, assignment: Assignment, request: SliceRequest) -
 def still_fits(state: ClusterState, assignment: Assignment, request: SliceRequest) -> bool:
     """True when ``assignment`` still serves ``request`` in ``state`` (see :func:`misfit`)."""
     return not misfit(state, assignment, request)
+
+
+def leave_out_gpus(state: ClusterState, gpus: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Take every free MiB of each GPU ``(node, gpu index)`` in ``state``, so that the next
+    decision on ``state`` places nothing there; the GPUs left out (unknown ones are skipped).
+
+    Why: the hub's placer refuted admission's answer because its own view sees that room taken
+    (a claim the service's watch has not seen yet).  Asking again with the same view would get
+    the same answer; leaving the refuted GPUs out of that one decision places around them at
+    once.  Conservative: a GPU wrongly left out only costs this decision a choice, and
+    ``state`` is admission's per-call copy.
+    """
+    done: list[tuple[str, int]] = []
+    for node, index in gpus:
+        n = state.node_index.get(node)
+        if n is None:
+            continue
+        try:
+            slot = state.slot_of(n, index)
+        except OverCommitError:
+            continue
+        free = int(state.gpu_free[n, slot])
+        if free > 0:
+            state.commit(Assignment(node, (index,), (free,)))
+        done.append((node, index))
+    return done

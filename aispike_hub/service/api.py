@@ -303,13 +303,37 @@ class AdmissionHandler(APIHandler):
 
 
 PLACE_FIELDS = {"user": 255, "server": 255, "prefer_node": 253}
-"""``POST api/place`` body: each field and its longest value (253: a Kubernetes node name)."""
+"""``POST api/place`` body: each string field and its longest value (253: a Kubernetes node
+name); ``refuted`` is the one list field (:func:`_refuted_gpus`)."""
+MAX_REFUTED = 64
+"""The most GPUs one ``POST api/place`` may name as refuted (the placer asks at most
+``Placer.ask_attempts`` times, each answer naming at most one node's GPUs)."""
+
+
+def _refuted_gpus(value: Any) -> list[tuple[str, int]]:
+    """``refuted`` of ``POST api/place``: ``[{"node": str, "gpu": int}, ...]``, the GPUs the
+    hub's view sees taken; each bad entry refused with its place named."""
+    if not isinstance(value, list) or len(value) > MAX_REFUTED:
+        raise FieldError("refuted", f"expected a list of at most {MAX_REFUTED} "
+                         '{"node": ..., "gpu": ...} objects')
+    gpus = []
+    for i, item in enumerate(value):
+        where = f"refuted[{i}]"
+        if not isinstance(item, Mapping) or set(item) != {"node", "gpu"}:
+            raise FieldError(where, 'expected an object with exactly "node" and "gpu"')
+        node, gpu = item["node"], item["gpu"]
+        if not isinstance(node, str) or not 0 < len(node) <= PLACE_FIELDS["prefer_node"]:
+            raise FieldError(f"{where}.node", "expected a node name of 1 to 253 characters")
+        if isinstance(gpu, bool) or not isinstance(gpu, int) or not 0 <= gpu < 1024:
+            raise FieldError(f"{where}.gpu", "expected a GPU index from 0 to 1023")
+        gpus.append((node, gpu))
+    return gpus
 
 
 class PlaceHandler(APIHandler):
     async def post(self) -> None:
         """A fresh assignment for an admitted server: the hub's placer could not pin the one its
-        ticket carries (``{"user", "server", "prefer_node"?}``; see
+        ticket carries (``{"user", "server", "prefer_node"?, "refuted"?}``; see
         :meth:`AdmissionController.place`).  Only the hub (``custom:aispike:admit``), like
         admitting: the answer moves the server's promise."""
         self.require(ADMIT_SCOPE)
@@ -317,16 +341,18 @@ class PlaceHandler(APIHandler):
         if not isinstance(doc, Mapping):
             raise FieldError("body", "expected a JSON object with user, server, prefer_node")
         for key in doc:
-            if key not in PLACE_FIELDS:
-                raise FieldError(str(key), f"unknown field; use one of {sorted(PLACE_FIELDS)}")
+            if key not in PLACE_FIELDS and key != "refuted":
+                raise FieldError(str(key), "unknown field; use one of "
+                                 f"{sorted([*PLACE_FIELDS, 'refuted'])}")
         for key, limit in PLACE_FIELDS.items():
             value = doc.get(key, "")
             if not isinstance(value, str) or len(value) > limit or (key == "user" and not value):
                 raise FieldError(key, f"expected a string of {int(key == 'user')} to {limit} "
                                  "characters")
+        refuted = _refuted_gpus(doc.get("refuted", []))
         async with self.ctx.lock:
             answer = self.ctx.controller.place(doc["user"], doc.get("server", ""), self.actor,
-                                               doc.get("prefer_node", ""))
+                                               doc.get("prefer_node", ""), refuted)
         self.reply(answer)
 
 

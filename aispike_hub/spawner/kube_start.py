@@ -229,9 +229,9 @@ class KubeStartMixin(KubeSpawner):  # type: ignore[misc]
         admission = self.admission
         user, server, timeout = self.user.name, self.name or "", self.ask_admission_timeout
 
-        def ask(prefer_node: str) -> dict[str, Any]:
+        def ask(prefer_node: str, refuted: tuple[tuple[str, int], ...] = ()) -> dict[str, Any]:
             future = asyncio.run_coroutine_threadsafe(
-                admission.place(user, server, prefer_node), loop)
+                admission.place(user, server, prefer_node, refuted), loop)
             try:
                 answer: dict[str, Any] = future.result(timeout=timeout)
             except AdmissionError as e:

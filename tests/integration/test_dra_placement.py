@@ -272,9 +272,10 @@ def test_pins_and_re_pins_go_through_the_service_and_its_promises_and_models(
                    <= {n.name for n in service_view.nodes()}, 30, "the service's nodes")
         asked: list[str] = []
 
-        def ask(prefer_node: str) -> dict[str, Any]:
+        def ask(prefer_node: str, refuted: tuple[tuple[str, int], ...] = ()
+                ) -> dict[str, Any]:
             asked.append(prefer_node)
-            return controller.place("ann", "", "hub", prefer_node)
+            return controller.place("ann", "", "hub", prefer_node, refuted)
 
         req = SliceRequest(gpu_memory_mib=50 * GIB, allowed_models=frozenset({m1, m2}))
         ticket = controller.admit(User("ann"), "", req, "hub")
@@ -294,7 +295,8 @@ def test_pins_and_re_pins_go_through_the_service_and_its_promises_and_models(
         prefer = Assignment(first, (0,), (50 * GIB,), 0, 0)
         with pytest.raises(PlacementRefused):  # 1. no room for ann, as the service sees it
             placer.pin(namespace, "ann", req, hub_server="ann/", prefer=prefer, ask=ask)
-        assert asked == [""]
+        # told that first is taken, then asked again without the hint (nothing fit around it)
+        assert asked == ["", ""]
         assert placer.inventory.claim(namespace, claim_name("ann")) is None
         assert controller.release("bob", "", "hub")  # 2. bob's promise is gone
         pin = placer.pin(namespace, "ann", req, hub_server="ann/", prefer=prefer, ask=ask)

@@ -262,11 +262,13 @@ def test_a_pin_the_hubs_view_refutes_asks_the_service_through_its_api(stack: Sta
 
     The service's view (a node file) is made to have room on one GPU only: three 80 GiB tickets
     of stand-in users fill the others.  Someone else's claim (unseen by the service) then takes
-    that GPU, so the ticket's assignment does not fit the placer's view: the placer asks, the
-    service answers the same GPU again (its view has not changed), and the placer, refuting it,
-    asks again (``Placer.ask_attempts``, 3) and then fails the start closed: it never takes a
-    GPU the service promised to someone else.  The asks are in the service's audit log, made
-    by the hub's identity; the owner and an admin may not call the route.
+    that GPU, so the ticket's assignment does not fit the placer's view: the placer asks, telling
+    the service that GPU is taken (``refuted``); nothing fits around it, so it asks once more
+    without the hint (its own view might be the stale one), gets the same GPU, refutes it, asks
+    a third time with the hint (``Placer.ask_attempts``, 3) and then fails the start closed,
+    naming the GPU the hub sees taken: it never takes a GPU the service promised to someone
+    else.  The asks are in the service's audit log, made by the hub's identity; the owner and
+    an admin may not call the route.
     """
     from aispike_hub.kube.claims import PinnedGpu, Placement, pinned_claim
     from aispike_hub.model import GIB_IN_MIB, SliceRequest
@@ -305,11 +307,15 @@ def test_a_pin_the_hubs_view_refutes_asks_the_service_through_its_api(stack: Sta
         if r.status_code != 503:
             wait_until(lambda: not stack.server(user, "work").get("pending"), 60, "spawn ended")
         text = json.dumps(stack.events(user, "work", lines=50)) + r.text
-        assert "the two views still disagree" in text, text
+        assert f"admission left out {stack.node} GPU {free}, which the hub sees taken" in text, (
+            text)
         asks = [e for e in stack.audit(f"{user}/work") if e["action"] == "admission.place"]
         assert len(asks) == 3, asks  # Placer.ask_attempts, then the start fails closed
+        told = [[stack.node, free]]
+        assert [(a["detail"]["placed"], a["detail"]["refuted"]) for a in asks] == [
+            (False, told), (True, []), (False, told)], asks
+        assert asks[1]["detail"]["after"]["gpu_indices"] == [free]
         for ask in asks:
-            assert ask["detail"]["placed"] and ask["detail"]["after"]["gpu_indices"] == [free]
             assert ask["actor"].endswith(":aispike")  # the hub's client, the service's token
         assert stack.claim(claim_name(stack.pod_name(user, "work"))) is None  # nothing pinned
         assert not stack.running(user, "work")
@@ -322,6 +328,9 @@ def test_a_pin_the_hubs_view_refutes_asks_the_service_through_its_api(stack: Sta
         r = stack.service("POST", "place", token=stack.service_token,
                           json={**doc, "prefer_node": 7})
         assert r.status_code == 400 and r.json()["field"] == "prefer_node", r.text
+        r = stack.service("POST", "place", token=stack.service_token,
+                          json={**doc, "refuted": [{"node": stack.node, "gpu": "0"}]})
+        assert r.status_code == 400 and r.json()["field"] == "refuted[0].gpu", r.text
     finally:
         for name in fillers:
             stack.service("DELETE", f"admissions/{name}/", token=stack.service_token)

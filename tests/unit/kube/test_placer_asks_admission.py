@@ -56,15 +56,19 @@ def on(node: str, mib: int = 8 * GIB) -> Assignment:
 
 
 class Admission:
-    """Answers ``ask(prefer_node)`` with ``assignment`` (None: nothing fits) for ``placed``."""
+    """Answers ``ask(prefer_node, refuted)`` with ``assignment`` (None: nothing fits) for
+    ``placed``; ``refuted`` records what each ask told admission the hub's view refutes."""
 
     def __init__(self, assignment: Assignment | None, placed: SliceRequest = SLICE,
                  error: str = "") -> None:
         self.assignment, self.placed, self.error = assignment, placed, error
         self.asked: list[str] = []
+        self.refuted: list[tuple[tuple[str, int], ...]] = []
 
-    def __call__(self, prefer_node: str) -> Mapping[str, Any]:
+    def __call__(self, prefer_node: str, refuted: tuple[tuple[str, int], ...] = ()
+                 ) -> Mapping[str, Any]:
         self.asked.append(prefer_node)
+        self.refuted.append(refuted)
         if self.error:
             raise PlacementRefused((self.error,))
         if self.assignment is None:
@@ -107,7 +111,7 @@ def test_an_unreachable_admission_fails_the_pin_closed(placer: Placer) -> None:
 @pytest.mark.parametrize(("ask", "reason"), [
     (Admission(None), "no GPU has 8 GiB free"),
     (Admission(on("a"), placed=SliceRequest(gpu_memory_mib=16 * GIB)), "different request"),
-    (lambda _node: {"placed": True, "assignment": {"node": "a"}, "request": {}},
+    (lambda _node, _refuted=(): {"placed": True, "assignment": {"node": "a"}, "request": {}},
      "malformed"),
 ])
 def test_admissions_refusal_or_a_wrong_answer_refuses_the_pin(
@@ -158,9 +162,13 @@ class Answers:
     def __init__(self, *answers: Assignment | str | None) -> None:
         self.answers, self.asked = list(answers), 0
 
-    def __call__(self, _prefer_node: str) -> Mapping[str, Any]:
+        self.refuted: list[tuple[tuple[str, int], ...]] = []
+
+    def __call__(self, _prefer_node: str, refuted: tuple[tuple[str, int], ...] = ()
+                 ) -> Mapping[str, Any]:
         answer = self.answers[min(self.asked, len(self.answers) - 1)]
         self.asked += 1
+        self.refuted.append(refuted)
         if isinstance(answer, str):
             raise PlacementRefused((answer,))
         return Admission(answer)(_prefer_node)
@@ -175,7 +183,9 @@ CASES = [
      (on("a"), on("b")), "b", 2),
     ("the views keep disagreeing: refused after the bound", ("h", "a"),
      (on("a"), on("a"), on("a")), "the two views still disagree", 3),
-    ("admission refuses", ("h",), (None,), "no GPU has 8 GiB free", 1),
+    # a pin tells admission that h is taken; nothing fits around it, so it asks once more
+    # without the hint (its own view may be the stale one); a re-pin has nothing to refute
+    ("admission refuses", ("h",), (None,), "no GPU has 8 GiB free", {"pin": 2, "repin": 1}),
     ("admission is unreachable", ("h",), ("the AISpike service is not answering",),
      "not answering", 1),
 ]
@@ -202,11 +212,14 @@ def _pin_or_repin(placer: Placer, how: str, taken: tuple[str, ...], ask: Answers
                          ids=[c[0] for c in CASES])
 def test_admission_is_the_only_decider(
         placer: Placer, how: str, case: str, taken: tuple[str, ...],
-        answers: tuple[Assignment | str | None, ...], expected: str, asks: int) -> None:
+        answers: tuple[Assignment | str | None, ...], expected: str,
+        asks: int | dict[str, int]) -> None:
     """The placer pins only the ticket's assignment or an answer of admission; where its view
     refutes them it asks again (at most ``ask_attempts`` times) and then fails closed: it
     never picks a free room itself (``b`` is free in every case)."""
     ask = Answers(*answers)
+    if isinstance(asks, dict):
+        asks = asks[how]
     if how == "repin" and not taken:
         expected, asks = "a", 1  # a re-pin always asks: the ticket's room is its stale pin
     answered = {a.node for a in answers if isinstance(a, Assignment)}
@@ -280,3 +293,65 @@ def test_nothing_in_the_product_runs_the_placers_own_reconcile() -> None:
             if str(p.relative_to(PACKAGE)) not in INTERNAL
             and re.search(r"placer\w*\.reconcile\b", p.read_text())]
     assert runs == []
+
+
+@pytest.mark.parametrize(("how", "told"), [
+    # a pin: the ticket's h is taken in our view (told at once), then admission's a
+    ("pin", [(("h", 0),), (("h", 0), ("a", 0))]),
+    # a re-pin: its stale pin is no room of admission's answer; then admission's a
+    ("repin", [(), (("a", 0),)]),
+])
+def test_each_ask_tells_admission_the_gpus_our_view_refuted(
+        placer: Placer, how: str, told: list[tuple[tuple[str, int], ...]]) -> None:
+    ask = Answers(on("a"), on("b"))
+    pin = _pin_or_repin(placer, how, ("h", "a"), ask)
+    assert pin.placement is not None and pin.placement.node == "b"
+    assert ask.refuted == told
+
+
+def test_a_misfit_of_another_shape_is_not_told_as_a_taken_room(placer: Placer) -> None:
+    """The ticket's 1536 MiB on h is free but not what the claim holds (whole GiB): h is not
+    taken, so admission is not told to avoid it."""
+    ask = Admission(on("h", 2 * GIB), placed=SliceRequest(gpu_memory_mib=2 * GIB))
+    pin = placer.pin(NS, "t", SliceRequest(gpu_memory_mib=1536), prefer=on("h", 1536), ask=ask)
+    assert pin.placement is not None and pin.placement.node == "h"
+    assert ask.refuted == [()]
+
+
+class AroundRefuted:
+    """Admission that honours ``refuted``: the first of ``nodes`` whose GPU 0 is not refuted
+    (blind to every room the placer sees taken)."""
+
+    def __init__(self, *nodes: str) -> None:
+        self.nodes, self.refuted = nodes, list[tuple[tuple[str, int], ...]]()
+
+    def __call__(self, _prefer_node: str, refuted: tuple[tuple[str, int], ...] = ()
+                 ) -> Mapping[str, Any]:
+        self.refuted.append(refuted)
+        free = [n for n in self.nodes if (n, 0) not in refuted]
+        return Admission(on(free[0]) if free else None)(_prefer_node)
+
+
+def test_told_what_was_refuted_admission_converges_in_one_ask(placer: Placer) -> None:
+    """The ticket's h and admission's own first choice a are taken in the hub's view: told
+    ``h`` with the first ask, admission answers ``a``; told ``a`` too, ``b``.  Without the
+    hint it would answer ``a`` every time and the pin would fail after ``ask_attempts``."""
+    _take(placer, "h")
+    _take(placer, "a", "other-a")
+    ask = AroundRefuted("a", "b")
+    pin = placer.pin(NS, "s", SLICE, prefer=on("h"), ask=ask)
+    assert pin.placement is not None and pin.placement.node == "b"
+    assert ask.refuted == [(("h", 0),), (("h", 0), ("a", 0))]
+
+
+def test_when_nothing_fits_around_what_was_refuted_it_asks_without_the_hint(
+        placer: Placer) -> None:
+    """Our view may be the stale one: once admission finds nothing around the refuted GPUs,
+    the next ask goes without them; past ``ask_attempts`` the refusal names what was left
+    out and why."""
+    _take(placer, "h")
+    ask = AroundRefuted("h")  # admission sees only h, and h free
+    with pytest.raises(PlacementRefused) as refused:
+        placer.pin(NS, "s", SLICE, prefer=on("h"), ask=ask)
+    assert ask.refuted == [(("h", 0),), (), (("h", 0),)]
+    assert "admission left out h GPU 0, which the hub sees taken" in refused.value.reasons

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from aispike_hub.model import Assignment, Gpu, Node, SliceRequest
-from aispike_hub.placement.fit import misfit, still_fits
+from aispike_hub.placement.engine import PlacementEngine
+from aispike_hub.placement.fit import leave_out_gpus, misfit, mismatch, still_fits
 from aispike_hub.placement.state import ClusterState
 
 GIB = 1024
@@ -125,3 +126,28 @@ def test_an_assignment_whose_gpus_and_memory_do_not_pair_up_cannot_exist() -> No
     """Why ``misfit``'s ``zip(..., strict=True)`` never fires: the model refuses it first."""
     with pytest.raises(ValueError):
         Assignment("n0", (0,), (8 * GIB, 8 * GIB), 500, GIB)
+
+
+def test_a_taken_room_has_the_requests_shape_and_no_room() -> None:
+    """``mismatch`` is the shape part of ``misfit``: a taken room is a misfit of right shape
+    (the only refutation the hub's placer tells admission)."""
+    s = state()
+    s.commit(Assignment("n0", (1,), (75 * GIB,)))
+    assert misfit(s, GOOD, REQ).startswith("no longer free") and not mismatch(s, GOOD, REQ)
+    wrong = Assignment("n0", (1,), (9 * GIB,), 500, GIB)
+    assert mismatch(s, wrong, REQ) == misfit(s, wrong, REQ) != ""
+    assert mismatch(s, Assignment("gone", (1,), (8 * GIB,), 500, GIB), REQ)
+    assert mismatch(s, Assignment("n0", (0,), (8 * GIB,), 400, GIB), REQ)
+
+
+def test_gpus_left_out_take_no_slice_in_the_next_decision() -> None:
+    s = state()
+    s.commit(Assignment("n0", (0,), (10 * GIB,)))
+    done = leave_out_gpus(s, [("n0", 1), ("n0", 7), ("gone", 0), ("n0", 1)])
+    assert done == [("n0", 1), ("n0", 1)]
+    assert int(s.gpu_free[0, 1]) == 0 and int(s.gpu_free[0, 0]) == 70 * GIB
+    decision = PlacementEngine("aispike").place(s, REQ, owner="x")
+    assert decision.assignment is not None and decision.assignment.gpu_indices == (0,)
+    leave_out_gpus(s, [("n0", 0)])
+    assert not PlacementEngine("aispike").place(s, REQ, owner="x").placed
+    assert int(s.cpu_free[0]) == 8000  # only GPU memory is left out

@@ -330,6 +330,18 @@ def test_fit_and_quota_answer_for_the_caller_not_a_named_user(service: Service) 
     ({"user": "alice", "prefer_node": ["a-0"]}, "prefer_node"),
     ({"user": "alice", "prefer_node": "n" * 254}, "prefer_node"),
     ({"user": "alice", "request": {"gpu_count": 1}}, "request"),
+    ({"user": "alice", "refuted": {"node": "a-0", "gpu": 0}}, "refuted"),
+    ({"user": "alice", "refuted": [{"node": "a-0", "gpu": 0}] * 65}, "refuted"),
+    ({"user": "alice", "refuted": ["a-0"]}, "refuted[0]"),
+    ({"user": "alice", "refuted": [{"node": "a-0"}]}, "refuted[0]"),
+    ({"user": "alice", "refuted": [{"node": "a-0", "gpu": 0, "x": 1}]}, "refuted[0]"),
+    ({"user": "alice", "refuted": [{"node": "a-0", "gpu": 0}, {"node": "", "gpu": 0}]},
+     "refuted[1].node"),
+    ({"user": "alice", "refuted": [{"node": "n" * 254, "gpu": 0}]}, "refuted[0].node"),
+    ({"user": "alice", "refuted": [{"node": "a-0", "gpu": -1}]}, "refuted[0].gpu"),
+    ({"user": "alice", "refuted": [{"node": "a-0", "gpu": 1024}]}, "refuted[0].gpu"),
+    ({"user": "alice", "refuted": [{"node": "a-0", "gpu": True}]}, "refuted[0].gpu"),
+    ({"user": "alice", "refuted": [{"node": "a-0", "gpu": "0"}]}, "refuted[0].gpu"),
 ])
 def test_a_bad_place_body_is_a_400_naming_the_field(service: Service, body: Any,
                                                     field: str) -> None:
@@ -346,6 +358,21 @@ def test_a_refused_place_moves_nothing_and_the_hubs_answers(service: Service) ->
     assert service.controller.status("alice", "").assignment == answer["assignment"]
     code, answer = service.call("POST", "api/place", {"user": "bob"}, "hub")
     assert code == 200 and not answer["placed"] and answer["state"] == "unknown"
+
+
+def test_a_place_never_lands_on_a_gpu_the_hub_refuted(service: Service) -> None:
+    """``refuted``: GPUs the hub's view sees taken; the one GPU here is, so nothing is placed,
+    the reasons say so, the promise stays, and the audit names what was left out."""
+    before = service.controller.status("alice", "").assignment
+    code, answer = service.call("POST", "api/place", {**PLACE_DOC, "refuted": [
+        {"node": "a-0", "gpu": 0}, {"node": "gone", "gpu": 3}]}, "hub")
+    assert code == 200 and not answer["placed"] and answer["reasons"], answer
+    assert service.controller.status("alice", "").assignment == before
+    entry = [e for e in service.controller.store.audit_log()
+             if e.action == "admission.place"][-1]
+    assert entry.detail["refuted"] == [["a-0", 0]]  # an unknown GPU is skipped
+    code, answer = service.call("POST", "api/place", {**PLACE_DOC, "refuted": []}, "hub")
+    assert code == 200 and answer["placed"] and answer["assignment"]["node"] == "a-0"
 
 
 def test_one_part_of_the_policy_reads_back(service: Service) -> None:
