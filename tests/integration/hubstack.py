@@ -187,6 +187,14 @@ class SpawnerSetup:
     nodes: list[dict[str, Any]]
     """The AISpike service's inventory (node spec entries, :mod:`aispike_hub.kube.nodespec`)."""
     cleanup: Callable[[], None] = field(default=lambda: None)
+    selector: dict[str, str] = field(default_factory=dict)
+    """The labels of this setup's GPU nodes (``kube`` with admission): the hub's placer sees only
+    them, so a service on a Kubernetes inventory must too (:meth:`service_args`), or it places
+    servers on other tests' nodes that the placer refutes."""
+
+    def service_args(self) -> list[str]:
+        """The service's command-line arguments that give it the hub's node view."""
+        return [f"--Inventory.node_selector={k}={v}" for k, v in self.selector.items()]
 
 
 def simulated_inventory(machine: Mapping[str, Any]) -> str:
@@ -257,8 +265,10 @@ def _kube_setup(request: pytest.FixtureRequest, machine: dict[str, Any], admissi
     spawner = "kubespawner.KubeSpawner"
     nodes, cleanup = [machine], (lambda: None)
     extra = ""
+    selector: dict[str, str] = {}
     if admission:  # the product's spawner: the service admits, the placer pins a claim
         gpu_nodes = GpuNodes(cluster, f"h{secrets.token_hex(3)}")
+        selector = dict(gpu_nodes.selector)
         (node,) = gpu_nodes({"nodes": [machine]})
         made = ensure_priority_classes(cluster)
         nodes = [{**machine, "name": node.name}]
@@ -271,7 +281,8 @@ def _kube_setup(request: pytest.FixtureRequest, machine: dict[str, Any], admissi
         spawner = "aispike"
         extra = (f"c.AISpikeSpawner.node_selector = {gpu_nodes.selector!r}\n"
                  f"c.Inventory.node_selector = {gpu_nodes.selector!r}\n")
-    return SpawnerSetup("kube", kube_spawner_config(spawner, namespace) + extra, nodes, cleanup)
+    return SpawnerSetup("kube", kube_spawner_config(spawner, namespace) + extra, nodes, cleanup,
+                        selector)
 
 
 def kube_spawner_config(spawner_class: str, namespace: str) -> str:

@@ -100,7 +100,7 @@ def fault_stack(name: str, request: pytest.FixtureRequest,
     command = service_command(
         Path(workdir), "--AISpikeService.inventory=kubernetes",
         "--AISpikeService.tick_interval=0.5", "--Reconciler.interval=2",
-        "--Reconciler.grace=10", "--Reconciler.orphan_seconds=30")
+        "--Reconciler.grace=10", "--Reconciler.orphan_seconds=30", *spawner.service_args())
     try:
         hub = hub_factory(
             name,

@@ -50,7 +50,8 @@ def stack(request: pytest.FixtureRequest, hub_factory: Callable[..., RunningHub]
     command = service_command(
         workdir, "--AISpikeService.inventory=kubernetes", "--AISpikeService.tick_interval=0.5",
         "--Reconciler.interval=1", f"--Reconciler.grace={GRACE}",
-        f"--Reconciler.orphan_seconds={ORPHAN}", "--Reconciler.event_spacing=0.5")
+        f"--Reconciler.orphan_seconds={ORPHAN}", "--Reconciler.event_spacing=0.5",
+        *spawner.service_args())
     try:
         hub = hub_factory(
             "reconcile",
