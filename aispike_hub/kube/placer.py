@@ -237,6 +237,12 @@ class Placer(LoggingConfigurable):
                         decision = Decision(prefer, (), 1)
                     elif not mismatch(state, prefer, request):  # the shape fits: room taken
                         taken.update(dict.fromkeys((prefer.node, i) for i in prefer.gpu_indices))
+                    elif prefer.node not in state.node_index:
+                        log.warning(
+                            "admission placed %s on node %s, which this hub does not place on "
+                            "(not listed, tainted, or outside Inventory.node_selector): give "
+                            "the hub and the AISpike service the same Inventory settings",
+                            key, prefer.node)
                 if decision is None and ask is None:
                     decision = place_preferring(self.engine, state, request, key, prefer_node,
                                                 self._local_engine)

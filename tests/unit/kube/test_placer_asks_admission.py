@@ -355,3 +355,13 @@ def test_when_nothing_fits_around_what_was_refuted_it_asks_without_the_hint(
         placer.pin(NS, "s", SLICE, prefer=on("h"), ask=ask)
     assert ask.refuted == [(("h", 0),), (), (("h", 0),)]
     assert "admission left out h GPU 0, which the hub sees taken" in refused.value.reasons
+
+
+def test_an_answer_on_a_node_the_hub_does_not_see_warns_about_the_settings(
+        placer: Placer, caplog: pytest.LogCaptureFixture) -> None:
+    """The service selects other nodes than the hub (a different ``Inventory.node_selector``):
+    every answer is refuted, and the log says which setting to align."""
+    with caplog.at_level("WARNING", logger="aispike_hub.kube.placer"), \
+            pytest.raises(PlacementRefused):
+        placer.pin(NS, "s", SLICE, prefer=on("elsewhere"), ask=Answers(on("elsewhere")))
+    assert "give the hub and the AISpike service the same Inventory settings" in caplog.text
