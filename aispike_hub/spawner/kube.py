@@ -429,7 +429,10 @@ class AISpikeSpawner(KubeStartMixin, KubeOptionsMixin, SpawnerFormSettings):
             watcher = AISpikeSpawner._shared.get("nodes")
             labels = (watcher.model_labels_in_use(self.gpu_model_labels) if watcher
                       else tuple(self.gpu_model_labels))
-            terms = self.gpu_backend.model_affinity_terms(request, labels)
+            # GPU nodes no label names: by name, from their DRA devices' model (a device-plugin
+            # pod has no claim whose selector could say it)
+            dra_nodes = watcher.dra_only_nodes(self.gpu_model_labels) if watcher else {}
+            terms = self.gpu_backend.model_affinity_terms(request, labels, dra_nodes)
             if terms:
                 # ANDed into the admin's terms (Kubernetes ORs the list's terms).
                 self.node_affinity_required = and_terms(
