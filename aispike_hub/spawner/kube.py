@@ -342,6 +342,7 @@ class AISpikeSpawner(KubeStartMixin, KubeOptionsMixin, SpawnerFormSettings):
         return self._start_future
 
     async def _start_admitted(self) -> Any:
+        self._enter_start()  # a stop from inside this start only deletes an old pod
         self._pin = None
         self._adopted_uid = ""
         asked = False
