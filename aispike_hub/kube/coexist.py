@@ -35,6 +35,7 @@ from aispike_hub.contract import (
     NVIDIA_DRIVER,
     NVIDIA_GPU_RESOURCE,
 )
+from aispike_hub.kube.dra_models import device_attribute, device_model
 from aispike_hub.kube.nodespec import quantity_mib
 from aispike_hub.model import Assignment
 
@@ -96,7 +97,7 @@ class ForeignDevice:
     uuid: str
     memory_mib: int | None = None
     model: str = ""
-    """NVIDIA's ``productName`` (the GPU model where no node label names it)."""
+    """The model its attributes name (NVIDIA's ``productName``): :mod:`.dra_models`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,15 +191,6 @@ def parse_hami_allocation(value: Any) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(out.items()))
 
 
-def _attr(attributes: Mapping[str, Any], driver: str, name: str) -> Any:
-    value = attributes.get(name)
-    if value is None:
-        value = attributes.get(f"{driver}/{name}")
-    if not isinstance(value, Mapping) or len(value) != 1:
-        return None
-    return next(iter(value.values()))
-
-
 def parse_foreign_slice(obj: Mapping[str, Any], rules: OutsideRules = DEFAULT_RULES
                         ) -> ForeignSlice | None:
     """Another GPU driver's slice (``None`` for ours, for drivers not in ``rules.drivers``, and
@@ -222,8 +214,8 @@ def parse_foreign_slice(obj: Mapping[str, Any], rules: OutsideRules = DEFAULT_RU
         attributes = dev.get("attributes") or {}
         if not isinstance(attributes, Mapping):
             attributes = {}
-        uuid = _attr(attributes, str(driver), "parentUUID") or _attr(attributes, str(driver),
-                                                                     "uuid")
+        uuid = (device_attribute(attributes, str(driver), "parentUUID")
+                or device_attribute(attributes, str(driver), "uuid"))
         memory: int | None = None
         capacity = ((dev.get("capacity") or {}).get(MEMORY_CAPACITY) or {})
         if isinstance(capacity, Mapping) and "value" in capacity:
@@ -231,9 +223,8 @@ def parse_foreign_slice(obj: Mapping[str, Any], rules: OutsideRules = DEFAULT_RU
                 memory = quantity_mib(str(capacity["value"]))
             except ValueError:
                 memory = None
-        product = _attr(attributes, str(driver), "productName")
         devices[str(dev["name"])] = ForeignDevice(uuid if isinstance(uuid, str) else "", memory,
-                                                  product if isinstance(product, str) else "")
+                                                  device_model(attributes, str(driver)))
     return ForeignSlice(str(meta.get("name", "")), str(driver), node,
                         str(pool.get("name") or node), generation, devices)
 

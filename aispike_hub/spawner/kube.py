@@ -342,6 +342,7 @@ class AISpikeSpawner(KubeStartMixin, KubeOptionsMixin, SpawnerFormSettings):
         return self._start_future
 
     async def _start_admitted(self) -> Any:
+        self._enter_start()  # a stop from inside this start only deletes an old pod
         self._pin = None
         self._adopted_uid = ""
         asked = False
@@ -429,7 +430,10 @@ class AISpikeSpawner(KubeStartMixin, KubeOptionsMixin, SpawnerFormSettings):
             watcher = AISpikeSpawner._shared.get("nodes")
             labels = (watcher.model_labels_in_use(self.gpu_model_labels) if watcher
                       else tuple(self.gpu_model_labels))
-            terms = self.gpu_backend.model_affinity_terms(request, labels)
+            # GPU nodes no label names: by name, from their DRA devices' model (a device-plugin
+            # pod has no claim whose selector could say it)
+            dra_nodes = watcher.dra_only_nodes(self.gpu_model_labels) if watcher else {}
+            terms = self.gpu_backend.model_affinity_terms(request, labels, dra_nodes)
             if terms:
                 # ANDed into the admin's terms (Kubernetes ORs the list's terms).
                 self.node_affinity_required = and_terms(

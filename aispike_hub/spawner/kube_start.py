@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import json
 import time
@@ -30,6 +31,15 @@ from aispike_hub.kube.inventory import parse_pod
 from aispike_hub.model import SliceRequest
 from aispike_hub.spawner.form import Options
 
+_INSIDE_START: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "aispike_inside_start", default=None)
+"""The token of the start whose code (or a task it made) runs now; ``None`` outside any start.
+
+Why a context variable and not ``asyncio.current_task()``: KubeSpawner's retry after a 409 calls
+``self.stop()`` from a task of its own (JupyterHub's ``exponential_backoff`` runs each try through
+``maybe_future``, which wraps the coroutine in a new task).  Tasks inherit the context of the code
+that made them, so every task of a start sees its token, and nothing outside the start does."""
+
 
 class KubeStartMixin(KubeSpawner):  # type: ignore[misc]
     """Pin, create, wait, re-pin and undo: the second half of ``AISpikeSpawner.start``.
@@ -43,6 +53,20 @@ class KubeStartMixin(KubeSpawner):  # type: ignore[misc]
     _adopted_uid = ""
     _kube_start: asyncio.Future[Any] | None = None
     """KubeSpawner's own start (creates the pod and waits for it) while ours is in flight."""
+    _start_token: object | None = None
+    """This spawner's current start (:data:`_INSIDE_START` holds it inside that start)."""
+
+    def _enter_start(self) -> None:
+        """Mark the running task (and every task it makes from now on) as inside this start;
+        call first thing in the start's own task."""
+        self._start_token = object()
+        _INSIDE_START.set(self._start_token)
+
+    def _inside_own_start(self) -> bool:
+        """Whether the caller runs inside this spawner's start now in flight."""
+        start = self._start_future
+        return (start is not None and not start.done() and self._start_token is not None
+                and _INSIDE_START.get() is self._start_token)
 
     # -- start -------------------------------------------------------------------------------
     async def _pin_gpu(self, options: Options, request: SliceRequest,
@@ -282,14 +306,17 @@ class KubeStartMixin(KubeSpawner):  # type: ignore[misc]
 
         Called while a start is in flight (a cancel, the hub's start timeout), the start is
         cancelled first and its own cleanup runs; called from inside the start (KubeSpawner's
-        retry after a 409, or its cleanup), only the pod goes: the start cleans up the rest.
+        retry after a 409 deleting an old pod of this server, or its cleanup), only the pod goes,
+        as KubeSpawner's stop does: the start goes on, and keeps its ticket and claim (cancelling
+        it from a task it waits for would deadlock, and releasing would leave the new pod
+        without its GPU).  "Inside" is :data:`_INSIDE_START`, which the tasks KubeSpawner makes
+        inherit.
         """
-        current = asyncio.current_task()
-        start = self._start_future
-        in_flight = start is not None and not start.done()
-        if in_flight and current is not None and current in (self._kube_start, start):
+        if self._inside_own_start():
             await super().stop(now=now)
             return
+        start = self._start_future
+        in_flight = start is not None and not start.done()
         if in_flight:
             start.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

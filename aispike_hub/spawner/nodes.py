@@ -5,7 +5,10 @@
 :class:`aispike_hub.model.Node`: CPU, RAM, labels, cached images and datasets as the inventory
 parses them (:func:`aispike_hub.kube.objects.parse_node`), plus whole GPUs from the
 ``nvidia.com/gpu`` allocatable, their model from a label and their memory from a label or the
-admin's table.
+admin's table.  A GPU node with no model label (neither ours nor GPU feature discovery's) is named
+by its DRA devices: the watcher also watches ResourceSlices and reads them with
+:func:`aispike_hub.kube.dra_models.node_models`.  A cluster without the DRA API (404) or a hub
+without the RBAC to read slices (403) simply has no slices: logged once, never a failed form.
 
 GPUs held outside this hub count as taken on these backends too: the watcher also watches pods,
 and a node lists only the GPUs that pods of other workloads (``nvidia.com/gpu``, MIG, HAMi,
@@ -19,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
 from aispike_hub.contract import (
@@ -32,6 +35,7 @@ from aispike_hub.contract import (
 )
 from aispike_hub.kube.api import KubeJson, kube_api_client
 from aispike_hub.kube.coexist import pod_gpus
+from aispike_hub.kube.dra_models import MIXED, DraModel, node_models
 from aispike_hub.kube.identity import belongs
 from aispike_hub.kube.objects import meta_of, parse_node
 from aispike_hub.kube.slices import label_value
@@ -48,12 +52,14 @@ def node_from_object(
     gpu_memory_gib: Mapping[str, int] | None = None,
     model_labels: Sequence[str] = (GPU_MODEL_LABEL, GFD_MODEL_LABEL),
     held_outside: int = 0,
+    dra: DraModel | None = None,
 ) -> Node | None:
     """The model :class:`Node` of a Node object; ``None`` when pods cannot go there.
 
     GPUs without a known memory size (no ``nvidia.com/gpu.memory`` label, model not in
     ``gpu_memory_gib``) are left out: the form cannot offer slices of an unknown size.
-    ``held_outside`` GPUs (held by other workloads' pods) are left out too.
+    ``held_outside`` GPUs (held by other workloads' pods) are left out too.  ``dra`` (what the
+    node's DRA devices say) names the model and memory where no label does.
     """
     info = parse_node(obj)
     if info.unschedulable:
@@ -66,11 +72,16 @@ def node_from_object(
         count = 0
     count = max(0, count - held_outside)
     model = next((labels[k] for k in model_labels if labels.get(k)), "")
+    from_dra = not model and dra is not None
+    if from_dra and dra is not None:
+        model = dra.model
     memory_mib = 0
     if labels.get(GFD_MEMORY_LABEL, "").isdigit():
         memory_mib = int(labels[GFD_MEMORY_LABEL])
     elif model and model in (gpu_memory_gib or {}):
         memory_mib = int((gpu_memory_gib or {})[model]) * GIB_IN_MIB
+    elif from_dra and dra is not None:
+        memory_mib = dra.memory_mib
     gpus: tuple[Gpu, ...] = ()
     if count > 0 and model and memory_mib > 0:
         gpus = tuple(Gpu(i, model, memory_mib) for i in range(count))
@@ -118,6 +129,29 @@ def model_labels_in_use(objects: Sequence[Mapping[str, Any]],
     return tuple(k for k in model_labels if k in used) or tuple(model_labels)
 
 
+def dra_only_nodes(objects: Sequence[Mapping[str, Any]], dra: Mapping[str, DraModel],
+                   model_labels: Sequence[str] = GPU_MODEL_LABELS) -> dict[str, str]:
+    """Node name -> GPU model for the nodes offering ``nvidia.com/gpu`` that carry none of
+    ``model_labels`` and whose DRA devices name one model (``dra``: from
+    :func:`~aispike_hub.kube.dra_models.node_models`).  The model affinity matches these by
+    name (:func:`aispike_hub.backends.model_affinity_terms`): no label says their model, and a
+    device-plugin pod has no claim whose selector could."""
+    out: dict[str, str] = {}
+    for obj in objects:
+        alloc = (obj.get("status") or {}).get("allocatable") or {}
+        if str(alloc.get(NVIDIA_GPU_RESOURCE, "0")) in ("", "0"):
+            continue
+        meta = meta_of(obj)
+        labels = meta.get("labels") or {}
+        name = str(meta.get("name") or "")
+        found = dra.get(name)
+        if (found is None or found.model == MIXED or not found.model
+                or any(labels.get(k) for k in model_labels)):
+            continue
+        out[name] = found.model
+    return out
+
+
 def model_value(model: str) -> str:
     """The label value a node of GPU ``model`` carries under either model label (both our agent
     and GPU feature discovery write the product name with spaces as dashes)."""
@@ -146,7 +180,8 @@ class NodeWatcher:
     """
 
     def __init__(self, api: Any = None, watch_timeout: int = 300, watch_pods: bool = True,
-                 hub_id: str = "", owns_unnamed: bool = False) -> None:
+                 hub_id: str = "", owns_unnamed: bool = False, watch_slices: bool = True
+                 ) -> None:
         self.api = api
         self.hub_id = hub_id
         """This hub's id: pods of other hubs count as held (kube/identity.py)."""
@@ -159,7 +194,14 @@ class NodeWatcher:
         """Node objects by name (replaced whole on each list; read a copy via :meth:`nodes`)."""
         self.held: dict[str, tuple[str, int]] = {}
         """Pod key -> (node, GPUs) for bound pods of other workloads that hold GPUs."""
-        self._pending = {"nodes", "pods"} if watch_pods else {"nodes"}
+        self.watch_slices = watch_slices
+        """Also watch ResourceSlices, to name the model of GPU nodes without a model label."""
+        self.slices: dict[str, dict[str, Any]] = {}
+        """ResourceSlice objects by name (empty where the cluster has none or hides them)."""
+        self.slices_unavailable = ""
+        """Why slices are not read ("" while they are): the API's 404 or 403, logged once."""
+        self._pending = ({"nodes"} | ({"pods"} if watch_pods else set())
+                         | ({"slices"} if watch_slices else set()))
         self._loop = asyncio.get_running_loop()
         self.first_load: asyncio.Future[None] = self._loop.create_future()
         self._lock = threading.Lock()
@@ -195,6 +237,15 @@ class NodeWatcher:
                              watch_timeout_seconds=self.watch_timeout,
                              name="spawner pod watch", logger=log)
             threading.Thread(target=pods.run, name="spawner-pods", daemon=True).start()
+        if self.watch_slices:
+            slices = ListWatch(OptionalKind(api, self._stop, self._slices_unavailable,
+                                            lambda: self._call(self._loaded, "slices")),
+                               "resourceslices", on_list=self._slices_listed,
+                               on_event=self._slice_event, stop=self._stop,
+                               resync_seconds=self.watch_timeout,
+                               watch_timeout_seconds=self.watch_timeout,
+                               name="spawner slice watch", logger=log)
+            threading.Thread(target=slices.run, name="spawner-slices", daemon=True).start()
         ListWatch(api, "nodes", on_list=self._listed, on_event=self._event, stop=self._stop,
                   resync_seconds=self.watch_timeout, watch_timeout_seconds=self.watch_timeout,
                   name="spawner node watch", logger=log).run()
@@ -205,6 +256,46 @@ class NodeWatcher:
             self.objects = objects
         with contextlib.suppress(RuntimeError):  # the hub's loop is closed: nobody waits
             self._loop.call_soon_threadsafe(self._loaded, "nodes")
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        """``fn(*args)`` on the hub's loop (nothing when the loop is closed: nobody waits)."""
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _slices_listed(self, items: list[dict[str, Any]]) -> None:
+        objects = {str(meta_of(o).get("name")): o for o in items}
+        with self._lock:
+            self.slices = objects
+        self._call(self._loaded, "slices")
+
+    def _slice_event(self, etype: str, obj: dict[str, Any]) -> None:
+        name = str(meta_of(obj).get("name"))
+        with self._lock:
+            if etype == "DELETED":
+                self.slices.pop(name, None)
+            else:
+                self.slices[name] = obj
+
+    def _slices_unavailable(self, why: str) -> None:
+        """The cluster does not serve ResourceSlices, or this hub may not read them: no slices
+        (logged the first time only; the watcher asks again at each resync)."""
+        if not self.slices_unavailable:
+            log.warning("spawner node watch: no ResourceSlices (%s); GPU nodes without a model "
+                        "label have no model", why)
+        self.slices_unavailable = why
+
+    def dra_models(self) -> dict[str, DraModel]:
+        """Node name -> the GPU model its DRA devices name, over the slices seen now."""
+        with self._lock:
+            slices = list(self.slices.values())
+        return node_models(slices)
+
+    def dra_only_nodes(self, model_labels: Sequence[str] = GPU_MODEL_LABELS) -> dict[str, str]:
+        """:func:`dra_only_nodes` over the nodes and slices seen now."""
+        dra = self.dra_models()
+        with self._lock:
+            objects = list(self.objects.values())
+        return dra_only_nodes(objects, dra, model_labels)
 
     def _loaded(self, kind: str) -> None:
         self._pending.discard(kind)
@@ -276,6 +367,7 @@ class NodeWatcher:
     def nodes(self, gpu_memory_gib: Mapping[str, int] | None = None,
               model_labels: Sequence[str] = (GPU_MODEL_LABEL, GFD_MODEL_LABEL)) -> list[Node]:
         out = []
+        dra = self.dra_models()
         with self._lock:
             objects = list(self.objects.values())
             held: dict[str, int] = {}
@@ -283,14 +375,69 @@ class NodeWatcher:
                 held[node_name] = held.get(node_name, 0) + k
         for obj in objects:
             try:
+                name = str(meta_of(obj).get("name"))
                 node = node_from_object(obj, gpu_memory_gib, model_labels,
-                                        held.get(str(meta_of(obj).get("name")), 0))
+                                        held.get(name, 0), dra.get(name))
             except (ValueError, KeyError, TypeError) as e:
                 log.warning("skipping node %s: %s", obj.get("metadata", {}).get("name"), e)
                 continue
             if node is not None:
                 out.append(node)
         return out
+
+
+class OptionalKind:
+    """``api``'s list and watch for a kind the cluster may not serve (404: no DRA API) or this
+    hub may not read (403: no RBAC): either answer reads as "none of them" (an empty list, and a
+    watch that waits out its timeout), reported to ``unavailable`` with the reason; the loop asks
+    again at its next resync.  Any other failure is reported to ``failed`` (so the first load
+    does not wait on it) and raised (the loop backs off and retries).
+
+    Why: ResourceSlices only add the model of unlabelled nodes; their absence must never keep
+    the form from rendering or a server from starting.
+    """
+
+    ABSENT = (403, 404)
+
+    def __init__(self, api: ListWatchApi, stop: threading.Event,
+                 unavailable: Any, failed: Any) -> None:
+        self.api = api
+        self.stop = stop
+        self.unavailable = unavailable
+        self.failed = failed
+        self.absent = False
+
+    def _absent(self, e: Exception) -> bool:
+        status = getattr(e, "status", None)
+        if status not in self.ABSENT:
+            return False
+        self.absent = True
+        self.unavailable(f"{status} {getattr(e, 'reason', '') or ''}".strip())
+        return True
+
+    def list(self, kind: str, *, query: Mapping[str, Any] | None = None
+             ) -> tuple[list[dict[str, Any]], str]:
+        try:
+            items, rv = self.api.list(kind, query=query)
+        except Exception as e:
+            if self._absent(e):
+                return [], ""
+            self.failed()
+            raise
+        self.absent = False
+        return items, rv
+
+    def watch(self, kind: str, resource_version: str, *, timeout_seconds: int = 240,
+              query: Mapping[str, Any] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        if not self.absent:
+            try:
+                yield from self.api.watch(kind, resource_version,
+                                          timeout_seconds=timeout_seconds, query=query)
+                return
+            except Exception as e:
+                if not self._absent(e):
+                    raise
+        self.stop.wait(timeout_seconds)
 
 
 def _json_api(api: Any) -> ListWatchApi:

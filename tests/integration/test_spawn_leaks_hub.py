@@ -29,12 +29,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-from kubernetes.client.rest import ApiException
 
 from aispike_hub.kube.claims import claim_name
 
 from .conftest import RunningHub, _free_port, wait_until
 from .hubstack import SPAWNER_KINDS, ServiceHub, hub_of_kind
+from .leftovers import claim_of, leave_behind, pod_exists
 
 MACHINE = {"name": "leaks-gpu", "cpu": "64", "memory": "512Gi",
            "gpus": [{"model": "NVIDIA A100-SXM4-80GB", "memory": "80Gi", "count": 1}]}
@@ -221,7 +221,7 @@ def test_a_server_that_dies_gives_its_ticket_back(stack: Stack) -> None:
         namespace = stack.request.getfixturevalue("hub_namespace")
         name = f"jupyter-{user}--dies"
         claim = claim_name(name)
-        assert _claim(cluster, namespace, claim) is not None
+        assert claim_of(cluster, namespace, claim) is not None
         cluster.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
     else:
         _kill_local_server(user, "dies")
@@ -229,7 +229,7 @@ def test_a_server_that_dies_gives_its_ticket_back(stack: Stack) -> None:
     wait_until(lambda: not stack.server(user, "dies"), 60, "the hub to notice")
     stack.wait_no_ticket(user)
     if stack.kind == "kube":
-        wait_until(lambda: _claim(cluster, namespace, claim) is None, 60, "claim gone")
+        wait_until(lambda: claim_of(cluster, namespace, claim) is None, 60, "claim gone")
 
 
 def test_a_stop_while_the_service_is_unreachable_is_released_when_it_is_back(
@@ -250,67 +250,6 @@ def test_a_stop_while_the_service_is_unreachable_is_released_when_it_is_back(
 # --- Kubernetes: a restart with the old pod still there (issue 21) -----------------------------
 
 
-def _claim(cluster: Any, namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        return dict(cluster.custom.get_namespaced_custom_object(
-            "resource.k8s.io", "v1", namespace, "resourceclaims", name))
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
-
-
-def _pod_exists(cluster: Any, namespace: str, name: str) -> bool:
-    try:
-        cluster.core.read_namespaced_pod(name, namespace)
-    except ApiException as e:
-        if e.status == 404:
-            return False
-        raise
-    return True
-
-
-def _leave_behind(cluster: Any, namespace: str, pod: dict[str, Any],
-                  claim: dict[str, Any]) -> str:
-    """Re-create ``pod`` and its ``claim`` as a hub would have left them (the claim owned by
-    the pod, allocated, the pod running); the leftover pod's uid."""
-    def meta(obj: dict[str, Any]) -> dict[str, Any]:
-        return {k: obj["metadata"][k] for k in ("name", "labels", "annotations")
-                if obj["metadata"].get(k)}
-
-    cluster.custom.create_namespaced_custom_object(
-        "resource.k8s.io", "v1", namespace, "resourceclaims",
-        {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": meta(claim),
-         "spec": claim["spec"]})
-    spec = pod["spec"]
-    c0 = spec["containers"][0]
-    container = {k: c0[k] for k in ("name", "image", "command", "args", "env", "ports",
-                                     "resources") if c0.get(k)}
-    body = {"apiVersion": "v1", "kind": "Pod", "metadata": meta(pod),
-            "spec": {**{k: spec[k] for k in ("resourceClaims", "affinity", "nodeSelector",
-                                             "tolerations", "restartPolicy",
-                                             "priorityClassName") if spec.get(k)},
-                     "containers": [container]}}
-    created = cluster.api.sanitize_for_serialization(
-        cluster.core.create_namespaced_pod(namespace, body))
-    uid = str(created["metadata"]["uid"])
-    cluster.custom.patch_namespaced_custom_object(
-        "resource.k8s.io", "v1", namespace, "resourceclaims", claim["metadata"]["name"],
-        {"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "Pod",
-                                           "name": pod["metadata"]["name"], "uid": uid,
-                                           "controller": True,
-                                           "blockOwnerDeletion": False}]}})
-
-    def running_with_its_claim() -> bool:
-        live = cluster.core.read_namespaced_pod(pod["metadata"]["name"], namespace)
-        got = _claim(cluster, namespace, claim["metadata"]["name"])
-        return bool(live.status.phase == "Running" and got
-                    and (got.get("status") or {}).get("allocation"))
-
-    wait_until(running_with_its_claim, 60, "the leftover pod running with its claim")
-    return uid
-
-
 @pytest.mark.parametrize("stack", ["kube"], indirect=True)  # pods and claims are Kubernetes'
 def test_a_server_whose_old_pod_still_exists_restarts_with_its_gpu_slice(stack: Stack) -> None:
     cluster = stack.request.getfixturevalue("cluster")
@@ -321,21 +260,21 @@ def test_a_server_whose_old_pod_still_exists_restarts_with_its_gpu_slice(stack: 
     stack.wait_ready(user, "gpu")
     pod = cluster.api.sanitize_for_serialization(cluster.core.read_namespaced_pod(name,
                                                                                    namespace))
-    claim = _claim(cluster, namespace, claim_name(name))
+    claim = claim_of(cluster, namespace, claim_name(name))
     assert claim is not None
     # The hub loses track of the server (a crash, a pod that ended by itself) while its pod
     # and claim stay: here, stop it and leave the same pod and claim behind again.
     stack.stop(user, "gpu", wait=True)
-    wait_until(lambda: not _pod_exists(cluster, namespace, name), 60, "pod gone")
-    wait_until(lambda: _claim(cluster, namespace, claim_name(name)) is None, 60, "claim gone")
+    wait_until(lambda: not pod_exists(cluster, namespace, name), 60, "pod gone")
+    wait_until(lambda: claim_of(cluster, namespace, claim_name(name)) is None, 60, "claim gone")
     stack.wait_no_ticket(user)
-    old_uid = _leave_behind(cluster, namespace, pod, claim)
+    old_uid = leave_behind(cluster, namespace, pod, claim)
 
     assert stack.start(user, "gpu", options).status_code in (201, 202)
     stack.wait_ready(user, "gpu")
     new = cluster.core.read_namespaced_pod(name, namespace)
     assert new.metadata.uid != old_uid
-    now = _claim(cluster, namespace, claim_name(name))
+    now = claim_of(cluster, namespace, claim_name(name))
     assert now is not None, "the new pod lost its claim"
     assert [o["uid"] for o in now["metadata"]["ownerReferences"]] == [new.metadata.uid]
     assert now["status"]["allocation"]["devices"]["results"][0]["consumedCapacity"][
@@ -344,5 +283,5 @@ def test_a_server_whose_old_pod_still_exists_restarts_with_its_gpu_slice(stack: 
     assert "An earlier pod of this server still exists" in stack.log_tail(40000)
     assert len(stack.tickets(user)) == 1
     stack.stop(user, "gpu", wait=True)
-    wait_until(lambda: _claim(cluster, namespace, claim_name(name)) is None, 60, "claim gone")
+    wait_until(lambda: claim_of(cluster, namespace, claim_name(name)) is None, 60, "claim gone")
     stack.wait_no_ticket(user)

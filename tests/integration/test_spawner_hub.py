@@ -45,6 +45,7 @@ from .hubstack import (
     service_command,
     wait_for_service,
 )
+from .leftovers import leave_behind
 from .podrunner import PodRunner
 
 A100 = "NVIDIA A100-SXM4-80GB"
@@ -478,6 +479,65 @@ def test_a_rest_start_with_a_profile_gets_its_backend_and_the_default_profile_no
 # --- the browser ---------------------------------------------------------------------------------
 
 SCREENSHOT = REPO / "docs" / "images" / "options-form.png"
+
+
+RESTART_CASES = [
+    # backend, GPU limits on the pod (besides cpu/memory), what the hub log shows of the old pod
+    ("aispike", {}, "An earlier pod of this server still exists"),
+    ("hami", {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "8192"}, "Found existing pod"),
+    ("gpushare", {"aliyun.com/gpu-mem": "8"}, "Found existing pod"),
+    ("mig", {"nvidia.com/mig-1g.10gb": "1"}, "Found existing pod"),
+    ("nvidia", {"nvidia.com/gpu": "1"}, "Found existing pod"),
+]
+"""A server whose old pod still exists restarts with its GPU slice on every backend (issue 21).
+The native backend deletes the old pod (and its claim) before pinning; the device-plugin
+backends let KubeSpawner find it (409), delete it from inside the start and create the new one,
+which must neither cancel the start nor give back its ticket."""
+
+
+@pytest.mark.parametrize(("backend", "gpu_limits", "logged"), RESTART_CASES,
+                         ids=[c[0] for c in RESTART_CASES])
+def test_a_server_whose_old_pod_still_exists_restarts_with_its_slice(
+        stack: Stack, backend: str, gpu_limits: dict[str, str], logged: str) -> None:
+    user = stack.user() if backend == "aispike" else stack.user(backend)
+    server, options = "again", {"gpu_gib": 8, "cpu": 1, "memory_gib": 1}
+    name = stack.pod_name(user, server)
+    assert stack.start(user, server, options).status_code in (201, 202)
+    stack.wait_ready(user, server)
+    pod = stack.cluster.api.sanitize_for_serialization(stack.pod(user, server))
+    claim = stack.claim(claim_name(name)) if backend == "aispike" else None
+    assert (claim is not None) == (backend == "aispike")
+    # The hub loses track of the server while its pod (and claim) stay: stop it, then leave
+    # the same pod (and claim) behind again.
+    log_before = len(stack.hub.log_text())
+    stack.stop(user, server, wait=True)
+    wait_until(lambda: not stack.pod_exists(user, server), 60, "pod gone")
+    wait_until(lambda: not stack.admitted(user), 60, "ticket released")
+    if claim is not None:
+        wait_until(lambda: stack.claim(claim_name(name)) is None, 60, "claim gone")
+    old_uid = leave_behind(stack.cluster, stack.namespace, pod, claim)
+
+    assert stack.start(user, server, options).status_code in (201, 202)
+    stack.wait_ready(user, server)
+    new = stack.pod(user, server)
+    assert new.metadata.uid != old_uid
+    assert new.metadata.annotations["aispike.io/backend"] == backend
+    limits = dict(new.spec.containers[0].resources.limits)
+    assert {k: v for k, v in limits.items() if k not in ("cpu", "memory")} == gpu_limits
+    if backend == "aispike":  # the claim follows the new pod
+        now = stack.claim(claim_name(name))
+        assert now is not None, "the new pod lost its claim"
+        assert [o["uid"] for o in now["metadata"]["ownerReferences"]] == [new.metadata.uid]
+        assert now["status"]["allocation"]["devices"]["results"][0]["consumedCapacity"][
+            "memory"] == "8Gi"
+        assert new.spec.resource_claims[0].resource_claim_name == claim_name(name)
+    else:
+        assert not new.spec.resource_claims
+    assert logged in stack.hub.log_text()[log_before:]
+    assert len(stack.admitted(user)) == 1
+    stack.stop(user, server, wait=True)
+    wait_until(lambda: not stack.admitted(user), 60, "ticket released")
+    wait_until(lambda: not stack.pod_exists(user, server), 60, "pod gone")
 
 
 @pytest.mark.browser

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from jupyterhub.utils import exponential_backoff
 from kubespawner import KubeSpawner
 from traitlets.config import Config
 
@@ -73,13 +74,27 @@ def kube(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> SimpleNamespace:
     monkeypatch.setattr("kubernetes_asyncio.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION",
                         str(tmp_path / "kubeconfig"))
     fake = SimpleNamespace(start_seconds=0.0, start_error=None, stops=0, stop_inside=False,
-                           on_start=None)
+                           stop_in_retry=False, on_start=None)
 
     async def start(self: AISpikeSpawner) -> str:
         if fake.on_start is not None:  # the pod appears once KubeSpawner creates it
             fake.on_start()
         if fake.stop_inside:  # KubeSpawner's retry after a 409 stops the old pod itself
             await self.stop(True)
+        if fake.stop_in_retry:
+            # KubeSpawner's pod create finding the server's old pod (409): it stops the old
+            # pod and asks to be retried; JupyterHub's exponential_backoff runs each try as a
+            # task of its own (maybe_future)
+            tries: list[str] = []
+
+            async def create() -> bool:
+                tries.append("create")
+                if len(tries) == 1:
+                    await self.stop(True)
+                    return False
+                return True
+
+            await exponential_backoff(create, "pod not created", start_wait=0.01, timeout=30)
         await asyncio.sleep(fake.start_seconds)
         if fake.start_error is not None:
             raise fake.start_error
@@ -242,6 +257,29 @@ def test_kubespawners_own_stop_inside_the_start_does_not_end_it(
         await spawner.stop()
         assert await _state(spawner) == "unknown"
         assert placer.calls == ["pin", "release"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("gpu_gib", [40, 0])
+def test_kubespawners_409_retry_deletes_the_old_pod_and_the_start_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kube: SimpleNamespace,
+        gpu_gib: int) -> None:
+    """An old pod of the server still exists: KubeSpawner's create gets 409, stops (deletes) the
+    old pod from a retry task of its own and tries again.  That stop must not cancel the start
+    (which waits for the very task the stop runs in) nor give back its ticket or claim
+    (KubeSpawner 7.1.0's test_spawn_component_label_and_other_labels hung on this)."""
+    async def scenario() -> None:
+        placer = FakePlacer()
+        spawner = _spawner(tmp_path, monkeypatch, placer, gpu_gib)
+        kube.stop_in_retry = True
+        assert await asyncio.wait_for(spawner.start(), 20) == "http://pod:8888"
+        assert kube.stops == 1
+        assert await _state(spawner) == "admitted"
+        assert placer.calls == (["pin"] if gpu_gib else [])
+        await spawner.stop()
+        assert await _state(spawner) == "unknown"
+        assert kube.stops == 2
 
     asyncio.run(scenario())
 

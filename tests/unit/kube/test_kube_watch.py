@@ -125,7 +125,7 @@ def test_the_spawners_node_watcher_runs_the_same_loop() -> None:
         api = ScriptedApi(lists=[([node("n0", "1"), node("gone", "1")], "2")],
                           watches=[[("MODIFIED", node("n0", "3", gpus="4")),
                                     ("DELETED", deleted)]], stop=threading.Event())
-        watcher = NodeWatcher(api, watch_pods=False)
+        watcher = NodeWatcher(api, watch_pods=False, watch_slices=False)
         api.stop = watcher._stop  # the end of the script stops the watcher's loop
         watcher.start()
         await asyncio.wait_for(asyncio.shield(watcher.first_load), 5)

@@ -40,23 +40,36 @@ users: [{name: none, user: {}}]
 
 
 class FakeWatcher:
-    """The node watcher of non-native backends, with a fixed node list."""
+    """The node watcher of non-native backends, with a fixed node list (and, for nodes without
+    model labels, the models their DRA devices name: ``dra``, node name -> model)."""
 
-    def __init__(self, nodes: list[Node]) -> None:
+    def __init__(self, nodes: list[Node], dra: dict[str, str] | None = None) -> None:
         self._nodes = nodes
+        self.dra = dict(dra or {})
         self.first_load: asyncio.Future[None] | None = None
+
+    def _objects(self) -> list[dict[str, Any]]:
+        """Node objects made of the fixed nodes' labels and GPU counts."""
+        return [{"metadata": {"name": n.name, "labels": dict(n.labels)},
+                 "status": {"allocatable": {"nvidia.com/gpu": str(len(n.gpus))}}}
+                for n in self._nodes]
 
     def nodes(self, *_args: Any) -> list[Node]:
         return list(self._nodes)
 
     def model_labels_in_use(self, labels: Any) -> tuple[str, ...]:
-        """The real rule over Node objects made of the fixed nodes' labels and GPU counts."""
+        """The real rule over the fixed nodes."""
         from aispike_hub.spawner.nodes import model_labels_in_use
 
-        return model_labels_in_use(
-            [{"metadata": {"name": n.name, "labels": dict(n.labels)},
-              "status": {"allocatable": {"nvidia.com/gpu": str(len(n.gpus))}}}
-             for n in self._nodes], labels)
+        return model_labels_in_use(self._objects(), labels)
+
+    def dra_only_nodes(self, labels: Any) -> dict[str, str]:
+        """The real rule over the fixed nodes and their DRA models."""
+        from aispike_hub.kube.dra_models import DraModel
+        from aispike_hub.spawner.nodes import dra_only_nodes
+
+        return dra_only_nodes(self._objects(), {n: DraModel(m) for n, m in self.dra.items()},
+                              labels)
 
 
 class FakePlacer:
