@@ -49,6 +49,7 @@ from .conftest import (
     unavailable,
     wait_until,
 )
+from .leftovers import claim_of
 from .podrunner import Kubelet, PodRunner, kubelet_unavailable
 
 CHART = REPO / "helm" / "aispike-hub"
@@ -256,16 +257,6 @@ def read_only_root(pid: int) -> bool:
     return "ro" in root_options
 
 
-def claim_or_none(cluster: TestCluster, namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        return dict(cluster.custom.get_namespaced_custom_object(
-            "resource.k8s.io", "v1", namespace, "resourceclaims", name))
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
-
-
 def proxy_url(cluster: TestCluster, runner: PodRunner, namespace: str, release: str) -> str:
     base = f"app.kubernetes.io/instance={release},app.kubernetes.io/component=proxy"
     pod = wait_until(lambda: only_pod(cluster, namespace, base), 60, "one proxy pod")
@@ -347,7 +338,7 @@ def start_a_gpu_notebook(cluster: TestCluster, runner: PodRunner, namespace: str
     assert GPU_MODEL_LABEL in nodes[pod.spec.node_name], pod.spec.node_name
     # ... with the claim the hub's placer pinned, allocated by kube-scheduler as pinned.
     claim_name = pod.spec.resource_claims[0].resource_claim_name
-    claim = claim_or_none(cluster, namespace, claim_name)
+    claim = claim_of(cluster, namespace, claim_name)
     assert claim is not None
     # Both name the hub (the chart's default hub id is <namespace>.<release>) and the server.
     hub_id = f"{namespace}.{release}".lower()[:63].strip(".-")
@@ -413,7 +404,7 @@ def start_a_gpu_notebook(cluster: TestCluster, runner: PodRunner, namespace: str
                and not cluster.core.list_namespaced_pod(
                    namespace, label_selector="component=singleuser-server").items,
                90, "notebook pod deleted")
-    wait_until(lambda: claim_or_none(cluster, namespace, claim_name) is None, 60,
+    wait_until(lambda: claim_of(cluster, namespace, claim_name) is None, 60,
                "pinned claim deleted")
     wait_until(lambda: notebook.process.poll() is not None, 30, "notebook process ended")
     pvc = cluster.core.read_namespaced_persistent_volume_claim(f"claim-{user.name}", namespace)
