@@ -56,9 +56,9 @@ from traitlets.config import LoggingConfigurable
 
 from aispike_hub import metrics
 from aispike_hub.admission.replace import claimed_request, place_preferring, single_node_state
-from aispike_hub.admission.wire import assignment_from_dict, request_from_dict
 from aispike_hub.kube import repin as repinning
 from aispike_hub.kube.api import error_text
+from aispike_hub.kube.asking import AskAdmission, GpuRef, NotPlaced, ask_admission, where
 from aispike_hub.kube.claims import (
     PinnedGpu,
     Placement,
@@ -91,17 +91,6 @@ log = logging.getLogger(__name__)
 
 AdmitHook = Callable[[str, str, SliceRequest], Sequence[str]]
 """``(namespace, server, request) -> reasons to refuse`` (empty: admitted).  The quota engine."""
-
-GpuRef = tuple[str, int]
-"""``(node, gpu index)``: one GPU, as the placer tells admission which rooms its view refuted."""
-
-AskAdmission = Callable[[str, tuple[GpuRef, ...]], Mapping[str, Any]]
-"""``(prefer_node, refuted) -> admission's place answer`` for the server being pinned (the
-service's ``POST api/place`` or the in-process admission's ``place``: ``placed``,
-``assignment``, ``request``, ``reasons``).  ``refuted``: the GPUs of earlier answers (and of the
-ticket's assignment) that the hub's view sees taken, which admission leaves out of this
-decision.  Called from the placer's thread, outside the inventory lock; raises
-:class:`PlacementRefused` with the reason when admission cannot be asked (fail closed)."""
 
 Progress = Callable[[str], None]
 
@@ -255,17 +244,17 @@ class Placer(LoggingConfigurable):
             assert ask is not None
             if asks >= self.ask_attempts:
                 metrics.placement_decided("hub", time.perf_counter() - started, False)
-                where = _where(prefer) if prefer is not None else "no place"
+                placed_on = where(prefer) if prefer is not None else "no place"
                 raise PlacementRefused((
-                    f"admission placed {key} on {where}, but the hub sees that room "
+                    f"admission placed {key} on {placed_on}, but the hub sees that room "
                     f"taken ({refuted or 'not asked'}); asked {asks} "
                     f"time{'s' if asks != 1 else ''}, the two views still disagree: try "
                     "again shortly",))
             if asks:
                 time.sleep(self.ask_pause_seconds)  # let the service's watch catch up
             try:
-                prefer, request = self._ask(ask, prefer_node, request, tuple(taken))
-            except _NotPlaced:
+                prefer, request = ask_admission(ask, prefer_node, request, tuple(taken))
+            except NotPlaced:
                 asks += 1
                 if not taken or asks >= self.ask_attempts:
                     raise
@@ -280,33 +269,6 @@ class Placer(LoggingConfigurable):
         with self._pinned_lock:
             self._pinned_at[key] = time.monotonic()
         return placement, decision.candidates
-
-    @staticmethod
-    def _ask(ask: AskAdmission, prefer_node: str, request: SliceRequest,
-             refuted: tuple[GpuRef, ...] = ()) -> tuple[Assignment, SliceRequest]:
-        """Admission's fresh place for this server and the request it placed (``request``
-        narrowed to the user's GPU models, rounded as the claim holds it).  Raises
-        :class:`PlacementRefused` with admission's reasons when it placed nothing, or when its
-        answer is not for this request (a stale ticket)."""
-        answer = ask(prefer_node, refuted)
-        if not answer.get("placed") or not answer.get("assignment"):
-            reasons = (tuple(str(r) for r in answer.get("reasons") or ())
-                       or ("admission found no place for this server",))
-            if refuted:
-                gpus = ", ".join(f"{node} GPU {index}" for node, index in refuted)
-                reasons += (f"admission left out {gpus}, which the hub sees taken",)
-            raise _NotPlaced(reasons)
-        try:
-            fresh = assignment_from_dict(answer["assignment"])
-            placed = _for_scheduler(request_from_dict(answer.get("request")))
-        except (KeyError, TypeError, ValueError) as e:
-            raise PlacementRefused((f"admission answered a malformed place: {e}",)) from None
-        if (replace(placed, allowed_models=request.allowed_models) != request
-                or (request.allowed_models and not placed.allowed_models
-                    <= request.allowed_models)):
-            raise PlacementRefused(("admission placed a different request than this start "
-                                    "asks; stop the server and start it again",))
-        return fresh, placed
 
     @staticmethod
     def _placement(
@@ -602,17 +564,6 @@ class Placer(LoggingConfigurable):
                                 error_text(e))
         self.inventory.drop(namespace, claim_name(server))
 
-
-
-class _NotPlaced(PlacementRefused):
-    """Admission answered, and placed nothing (not: could not be asked)."""
-
-
-def _where(a: Assignment) -> str:
-    """``node n-1 GPU 0 (8192 MiB)``: an assignment in a reason users and admins read."""
-    gpus = ", ".join(f"{i} ({mib} MiB)" for i, mib in zip(a.gpu_indices, a.gpu_memory_mib,
-                                                         strict=True))
-    return f"node {a.node}" + (f" GPU {gpus}" if gpus else "")
 
 
 honours = still_fits
