@@ -255,7 +255,8 @@ class DemoApp(Application):
 
     def write_config(self) -> Path:
         """Write the hub's, the service's and the notebooks' config under ``workdir``."""
-        from aispike_hub.spawner.local import LocalGPUSpawner, parse_simulated
+        from aispike_hub.spawner.local import LocalGPUSpawner
+        from aispike_hub.spawner.machine import parse_simulated
 
         simulated = self.simulated_gpus()
         if simulated:

@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import os
 import pwd
-import re
 import socket
 from collections.abc import Mapping
 from dataclasses import replace
@@ -47,10 +46,8 @@ from aispike_hub.admission.client import AdmissionClient
 from aispike_hub.admission.hub import admit_or_raise, fit_preview, form_choice_within_quota
 from aispike_hub.admission.protocol import Admission
 from aispike_hub.admission.wire import assignment_from_dict, assignment_to_dict
-from aispike_hub.contract import INVENTORY_LABEL
 from aispike_hub.isolation_env import IsolationSettings, assignment_env
 from aispike_hub.isolation_env import no_gpu_env as isolation_no_gpu_env
-from aispike_hub.kube.nodespec import nodes_from_spec
 from aispike_hub.model import GIB_IN_MIB, Assignment, Node, SliceRequest
 from aispike_hub.placement.engine import POLICY_NAMES, PlacementEngine
 from aispike_hub.placement.state import ClusterState
@@ -64,79 +61,19 @@ from aispike_hub.spawner.form import (
     settings_from_config,
     to_request,
 )
+from aispike_hub.spawner.machine import (
+    describe_gpus,
+    machine_memory_mib,
+    machine_spec,
+    node_of_spec,
+)
 from aispike_hub.spawner.settings import SpawnerFormSettings
-from aispike_hub.units import MIB
 
 """Node label saying where the GPUs come from: ``nvml`` or ``simulated``."""
 STATE_KEY = "aispike_assignment"
 """Key of the server's slice (an assignment document) in its spawner state."""
 LOCAL_BACKEND = "local"
 """``AISPIKE_BACKEND`` of servers started by this spawner."""
-
-_GROUP = re.compile(
-    r"^\s*(?:(\d+)\s*[x×]\s*)?(.+?)\s+(\d+(?:\.\d+)?)\s*(GB|GiB|G|Gi)\s*$", re.IGNORECASE)
-
-
-class InventoryError(ValueError):
-    """A simulated inventory that cannot be read; the message says how to write one."""
-
-
-def parse_simulated(text: str) -> list[dict[str, Any]]:
-    """GPU groups of a simulated inventory, in the node spec's format.
-
-    ``"2x A100 80GB"`` -> ``[{"model": "A100 80GB", "memory": "80Gi", "count": 2}]``; several
-    groups are separated by commas or "+" (``"2x A100 80GB + 1x T4 16GB"``).  The memory is the
-    last number with a GB/GiB unit (GPU makers' GB are GiB).
-    """
-    groups = []
-    for part in re.split(r"[,+]", text):
-        if not part.strip():
-            continue
-        match = _GROUP.match(part)
-        if match is None:
-            raise InventoryError(
-                f"cannot read {part.strip()!r} as GPUs: write e.g. '2x A100 80GB' (count, model, "
-                "memory per GPU), several separated by '+'")
-        count, model, memory, _unit = match.groups()
-        gib = float(memory)
-        if not 0 < gib <= 4096 or int(count or 1) < 1 or int(count or 1) > 64:
-            raise InventoryError(f"{part.strip()!r}: 1-64 GPUs of 1-4096 GB each")
-        groups.append({"model": f"{model.strip()} {memory}GB", "memory": f"{int(gib * 1024)}Mi",
-                       "count": int(count or 1)})
-    if not groups:
-        raise InventoryError("the simulated inventory is empty: write e.g. '2x A100 80GB'")
-    return groups
-
-
-def machine_spec(node_name: str, cpu_milli: int, memory_mib: int, simulated: str = "",
-                 gpus: Any = ()) -> dict[str, Any]:
-    """This machine as a node spec (:mod:`aispike_hub.kube.nodespec`): simulated GPU groups,
-    or the GPUs an NVML reading found (``gpus``: :class:`aispike_hub.model.Gpu`)."""
-    if simulated:
-        groups = parse_simulated(simulated)
-    else:
-        groups = [{"model": g.model, "memory": f"{g.memory_mib}Mi", "count": 1, "uuid": g.uuid,
-                   "nvlinkDomain": g.nvlink_domain, "pcieSwitch": g.pcie_switch,
-                   "numaNode": g.numa_node, "mig": g.mig_profile} for g in gpus]
-    return {"nodes": [{
-        "name": node_name, "cpu": f"{cpu_milli}m", "memory": f"{memory_mib}Mi",
-        "labels": {INVENTORY_LABEL: "simulated" if simulated else "nvml"},
-        "gpus": groups,
-    }]}
-
-
-def node_of_spec(spec: Mapping[str, Any]) -> Node:
-    (only,) = nodes_from_spec(spec)
-    return only.node
-
-
-def describe_gpus(node: Node) -> str:
-    """"2x A100 80GB" style summary of a node's GPUs."""
-    counts: dict[str, int] = {}
-    for g in node.gpus:
-        counts[g.model] = counts.get(g.model, 0) + 1
-    return " + ".join(f"{n}x {m}" for m, n in counts.items()) or "no GPU"
-
 
 def slice_env(node: Node, assignment: Assignment, settings: IsolationSettings,
               request: SliceRequest) -> dict[str, str]:
@@ -153,13 +90,6 @@ def slice_env(node: Node, assignment: Assignment, settings: IsolationSettings,
 def no_gpu_env() -> dict[str, str]:
     """A CPU-only server sees no GPU at all."""
     return isolation_no_gpu_env(LOCAL_BACKEND)
-
-
-def _machine_memory_mib() -> int:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) // MIB
-    except (ValueError, OSError, AttributeError):
-        return 16 * 1024
 
 
 class LocalGPUSpawner(LocalProcessSpawner, SpawnerFormSettings):  # type: ignore[misc]
@@ -285,7 +215,7 @@ class LocalGPUSpawner(LocalProcessSpawner, SpawnerFormSettings):  # type: ignore
     def spec(self) -> dict[str, Any]:
         """This machine as a node spec (what the AISpike service is given as its inventory)."""
         cpu = int((self.machine_cpus or float(os.cpu_count() or 1)) * 1000)
-        mem = self.machine_memory_gib * GIB_IN_MIB or _machine_memory_mib()
+        mem = self.machine_memory_gib * GIB_IN_MIB or machine_memory_mib()
         if self.simulated:
             return machine_spec(self.node_name, cpu, mem, simulated=self.simulated_gpus)
         from aispike_hub.agent.nvml import read_machine

@@ -303,7 +303,7 @@ c.KubeSpawner.http_timeout = 60
 
 def _local_setup(machine: dict[str, Any], workdir: Path, admission: bool) -> SpawnerSetup:
     from aispike_hub.model import GIB_IN_MIB
-    from aispike_hub.spawner.local import machine_spec
+    from aispike_hub.spawner.machine import machine_spec
 
     simulated = simulated_inventory(machine)
     cpus = float(str(machine.get("cpu", "64")))

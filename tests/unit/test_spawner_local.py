@@ -10,13 +10,8 @@ import pytest
 
 from aispike_hub.agent.dra import IsolationSettings
 from aispike_hub.model import GIB_IN_MIB, SliceRequest
-from aispike_hub.spawner.local import (
-    STATE_KEY,
-    InventoryError,
-    LocalGPUSpawner,
-    parse_simulated,
-    slice_env,
-)
+from aispike_hub.spawner.local import STATE_KEY, LocalGPUSpawner, slice_env
+from aispike_hub.spawner.machine import InventoryError, parse_simulated
 
 
 @pytest.fixture(autouse=True)
