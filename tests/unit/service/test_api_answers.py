@@ -384,6 +384,9 @@ def test_fit_answers_for_the_caller_with_their_groups(api: API) -> None:
     fit = api.ok("POST", "api/fit", {"user": "bob", "request": {"gpu_memory_mib": 20 * GIB}},
                  "hub")
     assert fit["verdict"] == "admit", fit
+    # a service has no hub groups: it is asked about as a user of none (not a 500)
+    fit = api.ok("POST", "api/fit", {"request": {"gpu_memory_mib": 20 * GIB}}, "hub")
+    assert fit["verdict"] == "admit", fit
 
 
 def test_quota_counts_the_groups_of_whom_it_is_for(api: API) -> None:
@@ -411,3 +414,6 @@ def test_a_place_reads_server_and_prefer_node(api: API) -> None:
     api.ok("POST", "api/place", {"user": "alice", "prefer_node": "a-0"}, "hub")
     places = [e["detail"]["prefer_node"] for e in api.audit("?action=admission.place")]
     assert places == ["a-0", ""]
+    api.ok("POST", "api/admissions", {**BOB, "server": "gpu"}, "hub")
+    answer = api.ok("POST", "api/place", {"user": "bob", "server": "gpu"}, "hub")
+    assert (answer["server"], answer["state"], answer["placed"]) == ("gpu", "admitted", True)
