@@ -41,6 +41,9 @@ ERRORS: list[tuple[str, str, Any, str, dict[str, Any]]] = [
     ("POST", "api/panel/idle/" + "7" * 80 + "//stop", {}, "admin",
      {"error": 'confirm: confirm the stop by sending {"confirm": "' + "7" * 59 + '…"}',
       "status": 400, "field": "confirm"}),
+    # confirmed: past the check, on to the hub (a stand-in address nothing answers)
+    ("POST", "api/panel/idle/alice//stop", {"confirm": "alice/"}, "admin",
+     {"error": "the hub did not stop alice/; see the service log", "status": 502}),
     ("GET", "api/idle/servers/alice/", None, "admin",
      {"error": "no running server alice/ in the idle report", "status": 404}),
 ]
@@ -77,6 +80,11 @@ async def _raw(calls: API, path: str) -> bytes:
     return bytes(resp.body)
 
 
+def test_the_map_reads_its_filters(api: API) -> None:  # noqa: F811
+    view = api.ok("GET", "api/panel/map?node=a-0")
+    assert view["filter"] == {"model": "", "node": "a-0", "pool": "", "group": "", "user": ""}
+
+
 def test_the_idle_report_filters_by_verdict(api: API) -> None:  # noqa: F811
     report = api.ok("GET", "api/idle/report")
     assert report["servers"] == [] and report["stale"] is True, report
@@ -90,6 +98,7 @@ def test_a_refused_page_is_the_panel_error_page(api: API) -> None:  # noqa: F811
     page = answer.doc.decode() if isinstance(answer.doc, bytes) else str(answer.doc)
     assert f"the admin panel needs the scope {ADMIN_SCOPE}" in page, page
     assert '<h1 class="h4">403</h1>' in page and 'user: "alice"' in page, page
+    assert 'xsrf_token: "",' in page, page  # an error page carries no form token
     assert answer.headers["Cache-Control"] == "no-store"
 
 
