@@ -10,6 +10,7 @@ stand-in.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -17,9 +18,11 @@ from test_api_answers import API, api  # noqa: F401 (the fixture)
 from test_auth_scopes import PREFIX
 from tornado import httpclient
 
+from aispike_hub.idle.policy import IdleRule, ServerSignals, assess, decide
 from aispike_hub.service.api import ADMIN_SCOPE, ServiceContext
 from aispike_hub.service.idle import IdleMonitor
 from aispike_hub.service.idle.handlers import idle_handlers
+from aispike_hub.service.idle.monitor import ServerEntry
 from aispike_hub.service.panel import AdminPanel
 from aispike_hub.service.panel.handlers import panel_handlers
 
@@ -85,10 +88,37 @@ def test_the_map_reads_its_filters(api: API) -> None:  # noqa: F811
     assert view["filter"] == {"model": "", "node": "a-0", "pool": "", "group": "", "user": ""}
 
 
+def _monitor(calls: API) -> IdleMonitor:
+    """The idle monitor behind the service's routes (it has not polled: no hub here)."""
+    for rule in calls.svc.app.wildcard_router.rules:
+        monitor = (rule.target_kwargs or {}).get("monitor")
+        if isinstance(monitor, IdleMonitor):
+            return monitor
+    raise AssertionError("no idle route")
+
+
+def _entry(user: str, last_activity: float, now: float) -> ServerEntry:
+    rule = IdleRule(mode="stop", timeout=60, grace=30)
+    signals = ServerSignals(user, "", started=0.0, hub_last_activity=last_activity)
+    assessment = assess(signals, rule, now)
+    return ServerEntry(user, "", ("lab",), rule, assessment, decide(assessment, rule, None, now),
+                       None)
+
+
 def test_the_idle_report_filters_by_verdict(api: API) -> None:  # noqa: F811
     report = api.ok("GET", "api/idle/report")
     assert report["servers"] == [] and report["stale"] is True, report
-    assert api.ok("GET", "api/idle/report?verdict=idle")["servers"] == []
+    now = time.time()
+    _monitor(api).entries = {("alice", ""): _entry("alice", now - 3600, now),
+                             ("bob", ""): _entry("bob", now, now)}
+    verdicts = {s["user"]: s["verdict"] for s in api.ok("GET", "api/idle/report")["servers"]}
+    assert verdicts == {"alice": "idle", "bob": "active"}, verdicts
+    idle = api.ok("GET", "api/idle/report?verdict=idle")["servers"]
+    assert [s["user"] for s in idle] == ["alice"]
+    row = api.ok("GET", "api/idle/servers/alice/", who="alice")
+    assert (row["user"], row["verdict"], row["stale"]) == ("alice", "idle", True), row
+    assert "generated_at" in row and row["idle_since"], row
+    assert api.ok("GET", "api/idle/servers/bob/", who="culler")["verdict"] == "active"
 
 
 def test_a_refused_page_is_the_panel_error_page(api: API) -> None:  # noqa: F811
