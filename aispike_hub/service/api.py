@@ -83,7 +83,7 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = getattr(exc, "log_message", None) or self._reason
+        message = _text_of(exc) or self._reason
         out: dict[str, Any] = {"error": message, "status": status_code}
         field = getattr(exc, "field", None)
         if field:
@@ -142,13 +142,29 @@ class HealthHandler(web.RequestHandler):
         self.finish('{"ok": true}')
 
 
+_TORNADO_ESCAPES = hasattr(web.HTTPError, "get_message")
+"""Tornado 6.5+ doubles each ``%`` of ``HTTPError.log_message`` itself (its logging formats
+it) and gives the text as raised by ``get_message()``; older versions log ``log_message`` as a
+format string, so a ``%`` must be doubled here."""
+
+
+def _text_of(exc: object) -> str | None:
+    """The message of an ``HTTPError`` as raised: ``log_message`` is the %-escaped form on
+    tornado 6.5+, which showed callers ``%%`` for each ``%`` of a name they sent."""
+    get_message = getattr(exc, "get_message", None)
+    if callable(get_message):
+        return cast("str | None", get_message())
+    return cast("str | None", getattr(exc, "log_message", None))
+
+
 class FieldError(web.HTTPError):
     """A 400 naming the field; the message is cut to 300 characters (values are quoted
     short where they are made: :func:`aispike_hub.sanity.shorten`)."""
 
     def __init__(self, field: str, message: str) -> None:
         field = shorten_text(field, SHORT)
-        super().__init__(400, shorten_text(f"{field}: {message}", 300).replace("%", "%%"))
+        text = shorten_text(f"{field}: {message}", 300)
+        super().__init__(400, text if _TORNADO_ESCAPES else text.replace("%", "%%"))
         self.field = field
 
 
