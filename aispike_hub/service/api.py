@@ -83,7 +83,7 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = _text_of(exc) or self._reason
+        message = error_text(exc) or self._reason
         out: dict[str, Any] = {"error": message, "status": status_code}
         field = getattr(exc, "field", None)
         if field:
@@ -148,7 +148,7 @@ it) and gives the text as raised by ``get_message()``; older versions log ``log_
 format string, so a ``%`` must be doubled here."""
 
 
-def _text_of(exc: object) -> str | None:
+def error_text(exc: object) -> str | None:
     """The message of an ``HTTPError`` as raised: ``log_message`` is the %-escaped form on
     tornado 6.5+, which showed callers ``%%`` for each ``%`` of a name they sent."""
     get_message = getattr(exc, "get_message", None)

@@ -14,7 +14,13 @@ from jupyterhub.services.auth import HubOAuthenticated, check_scopes
 from tornado import web
 
 from aispike_hub.kube import rejections
-from aispike_hub.service.api import ADMIN_SCOPE, ADMIT_SCOPE, APIHandler, ServiceContext
+from aispike_hub.service.api import (
+    ADMIN_SCOPE,
+    ADMIT_SCOPE,
+    APIHandler,
+    ServiceContext,
+    error_text,
+)
 from aispike_hub.service.idle import IDLE_SCOPE
 from aispike_hub.service.panel.pages import (
     HERE,
@@ -71,7 +77,7 @@ class PageHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = getattr(exc, "log_message", None) or self._reason
+        message = error_text(exc) or self._reason
         user = getattr(self, "_hub_auth_user_cache", None)
         self.finish(self.panel.render("panel/error.html", user, "", status_code=status_code,
                                       message=message, page_title="Error", active=""))

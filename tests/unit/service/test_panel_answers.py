@@ -156,3 +156,15 @@ def test_routes_keep_a_prefix_that_ends_like_a_strip(api: API) -> None:  # noqa:
     assert idle_handlers("/services/boX/", ctx, monitor)[0][0] == "/services/boX/api/idle/report"
     panel = AdminPanel(ctx, monitor, "/services/boX/", hub_prefix="/hub/")
     assert panel_handlers(panel)[0][0] == "/services/boX/?"
+
+
+def test_an_error_text_keeps_a_percent_as_raised() -> None:
+    """The API's and the panel's error pages read one function: a ``%`` a caller sent (a
+    name, a field) is shown once, whatever tornado does to ``log_message``."""
+    from tornado import web
+
+    from aispike_hub.service.api import FieldError, error_text
+
+    assert error_text(web.HTTPError(404, "no server a%b")) == "no server a%b"
+    assert error_text(FieldError("a%b", "unknown field")) == "a%b: unknown field"
+    assert error_text(None) is None
