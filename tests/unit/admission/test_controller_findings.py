@@ -1,0 +1,270 @@
+"""The admission controller's answers, exactly (issue 26 item 7: what mutation testing found).
+
+Each test pins a value a caller reads: a whole ticket, the form's preview, the quota summary,
+the preemption warning and plan, the audit of a policy change, and the boundaries: exactly
+filling a GPU, exactly at a quota, the queue deadline and the preemption grace exactly reached,
+ties in the queue order, a re-used ticket checked against a new request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from unit.admission.test_controller import Clock, _audit, controller, gib
+from unit.service.service_fixtures import GIB
+
+from aispike_hub.admission.controller import AdmissionController, _diff, _seconds_between
+from aispike_hub.quota import User, policy_to_dict
+from aispike_hub.service.store import Store
+
+UNLIMITED = dict.fromkeys(("gpu_memory_mib", "gpus", "cpu_milli", "memory_mib", "servers"))
+
+
+def charge(mib: int) -> dict[str, int]:
+    return {"gpu_memory_mib": mib, "gpus": 1, "cpu_milli": 0, "memory_mib": 0, "servers": 1}
+
+
+def request_doc(mib: int) -> dict[str, object]:
+    return {"gpu_count": 1, "gpu_memory_mib": mib, "gpu_share_milli": 0, "cpu_milli": 0,
+            "memory_mib": 0, "allowed_models": [], "image": "", "datasets": []}
+
+
+def assignment(owner: str, mib: int) -> dict[str, object]:
+    return {"node": "node-0", "gpu_indices": [0], "gpu_memory_mib": [mib], "cpu_milli": 0,
+            "memory_mib": 0, "owner": owner}
+
+
+def test_an_admitted_ticket_exactly_filling_the_gpu_is_whole() -> None:
+    svc = controller(Clock())
+    ticket = svc.admit(User("intern"), "train", gib(80), "hub")
+    assert ticket.as_dict() == {
+        "user": "intern", "server": "train", "state": "admitted", "reasons": [],
+        "position": 0, "queue_length": 0, "tier": "low", "priority_class": "aispike-low",
+        "borrowed": False, "assignment": assignment("intern/train", 80 * GIB),
+        "charge": charge(80 * GIB), "preempting": [], "ceiling": UNLIMITED}
+    assert svc.admitted() == [ticket]
+    assert svc.status("intern", "train") == ticket
+    (audit,) = _audit(svc)
+    assert audit == {"action": "admission.admitted", "target": "intern/train",
+                     "detail": {"reasons": [], "tier": "low", "borrowed": False,
+                                "request": request_doc(80 * GIB),
+                                "assignment": assignment("intern/train", 80 * GIB)}}
+
+
+def test_a_preempting_ticket_its_warning_and_its_plan_exactly() -> None:
+    clock = Clock()
+    svc = controller(clock, preemption_grace=30)
+    svc.admit(User("intern"), "train", gib(60), "hub")
+    ticket = svc.admit(User("boss"), "urgent", gib(40), "hub")
+    assert ticket.as_dict() == {
+        "user": "boss", "server": "urgent", "state": "queued",
+        "reasons": ["the cluster has no room for it now",
+                    "no NVIDIA A100-SXM4-80GB has 40 GiB free (largest free: 20 GiB)",
+                    "stopping 1 lower-priority server(s) to make room (intern's 'train'); "
+                    "grace 30 s"],
+        "position": 1, "queue_length": 1, "tier": "high", "priority_class": "aispike-high",
+        "borrowed": False, "assignment": None, "charge": charge(40 * GIB),
+        "preempting": ["intern/train"], "ceiling": UNLIMITED}
+    ((notice),) = svc.store.notices("intern")
+    assert (notice["server"], notice["kind"], notice["message"]) == (
+        "train", "preemption-warning",
+        "Your server 'train' will be stopped in 30 s: a tier 'high' server needs its room "
+        "and the cluster is full. Save your work.")
+    plan = [e for e in _audit(svc) if e["action"] == "preemption.plan"]
+    assert plan == [{"action": "preemption.plan", "target": "intern/train",
+                     "detail": {"for": "boss/urgent", "tier": "high", "victim_tier": "low",
+                                "borrowed": False}}]
+    # Planned once: processing again neither warns twice nor plans a second victim.
+    svc.process()
+    assert len(svc.store.notices("intern")) == 1
+    # The grace exactly over: due (the deadline is inclusive); one microsecond before: not.
+    clock.now += dt.timedelta(seconds=30, microseconds=-1)
+    assert svc.due_preemptions() == []
+    clock.now += dt.timedelta(microseconds=1)
+    assert [(u, s) for u, s, _ in svc.due_preemptions()] == [("intern", "train")]
+
+
+def test_a_default_server_is_named_default_in_the_warning() -> None:
+    svc = controller(Clock(), preemption_grace=2.5)
+    svc.admit(User("intern"), "", gib(60), "hub")
+    ticket = svc.admit(User("boss"), "", gib(40), "hub")
+    assert ticket.reasons[-1] == ("stopping 1 lower-priority server(s) to make room "
+                                  "(intern's 'default'); grace 2.5 s")
+    assert svc.store.notices("intern")[0]["message"].startswith(
+        "Your server 'default' will be stopped in 2.5 s: ")
+
+
+def test_the_queue_deadline_exactly_reached_gives_up() -> None:
+    clock = Clock()
+    svc = controller(clock, queue_timeout=60)
+    svc.admit(User("ann"), "a", gib(60), "hub")
+    svc.admit(User("bob"), "b", gib(40), "hub")
+    clock.now += dt.timedelta(seconds=60, microseconds=-1)
+    svc.process()
+    assert svc.status("bob", "b").state == "queued"
+    clock.now += dt.timedelta(microseconds=1)
+    svc.process()
+    gone = svc.status("bob", "b")
+    assert gone.as_dict()["state"] == "expired"
+    assert gone.reasons == ["gave up after 60 s in the queue: the cluster has no room for it "
+                            "now; no NVIDIA A100-SXM4-80GB has 40 GiB free (largest free: "
+                            "20 GiB)"]
+    assert gone.position == 0 and gone.preempting == []
+    (notice,) = svc.store.notices("bob")
+    assert (notice["kind"], notice["message"]) == ("expired", gone.reasons[0])
+    assert _audit(svc)[0] == {"action": "admission.expired", "target": "bob/b",
+                              "detail": {"reason": gone.reasons[0]}}
+
+
+def test_queue_ties_keep_arrival_order_and_an_admitted_start_gets_a_new_seq() -> None:
+    clock = Clock()
+    svc = controller(clock)
+    svc.admit(User("ann"), "a", gib(80), "hub")
+    for name in ("b", "c", "d"):
+        svc.admit(User(name), name, gib(40), "hub")
+    assert [(t.user, t.position, t.queue_length) for t in svc.queue()] == [
+        ("b", 1, 3), ("c", 2, 3), ("d", 3, 3)]
+    svc.release("ann", "a", "hub")
+    assert [t.user for t in svc.admitted()] == ["b", "c"]
+    assert [(t.user, t.position) for t in svc.queue()] == [("d", 1)]
+
+
+def test_strict_fifo_stops_at_the_first_request_that_waits() -> None:
+    svc = controller(Clock(), strict_fifo=True)
+    svc.admit(User("ann"), "a", gib(60), "hub")
+    assert svc.admit(User("bob"), "b", gib(40), "hub").state == "queued"
+    # 20 GiB would fit, but it waits behind bob.
+    assert svc.admit(User("cid"), "c", gib(20), "hub").state == "queued"
+    lax = controller(Clock())
+    lax.admit(User("ann"), "a", gib(60), "hub")
+    lax.admit(User("bob"), "b", gib(40), "hub")
+    assert lax.admit(User("cid"), "c", gib(20), "hub").state == "admitted"
+
+
+def test_a_quota_exactly_reached_is_admitted_one_mib_more_is_refused() -> None:
+    svc = controller(Clock())
+    svc.set_policy({"users": {"bob": {"quota": {"gpu_memory": "40Gi"}}}}, "admin")
+    assert svc.admit(User("bob"), "a", gib(20), "hub").state == "admitted"
+    assert svc.admit(User("bob"), "b", gib(20), "hub").state == "admitted"
+    refused = svc.admit(User("bob"), "c", gib(1), "hub")
+    assert refused.state == "refused" and refused.tier == "normal"
+    assert refused.position == 0 and refused.assignment is None
+    refusal = _audit(svc)[0]
+    assert refusal["action"] == "admission.refuse" and refusal["target"] == "bob/c"
+    assert refusal["detail"] == {"reasons": refused.reasons, "request": request_doc(GIB)}
+    summary = svc.quota_summary(User("bob"))
+    assert summary == {
+        "user": "bob", "tier": "normal",
+        "usage": {"gpu_memory_mib": 40 * GIB, "gpus": 2, "cpu_milli": 0, "memory_mib": 0,
+                  "servers": 2},
+        "limits": {**UNLIMITED, "gpu_memory_mib": 40 * GIB},
+        "borrowing": dict.fromkeys(UNLIMITED, 0), "max_slice_mib": None,
+        "servers": [{"server": "a", "charge": charge(20 * GIB)},
+                    {"server": "b", "charge": charge(20 * GIB)}]}
+    assert svc.status("bob", "a").ceiling == {**UNLIMITED, "gpu_memory_mib": 40 * GIB}
+
+
+def test_the_fit_preview_exactly() -> None:
+    svc = controller(Clock())
+    svc.admit(User("bob"), "a", gib(60), "hub")
+    assert svc.fit(User("bob"), gib(20)) == {
+        "verdict": "admit", "reasons": [], "fits_now": True, "candidates": 1,
+        "placement_reasons": [], "tier": "normal", "borrowed": False,
+        "charge": charge(20 * GIB), "usage": charge(60 * GIB), "limits": UNLIMITED}
+    full = svc.fit(User("cid"), gib(21))
+    assert (full["verdict"], full["fits_now"], full["candidates"]) == ("queue", False, 0)
+    assert full["usage"] == {**charge(0), "gpus": 0, "servers": 0}
+    assert full["placement_reasons"] == [
+        "no NVIDIA A100-SXM4-80GB has 21 GiB free (largest free: 20 GiB)"]
+
+
+def test_a_policy_change_is_audited_as_a_diff_and_re_processes_the_queue() -> None:
+    svc = controller(Clock())
+    svc.admit(User("ann"), "a", gib(60), "hub")
+    assert svc.admit(User("intern"), "b", gib(40), "hub").state == "queued"
+    version = svc.set_policy({"users": {"boss": {"tier": "high"},
+                                        "intern": {"tier": "low",
+                                                   "quota": {"gpu_memory": "30Gi"}}}},
+                             "admin", target="users/intern")
+    assert version == 1
+    audit = _audit(svc)[1]
+    assert audit == {"action": "policy.update", "target": "users/intern",
+                     "detail": {"before": {"users": {"intern": {"tier": "low"}}},
+                                "after": {"users": {"intern": {"tier": "low", "quota":
+                                                               {"gpu_memory": "30Gi"}}}},
+                                "version": 1}}
+    # Re-processed under the new policy: over the new quota, the queued request is refused.
+    assert svc.status("intern", "b").state == "refused"
+
+
+def test_load_policy_seeds_once_then_reads_the_stored_one() -> None:
+    store = Store("sqlite://")
+    seeded = AdmissionController.load_policy(store, {"users": {"a": {"tier": "high"}}})
+    assert policy_to_dict(seeded)["users"] == {"a": {"tier": "high"}}
+    doc, version = store.policy_doc()  # type: ignore[misc]
+    assert doc["users"] == {"a": {"tier": "high"}} and version == 1
+    (entry,) = store.audit_log()
+    assert (entry.actor, entry.action, entry.target) == ("config", "policy.seed", "policy")
+    assert entry.detail == {"after": doc}
+    again = AdmissionController.load_policy(store, {"users": {}})
+    assert again == seeded and len(store.audit_log()) == 1
+
+
+def test_release_answers_whether_there_was_a_reservation_and_audits_why() -> None:
+    svc = controller(Clock())
+    assert svc.release("bob", "b", "hub") is False
+    svc.admit(User("bob"), "b", gib(10), "hub")
+    assert svc.release("bob", "b", "hub", why="gave up") is True
+    assert _audit(svc)[0] == {"action": "admission.release", "target": "bob/b",
+                              "detail": {"was": "admitted", "why": "gave up"}}
+    assert svc.status("bob", "b").as_dict() == {
+        "user": "bob", "server": "b", "state": "unknown", "reasons": [], "position": 0,
+        "queue_length": 0, "tier": "", "priority_class": "", "borrowed": False,
+        "assignment": None, "charge": {}, "preempting": [], "ceiling": {}}
+
+
+def test_a_re_used_ticket_is_the_same_ask_only() -> None:
+    svc = controller(Clock())
+    svc.admit(User("ann"), "a", gib(80), "hub")
+    svc.admit(User("bob", frozenset({"x", "y"})), "b", gib(40), "hub")
+    # The same request and groups, in another order: the same ticket, no new audit entry.
+    before = len(_audit(svc))
+    again = svc.admit(User("bob", frozenset({"y", "x"})), "b", gib(40), "hub")
+    assert again.state == "queued" and len(_audit(svc)) == before
+    # A changed request: released (audited with both requests) and queued anew.
+    svc.admit(User("bob", frozenset({"x", "y"})), "b", gib(30), "hub")
+    released = [e for e in _audit(svc) if e["action"] == "admission.release"]
+    assert released == [{"action": "admission.release", "target": "bob/b",
+                         "detail": {"was": "queued", "why": "re-admitted with a changed request",
+                                    "request": request_doc(40 * GIB),
+                                    "new_request": request_doc(30 * GIB)}}]
+
+
+def test_a_preempted_server_is_told_audited_and_released() -> None:
+    svc = controller(Clock())
+    svc.admit(User("intern"), "train", gib(60), "hub")
+    svc.preempted("intern", "train", "for boss", "aispike")
+    assert svc.store.notices("intern")[0]["message"] == "for boss"
+    actions = [(e["action"], e["detail"]) for e in _audit(svc)[:2]]
+    assert actions == [("admission.release", {"was": "admitted", "why": "preempted"}),
+                       ("preemption.stop", {"reason": "for boss"})]
+
+
+@pytest.mark.parametrize(("a", "b", "want"), [
+    ({"x": 1}, {"x": 1}, {}),
+    ({"x": 1}, {"x": 2}, {"x": 1}),
+    ({"x": 1}, {}, {"x": 1}),
+    ({"u": {"a": 1, "b": 2}}, {"u": {"a": 1, "b": 3}}, {"u": {"b": 2}}),
+    ({"u": {"a": 1}}, {"u": {"a": 1, "c": 3}}, {"u": {"(removed)": ["c"]}}),
+    ({"u": {"a": 1}}, {"u": 5}, {"u": {"a": 1}}),
+])
+def test_diff_cases(a: dict[str, object], b: dict[str, object], want: dict[str, object]) -> None:
+    assert _diff(a, b) == want
+
+
+def test_seconds_between_never_negative() -> None:
+    t = dt.datetime(2026, 1, 1)
+    assert _seconds_between(None, t) == 0.0
+    assert _seconds_between(t, t + dt.timedelta(seconds=5)) == 5.0
+    assert _seconds_between(t + dt.timedelta(seconds=5), t) == 0.0
