@@ -12,6 +12,10 @@ import datetime as dt
 
 import pytest
 from unit.admission.test_controller import Clock, _audit, controller, gib
+from unit.admission.test_place import A100, H100
+from unit.admission.test_place import controller as place_controller
+from unit.admission.test_place import gib as place_gib
+from unit.admission.test_place import node as place_node
 from unit.service.service_fixtures import GIB
 
 from aispike_hub.admission.controller import AdmissionController, _diff, _seconds_between
@@ -268,3 +272,77 @@ def test_seconds_between_never_negative() -> None:
     assert _seconds_between(None, t) == 0.0
     assert _seconds_between(t, t + dt.timedelta(seconds=5)) == 5.0
     assert _seconds_between(t + dt.timedelta(seconds=5), t) == 0.0
+
+
+def test_place_answers_exactly_and_audits_the_default_prefer_node() -> None:
+    svc = controller(Clock())
+    assert svc.place("bob", "b", "hub") == {
+        "user": "bob", "server": "b", "state": "unknown", "placed": False, "assignment": None,
+        "request": None, "reasons": ["server bob/b is not admitted (its ticket is unknown); "
+                                     "admission places only admitted servers"]}
+    svc.admit(User("bob"), "b", gib(10), "hub")
+    answer = svc.place("bob", "b", "hub")
+    assert answer["placed"] is True and answer["assignment"] == assignment("bob/b", 10 * GIB)
+    detail = _audit(svc)[0]["detail"]
+    assert detail["prefer_node"] == "" and detail["refuted"] == []
+
+
+def test_a_policy_change_targets_policy_by_default() -> None:
+    svc = controller(Clock())
+    svc.set_policy({"users": {}}, "admin")
+    (entry,) = svc.store.audit_log()
+    assert (entry.actor, entry.action, entry.target) == ("admin", "policy.update", "policy")
+
+
+# -- place: the whole answer and audit, the user's groups, refuted GPUs ----------------------
+
+
+def test_place_answers_a_queued_ticket_exactly() -> None:
+    svc = controller(Clock())
+    svc.admit(User("ann"), "a", gib(80), "hub")
+    svc.admit(User("bob"), "b", gib(10), "hub")
+    assert svc.place("bob", "b", "hub") == {
+        "user": "bob", "server": "b", "state": "queued", "placed": False, "assignment": None,
+        "request": None, "reasons": ["server bob/b is not admitted (its ticket is queued); "
+                                     "admission places only admitted servers"]}
+
+
+def test_place_answers_exactly_when_the_models_are_no_longer_allowed() -> None:
+    svc = place_controller()
+    svc.admit(User("ann"), "", place_gib(8, allowed_models=frozenset({A100})), "hub")
+    svc.set_policy({"users": {"ann": {"allowed_models": [H100]}}}, "admin")
+    assert svc.place("ann", "", "hub") == {
+        "user": "ann", "server": "", "state": "admitted", "placed": False, "assignment": None,
+        "request": None, "reasons": [f"none of the GPU models {[A100]} is allowed to ann any "
+                                     "more; start the server again"]}
+
+
+def test_place_restricts_to_the_models_of_the_users_groups() -> None:
+    svc = place_controller()
+    svc.set_policy({"groups": {"a100s": {"member": {"allowed_models": [A100]}}}}, "admin")
+    assert svc.admit(User("bob", frozenset({"a100s"})), "", place_gib(8), "hub").state \
+        == "admitted"
+    answer = svc.place("bob", "", "hub", prefer_node="h-0")
+    assert answer["placed"] is True and answer["assignment"]["node"] == "a-0"
+    assert answer["request"]["allowed_models"] == [A100]
+
+
+def test_place_audits_a_refuted_gpu_placed_elsewhere_and_nowhere() -> None:
+    svc = place_controller([place_node("a-0", A100), place_node("a-1", A100)])
+    ticket = svc.admit(User("bob"), "", place_gib(8), "hub")
+    home = ticket.assignment["node"]  # type: ignore[index]
+    other = "a-1" if home == "a-0" else "a-0"
+    answer = svc.place("bob", "", "hub", prefer_node=home, refuted=[(home, 0)])
+    assert answer["placed"] is True and answer["assignment"]["node"] == other
+    (entry,) = [e for e in svc.store.audit_log() if e.action == "admission.place"]
+    assert entry.target == "bob/" and entry.detail == {
+        "placed": True, "before": ticket.assignment, "after": answer["assignment"],
+        "prefer_node": home, "refuted": [[home, 0]]}
+    nowhere = svc.place("bob", "", "hub", refuted=[("a-0", 0), ("a-1", 0)])
+    assert nowhere["placed"] is False and nowhere["assignment"] is None
+    assert nowhere["reasons"] and nowhere["request"] == answer["request"]
+    assert svc.status("bob", "").assignment == answer["assignment"]  # unchanged
+    last = svc.store.audit_log()[0]
+    assert (last.action, last.target) == ("admission.place", "bob/")
+    assert last.detail == {"placed": False, "reasons": nowhere["reasons"], "prefer_node": "",
+                           "refuted": [["a-0", 0], ["a-1", 0]]}
