@@ -11,15 +11,16 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from unit.admission.test_controller import Clock, _audit, controller, gib
+from unit.admission.test_controller import POLICY, Clock, _audit, controller, gib
 from unit.admission.test_place import A100, H100
 from unit.admission.test_place import controller as place_controller
 from unit.admission.test_place import gib as place_gib
 from unit.admission.test_place import node as place_node
-from unit.service.service_fixtures import GIB
+from unit.service.service_fixtures import GIB, a100_nodes
 
 from aispike_hub.admission.controller import AdmissionController, _diff, _seconds_between
-from aispike_hub.quota import User, policy_to_dict
+from aispike_hub.admission.inventory import StaticInventory
+from aispike_hub.quota import User, policy_from_dict, policy_to_dict
 from aispike_hub.service.store import Store
 
 UNLIMITED = dict.fromkeys(("gpu_memory_mib", "gpus", "cpu_milli", "memory_mib", "servers"))
@@ -346,3 +347,35 @@ def test_place_audits_a_refuted_gpu_placed_elsewhere_and_nowhere() -> None:
     assert (last.action, last.target) == ("admission.place", "bob/")
     assert last.detail == {"placed": False, "reasons": nowhere["reasons"], "prefer_node": "",
                            "refuted": [["a-0", 0], ["a-1", 0]]}
+
+
+# -- preemption: which victims, named how; a taken victim is never planned twice ---------------
+
+
+def two_gpus(clock: Clock, **kw: float) -> AdmissionController:
+    return AdmissionController(Store("sqlite://"), StaticInventory(a100_nodes(1, 2, 80)),
+                               policy_from_dict(POLICY), clock=clock, **kw)
+
+
+def test_the_victim_is_the_server_that_loses_the_least_work() -> None:
+    clock = Clock()
+    svc = two_gpus(clock)
+    svc.admit(User("intern"), "old", gib(60), "hub")
+    clock.now += dt.timedelta(seconds=100)
+    svc.admit(User("intern"), "new", gib(60), "hub")
+    clock.now += dt.timedelta(seconds=100)
+    assert svc.admit(User("boss"), "x", gib(40), "hub").preempting == ["intern/new"]
+    # A second high request: the other server, never the one already being stopped.
+    assert svc.admit(User("boss"), "y", gib(40), "hub").preempting == ["intern/old"]
+    assert svc.quota_summary(User("boss"))["servers"] == []  # queued ones hold nothing
+
+
+def test_two_victims_are_named_together() -> None:
+    svc = controller(Clock())
+    svc.admit(User("intern"), "a", gib(30), "hub")
+    svc.admit(User("intern"), "", gib(30), "hub")
+    ticket = svc.admit(User("boss"), "big", gib(80), "hub")
+    assert sorted(ticket.preempting) == ["intern/", "intern/a"]
+    assert ticket.reasons[-1] in (
+        f"stopping 2 lower-priority server(s) to make room ({names}); grace 30 s"
+        for names in ("intern's 'a', intern's 'default'", "intern's 'default', intern's 'a'"))
