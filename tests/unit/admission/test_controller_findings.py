@@ -379,3 +379,20 @@ def test_two_victims_are_named_together() -> None:
     assert ticket.reasons[-1] in (
         f"stopping 2 lower-priority server(s) to make room ({names}); grace 30 s"
         for names in ("intern's 'a', intern's 'default'", "intern's 'default', intern's 'a'"))
+
+
+def test_the_preview_counts_the_users_default_server() -> None:
+    """The preview is no server of the user's: their default server ("") still counts."""
+    svc = controller(Clock())
+    svc.set_policy({"users": {"bob": {"quota": {"gpu_memory": "40Gi"}}}}, "admin")
+    svc.admit(User("bob"), "", gib(40), "hub")
+    preview = svc.fit(User("bob"), gib(1))
+    assert preview["verdict"] == "refuse" and preview["usage"] == charge(40 * GIB)
+
+
+def test_a_preemption_stop_is_audited_on_the_victim() -> None:
+    svc = controller(Clock())
+    svc.admit(User("intern"), "train", gib(60), "hub")
+    svc.preempted("intern", "train", "for boss", "aispike")
+    (stop,) = [e for e in _audit(svc) if e["action"] == "preemption.stop"]
+    assert stop["target"] == "intern/train"
