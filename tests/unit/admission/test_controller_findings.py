@@ -396,3 +396,10 @@ def test_a_preemption_stop_is_audited_on_the_victim() -> None:
     svc.preempted("intern", "train", "for boss", "aispike")
     (stop,) = [e for e in _audit(svc) if e["action"] == "preemption.stop"]
     assert stop["target"] == "intern/train"
+
+
+def test_a_release_is_audited_as_stopped_by_default() -> None:
+    svc = controller(Clock())
+    svc.admit(User("bob"), "b", gib(10), "hub")
+    svc.release("bob", "b", "hub")
+    assert _audit(svc)[0]["detail"] == {"was": "admitted", "why": "stopped"}
