@@ -403,3 +403,11 @@ def test_a_release_is_audited_as_stopped_by_default() -> None:
     svc.admit(User("bob"), "b", gib(10), "hub")
     svc.release("bob", "b", "hub")
     assert _audit(svc)[0]["detail"] == {"was": "admitted", "why": "stopped"}
+
+
+def test_the_preview_of_a_user_allowed_no_model_has_no_candidate() -> None:
+    svc = place_controller()
+    svc.set_policy({"users": {"cid": {"allowed_models": []}}}, "admin")
+    preview = svc.fit(User("cid"), place_gib(8))
+    assert (preview["verdict"], preview["fits_now"], preview["candidates"]) == (
+        "refuse", False, 0)
