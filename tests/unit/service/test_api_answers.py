@@ -16,26 +16,21 @@ application (``test_auth_scopes.Service``; only the hub's identification is a st
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from test_auth_scopes import PREFIX, Service, StandInHubAuth
+from test_auth_scopes import PREFIX, Service, service  # noqa: F401 (the fixture)
 from tornado import httpclient
 
-from aispike_hub.model import GIB_IN_MIB, SliceRequest
-from aispike_hub.quota import User
+from aispike_hub.model import GIB_IN_MIB
 from aispike_hub.sanity import shorten
 from aispike_hub.service.api import (
     ADMIN_SCOPE,
     ADMIT_SCOPE,
     MAX_BODY,
-    APIHandler,
     ServiceContext,
     handlers,
 )
-from aispike_hub.service.panel.handlers import PageHandler
 
 GIB = GIB_IN_MIB
 TOP = 2**62
@@ -88,20 +83,9 @@ class API:
 
 
 @pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[API]:
-    auth = StandInHubAuth()
-    monkeypatch.setattr(APIHandler, "_hub_auth", auth)
-    monkeypatch.setattr(PageHandler, "_hub_auth", auth)
-    svc = Service(tmp_path)
-    # alice's default server is admitted, as the hub would have it after a start.
-    assert svc.controller.admit(User("alice", frozenset({"lab"})), "",
-                                SliceRequest(gpu_memory_mib=8 * GIB), "test").state == "admitted"
-    try:
-        yield API(svc)
-    finally:
-        svc.server.stop()
-        svc.loop.run_until_complete(svc.server.close_all_connections())
-        svc.loop.close()
+def api(service: Service) -> API:  # noqa: F811 (the fixture imported above)
+    """``test_auth_scopes``'s service (alice's default server admitted), called as :class:`API`."""
+    return API(service)
 
 
 def _err(status: int, error: str, field: str | None = None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import pytest
-from test_api_answers import API, api  # noqa: F401 (the fixture)
+from test_api_answers import API, api, service  # noqa: F401 (the fixtures)
 from test_auth_scopes import PREFIX
 from tornado import httpclient
 
