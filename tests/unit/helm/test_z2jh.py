@@ -80,6 +80,9 @@ def test_a_z2jh_config_renders_unchanged_and_keeps_its_meaning(
     assert (spawner["cpu_limit"], spawner["cpu_guarantee"]) == (4, 0.5)
     assert (spawner["mem_limit"], spawner["mem_guarantee"]) == ("8G", "1G")
     assert spawner["node_selector"] == {"node-pool": "notebooks"}
+    # ... and the hub's placer and the service's admission place on those nodes only
+    assert computed(docs)["computed"]["Inventory"] == {"node_selector": {"node-pool": "notebooks"}}
+    assert service_config(docs)["Inventory"] == {"node_selector": {"node-pool": "notebooks"}}
     assert spawner["tolerations"][0]["key"] == "dedicated"
     assert spawner["environment"] == {"EDITOR": "vim"}
     # Storage: one PVC per user (and server), from the admin's StorageClass, mounted as home.
