@@ -275,11 +275,10 @@ def test_a_queued_spawn_outlives_the_start_timeout_and_ends_by_the_queue(
     v["singleuser"].update({"startTimeout": START_TIMEOUT, "storage": {"type": "none"}})
     del v["hub"]["config"]["KubeSpawner"]["working_dir"]  # no home volume to work in
     # Only this test's A100 holds notebooks (the session's cluster has other GPU nodes): the
-    # notebook pool as an admin sets it, for the spawner, the hub's placer and the service.
+    # notebook pool as an admin sets it, one value; the chart gives it to the spawner, the hub's
+    # placer and the service (without the last two, admission places on other tests' nodes).
     pool = {TEST_GROUP_LABEL: gpu_nodes.group}
     v["singleuser"]["nodeSelector"] = pool
-    v["hub"]["config"]["Inventory"] = {"node_selector": pool}
-    v["aispike"]["service"]["config"] = {"Inventory": {"node_selector": pool}}
     v["aispike"]["service"]["queueTimeout"] = QUEUE_TIMEOUT
     values_file = tmp_path / "values.json"
     values_file.write_text(json.dumps(v))
