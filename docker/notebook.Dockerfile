@@ -36,7 +36,14 @@ LABEL org.opencontainers.image.title="aispike-hub-notebook" \
 RUN (command -v tini >/dev/null || { apt-get update \
         && apt-get install -y --no-install-recommends tini \
         && apt-get clean && rm -rf /var/lib/apt/lists/*; }) \
-    && useradd --uid 1000 --gid 100 --home-dir /home/jovyan --create-home --shell /bin/bash jovyan
+    && useradd --uid 1000 --gid 100 --home-dir /home/jovyan --create-home --shell /bin/bash jovyan \
+    && printf '%s\n' '#!/bin/sh' \
+        '# Spawned by JupyterHub (it sets JUPYTERHUB_API_TOKEN): the single-user server, which' \
+        '# serves under the hub'"'"'s prefix and logs in through the hub; run alone: JupyterLab.' \
+        'if [ -n "${JUPYTERHUB_API_TOKEN:-}" ]; then exec jupyterhub-singleuser "$@"; fi' \
+        'exec jupyter lab --ip=0.0.0.0 --port=8888 --no-browser "$@"' \
+        > /usr/local/bin/aispike-start-notebook \
+    && chmod 755 /usr/local/bin/aispike-start-notebook
 # jovyan owns the venv: users pip install into it, as in the Jupyter Docker Stacks
 COPY --from=venv --chown=1000:100 /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 SHELL=/bin/bash
@@ -48,4 +55,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python3", "-c", "import sys, urllib.request as u\nfrom jupyter_server.serverapp import list_running_servers as ls\nfor s in ls():\n    u.urlopen(s['url'] + 'api', timeout=4); sys.exit(0)\nsys.exit(1)"]
 # KubeSpawner passes `jupyterhub-singleuser` as the container's args; alone, JupyterLab starts.
 ENTRYPOINT ["tini", "-g", "--"]
-CMD ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser"]
+# With a hub (KubeSpawner's cmd unset: this CMD), jupyterhub-singleuser; alone, JupyterLab.
+CMD ["aispike-start-notebook"]

@@ -49,6 +49,8 @@ IMAGES = {
     "agent": f"{PREFIX}/aispike-hub-agent:{_version()}",
     "proxy": f"{PREFIX}/configurable-http-proxy:{_proxy_version()}",
     "notebook": f"{PREFIX}/aispike-hub-notebook:{_version()}",
+    # the chart's prePuller.pauseImage, built here under that name (no registry serves it here)
+    "pause": "registry.k8s.io/pause:3.10",
 }
 
 
@@ -141,7 +143,8 @@ def _inspect(podman: Podman, image: str) -> dict[str, object]:
     """The image's config, with podman's ``HealthCheck`` (kept beside it) as ``Healthcheck``."""
     out = json.loads(podman("image", "inspect", image).stdout)[0]
     config = dict(out["Config"])
-    config.setdefault("Healthcheck", out.get("HealthCheck"))
+    # (podman 4.3 names it ``Healthcheck`` in ``podman image inspect``, others ``HealthCheck``)
+    config.setdefault("Healthcheck", out.get("HealthCheck") or out.get("Healthcheck"))
     return config
 
 
@@ -155,7 +158,28 @@ def test_image_metadata(podman: Podman, name: str) -> None:
     assert labels["org.opencontainers.image.version"] == IMAGES[name].rsplit(":", 1)[1]
     assert labels["org.opencontainers.image.licenses"] == "BSD-3-Clause"
     assert config.get("User") not in (None, "", "0", "root")
-    assert config.get("Healthcheck"), f"{name} has no HEALTHCHECK"
+    if name != "pause":  # a placeholder serves nothing to check
+        assert config.get("Healthcheck"), f"{name} has no HEALTHCHECK"
+
+
+def test_pause_image_waits_and_ends_on_sigterm(podman: Podman) -> None:
+    """The pre-pullers' pause container: a static program alone in its image, that keeps running
+    until SIGTERM and then exits 0 at once (as PID 1 it has no default handlers)."""
+    image = IMAGES["pause"]
+    name = f"aispike-test-pause-{uuid.uuid4().hex[:8]}"
+    podman("run", "-d", "--name", name, "--network=none", *podman.run_options, image)
+    try:
+        assert podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip() == "true"
+        podman("stop", "--time=20", name)  # SIGKILL after 20 s: exit 137, not 0
+        code = podman("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
+        assert code == "0", code
+    finally:
+        podman("rm", "--force", name, check=False)
+    root = podman("image", "mount", image).stdout.strip()
+    try:
+        assert sorted(p.name for p in Path(root).iterdir()) == ["pause"]
+    finally:
+        podman("image", "unmount", image, check=False)
 
 
 def test_hub_image_commands(podman: Podman) -> None:
@@ -193,6 +217,15 @@ def test_notebook_image(podman: Podman) -> None:
         "c = L('ipython_kernel_config.py', path=sys.prefix + '/etc/ipython').load_config();"
         "print(c.InteractiveShellApp.extensions.get_value([]))"))
     assert "aispike_hub.agent.kernel_hook" in out
+    # Its CMD serves as a hub's single-user server when spawned by one (KubeSpawner.cmd unset,
+    # JUPYTERHUB_API_TOKEN set), as plain JupyterLab when run alone.
+    assert _inspect(podman, image)["Cmd"] == ["aispike-start-notebook"]
+    spawned = podman("run", "--rm", "--network=none", *podman.run_options,
+                     "--env=JUPYTERHUB_API_TOKEN=x", image, "aispike-start-notebook",
+                     "--version").stdout
+    assert spawned.strip().startswith("6."), spawned  # jupyterhub-singleuser's (JupyterHub 6)
+    alone = podman.run(image, "aispike-start-notebook", "--version")
+    assert alone.strip().startswith("4."), alone  # JupyterLab 4's
 
 
 def _free_port() -> int:

@@ -139,17 +139,67 @@ class ContainerMode:
         self.pods: dict[str, Tended] = {}
         self.started_from_image: dict[str, str] = {}
         """``namespace/name`` -> image, for every pod this mode started (what tests check)."""
+        self.init_containers_run: dict[str, list[str]] = {}
+        """``namespace/name`` -> the images of its init containers, each run to completion."""
 
     # --- starting ------------------------------------------------------------------------------
 
     def command(self, runner: Any, pod: Any, container: Any, argv: list[str], env: dict[str, str],
                 workdir: Path, hosts_file: Path, security: Mapping[str, Any]) -> list[str]:
-        """The ``podman run`` command line for the pod's container (the runner launches it)."""
+        """The ``podman run`` command line for the pod's container (the runner launches it),
+        after the pod's init containers ran to completion, in order, as a kubelet runs them."""
+        self._run_init_containers(runner, pod, workdir, hosts_file)
+        name = f"aispike-pod-{pod.metadata.namespace}-{pod.metadata.name}"[:120]
+        args = self._run_args(runner, pod, container, name, env, workdir, hosts_file, security)
+        # argv[0] was looked up on this machine's PATH by the runner: the image's own is used
+        first = (container.command or container.args or [None])[0]
+        rest = [first, *argv[1:]] if first is not None else []
+        if container.command:
+            args.append(f"--entrypoint={first}")
+            rest = rest[1:]
+        args += [container.image, *rest]
+        self.pods[pod.metadata.uid] = Tended(
+            container=name, name=container.name, image=container.image,
+            restart_policy=pod.spec.restart_policy or "Always",
+            readiness=Probe(container.readiness_probe) if container.readiness_probe else None,
+            liveness=Probe(container.liveness_probe) if container.liveness_probe else None,
+        )
+        self.started_from_image[f"{pod.metadata.namespace}/{pod.metadata.name}"] = container.image
+        return args
+
+    def _run_init_containers(self, runner: Any, pod: Any, workdir: Path,
+                             hosts_file: Path) -> None:
+        """Each init container to completion before the pod's container starts; one that fails
+        fails the start (a kubelet would retry it with back-off: the runner reports it)."""
+        from .podrunner import _expand, _security
+
+        for init in pod.spec.init_containers or []:
+            env = runner._container_env(pod, init)
+            argv = [_expand(a, env) for a in [*(init.command or []), *(init.args or [])]]
+            name = f"aispike-init-{pod.metadata.namespace}-{pod.metadata.name}-{init.name}"[:120]
+            args = self._run_args(runner, pod, init, name, env, workdir, hosts_file,
+                                  _security(pod, init))
+            if init.command:
+                args.append(f"--entrypoint={argv[0]}")
+                argv = argv[1:]
+            with open(workdir / "pod.log", "ab") as log:
+                done = subprocess.run([*args, init.image, *argv], env=dict(env), stdout=log,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      timeout=600, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"{pod.metadata.name}: init container {init.name} exited with "
+                                   f"{done.returncode} (Init:Error)")
+            self.init_containers_run.setdefault(
+                f"{pod.metadata.namespace}/{pod.metadata.name}", []).append(init.image)
+
+    def _run_args(self, runner: Any, pod: Any, container: Any, name: str, env: Mapping[str, str],
+                  workdir: Path, hosts_file: Path, security: Mapping[str, Any]) -> list[str]:
+        """``podman run`` and its options for one container of the pod (image and command not
+        included): volumes, /etc/hosts, user, read-only root, capabilities, environment."""
         image = container.image
         if podman("image", "exists", image).returncode != 0:
             raise RuntimeError(f"{pod.metadata.name}: image {image} is not in the runner's store "
                                f"({CACHE}; imagePullPolicy is never honoured: nothing is pulled)")
-        name = f"aispike-pod-{pod.metadata.namespace}-{pod.metadata.name}"[:120]
         volumes = {v.name: v for v in pod.spec.volumes or []}
         # The runner starts this command with the pod's environment, not ours: podman is told
         # its store and settings on the command line (else it looks in its default store).
@@ -158,6 +208,9 @@ class ContainerMode:
                 "--network=host",
                 f"--cgroup-parent={self.cgroup_parent}", "--health-cmd=none",
                 f"--hostname={pod.metadata.name}", "--pull=never"]
+        if pod.spec.host_pid:
+            # The node agent reads every notebook's /proc (hostPID: true in the chart).
+            args.append("--pid=host")
         mounted = set()
         for m in container.volume_mounts or []:
             source = runner._volume_source(pod, volumes[m.name], workdir, security)
@@ -191,21 +244,16 @@ class ContainerMode:
             if key in HOST_ONLY_ENV and not any(e.name == key for e in container.env or []):
                 continue
             args.append(f"--env={key}={value}")
-        # argv[0] was looked up on this machine's PATH by the runner: the image's own is used
-        first = (container.command or container.args or [None])[0]
-        rest = [first, *argv[1:]] if first is not None else []
-        if container.command:
-            args.append(f"--entrypoint={first}")
-            rest = rest[1:]
-        args += [image, *rest]
-        self.pods[pod.metadata.uid] = Tended(
-            container=name, name=container.name, image=image,
-            restart_policy=pod.spec.restart_policy or "Always",
-            readiness=Probe(container.readiness_probe) if container.readiness_probe else None,
-            liveness=Probe(container.liveness_probe) if container.liveness_probe else None,
-        )
-        self.started_from_image[f"{pod.metadata.namespace}/{pod.metadata.name}"] = image
         return args
+
+    def pid(self, running: Any) -> int:
+        """The host pid of the pod's container's first process (its ``/proc`` is the container's
+        view: root, mounts, user), where ``running.process`` is podman's."""
+        tended = self.pods[running.uid]
+        out = podman("inspect", "--format", "{{.State.Pid}}", tended.container).stdout.strip()
+        if not out.isdigit() or int(out) == 0:
+            raise RuntimeError(f"{running.name}: no running container {tended.container}: {out}")
+        return int(out)
 
     # --- tending -------------------------------------------------------------------------------
 

@@ -4,19 +4,23 @@ nodes only; pre-pullers: per image, GPU images only on their GPU models); `helm 
 changed quota rolls the service (only: the hub and the proxy keep their pods); `helm uninstall`
 leaves no object of the release behind, cluster-scoped ones included, and no process.
 
-kwok runs no containers, so the test runs the chart's hub, proxy and AISpike service pods (and the
-notebook pods the installed hub spawns) itself, the way a kubelet would: tests/integration/
-podrunner.py in kubelet mode (private mount namespace per container with the pod's volumes, a real
-service-account token, the pod's securityContext, an /etc/hosts standing in for cluster DNS).  A
-user then logs in through the proxy pod, starts a notebook with an 8 GiB GPU slice through the
-hub's REST API, and the test checks what the installed hub and service did with the chart's own
-ServiceAccounts and RBAC: the pinned ResourceClaim allocated by kube-scheduler with
-``consumedCapacity: 8Gi``, the pod Running on a GPU node, the notebook reached through the proxy,
-the user's quota read from the service with the notebook's own token, the hub's token and
-read-only root, and the claim gone when the server stops.  That part needs root (CI runs as
-root): without it the rest runs and the real-process part is skipped with a warning, except with
-CI=true, where it fails.  The agent and pre-puller DaemonSet pods are not run (NVML hardware, image
-pulls); kwok's lifecycle stands in."""
+kwok runs no containers, so the test runs every pod of the release itself, the way a kubelet
+would, from the images scripts/build-images built (tests/integration/podrunner.py in container
+mode, tests/integration/containers.py: podman + runc, the pod's volumes, a real service-account
+token, its securityContext, an /etc/hosts standing in for cluster DNS): the hub, the proxy and the
+AISpike service, the agent DaemonSet (on a recorded NVML machine, mounted from a ConfigMap through
+``aispike.agent.extraVolumes``), the pre-puller DaemonSets (init container from the notebook
+image, then the pause image) and the notebook pods the installed hub spawns, from the project's
+notebook image.  Image names are the chart's own defaults; the test fails if any pod of the
+release was started in another way.  A user then logs in through the proxy pod, starts a notebook
+with an 8 GiB GPU slice through the hub's REST API, and the test checks what the installed hub and
+service did with the chart's own ServiceAccounts and RBAC: the pinned ResourceClaim allocated by
+kube-scheduler with ``consumedCapacity: 8Gi``, the pod Running on a GPU node, the notebook reached
+through the proxy, JupyterLab's status bar showing the slice in Chromium, the user's quota read
+from the service with the notebook's own token, the hub's token and read-only root, and the claim
+gone when the server stops.  That part needs root, podman, runc and the images (scripts/test
+builds them; CI runs as root): without them the rest runs and the real-process part is skipped
+with a warning, except with CI=true, where it fails."""
 
 from __future__ import annotations
 
@@ -37,23 +41,31 @@ from kubernetes.client.rest import ApiException
 
 from aispike_hub.kube.claims import HUB_SERVER_ANNOTATION
 from aispike_hub.kube.slices import DEVICE_CLASS, GPU_MODEL_LABEL, device_class
+from tests.images.test_images import IMAGES
 
 from .conftest import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
     IN_CI,
     REPO,
     SESSION_NAMESPACES,
     TEST_GROUP_LABEL,
     GpuNodes,
     TestCluster,
-    stack_paths,
+    browser_or_skip,
     unavailable,
     wait_until,
 )
+from .containers import ContainerMode, containers_unavailable
 from .leftovers import claim_of
 from .podrunner import Kubelet, PodRunner, kubelet_unavailable
 
 CHART = REPO / "helm" / "aispike-hub"
 A100 = "NVIDIA A100-SXM4-80GB"
+NVML_RECORDING = REPO / "tests" / "fixtures" / "nvml" / "h200-1gpu.json"
+RECORDING_MAP = "nvml-recording"
+"""The ConfigMap holding the recorded NVML machine the agents read (see `agent_recording`)."""
+PAUSE_IMAGE = IMAGES["pause"]  # the chart's prePuller.pauseImage
 
 # Cluster-scoped kinds the chart creates, with how to list them (all carry the release label).
 CLUSTER_KINDS = {
@@ -78,7 +90,14 @@ def values(release: str, quota_gib: int, group: str) -> dict[str, Any]:
     for an external IP no controller gives here), tiers with per-release PriorityClass names, and
     the agent and pre-pullers kept to this test's nodes (the shared cluster holds other tests'
     nodes, hundreds after the burst and panel tests, whose DaemonSet pods kwok would have to
-    start). Home storage, culling and the admin panel's roles stay the chart's defaults."""
+    start). Home storage, culling and the admin panel's roles stay the chart's defaults, and so
+    do the images of the hub, proxy, service, agent and pre-pullers; the notebook images are the
+    project's (an admin's choice: the chart's defaults are Jupyter's stacks, not built here).
+
+    The agents read a recorded NVML machine (one H200) mounted from a ConfigMap; two defaults are
+    off, with the reason: ``publish`` (the test cluster's ResourceSlices stand for the kwok nodes'
+    GPUs; an agent on a recording would replace them with the recorded H200) and the DRA kubelet
+    plugin (no kubelet registers it)."""
     return {
         "prePuller": {"nodeSelector": {TEST_GROUP_LABEL: group}},
         # The dummy authenticator lets anyone in with any password (a test hub, nothing else).
@@ -91,16 +110,24 @@ def values(release: str, quota_gib: int, group: str) -> dict[str, Any]:
         "proxy": {"service": {"type": "NodePort"}},
         "singleuser": {
             "images": [
-                {"name": "pytorch", "image": "quay.io/jupyter/pytorch-notebook:cuda12-2026-01-05",
-                 "gpu": True, "gpuModels": [A100]},
-                {"name": "minimal", "image": "quay.io/jupyter/minimal-notebook:2026-01-05"},
+                {"name": "pytorch", "image": IMAGES["notebook"], "gpu": True,
+                 "gpuModels": [A100]},
+                {"name": "minimal", "image": IMAGES["notebook"]},
             ],
         },
         "aispike": {
-            "agent": {"gpuNodeSelectorTerms": [{"matchExpressions": [
-                {"key": GPU_MODEL_LABEL, "operator": "Exists"},
-                {"key": TEST_GROUP_LABEL, "operator": "In", "values": [group]},
-            ]}]},
+            "agent": {
+                "gpuNodeSelectorTerms": [{"matchExpressions": [
+                    {"key": GPU_MODEL_LABEL, "operator": "Exists"},
+                    {"key": TEST_GROUP_LABEL, "operator": "In", "values": [group]},
+                ]}],
+                "publish": False, "draPlugin": "false",
+                "config": {"AgentApp": {
+                    "nvml_fixture": f"/etc/aispike-nvml/{NVML_RECORDING.name}"}},
+                "extraVolumes": [{"name": "nvml", "configMap": {"name": RECORDING_MAP}}],
+                "extraVolumeMounts": [{"name": "nvml", "mountPath": "/etc/aispike-nvml",
+                                       "readOnly": True}],
+            },
             "service": {
                 "persistence": {"enabled": False},
                 "policy": {
@@ -115,6 +142,13 @@ def values(release: str, quota_gib: int, group: str) -> dict[str, Any]:
             },
         },
     }
+
+
+def agent_recording(cluster: TestCluster, namespace: str) -> None:
+    """The recorded NVML machine as a ConfigMap, as an admin of simulated nodes would ship it."""
+    cluster.core.create_namespaced_config_map(namespace, {
+        "metadata": {"name": RECORDING_MAP},
+        "data": {NVML_RECORDING.name: NVML_RECORDING.read_text()}})
 
 
 def release_objects(cluster: TestCluster, namespace: str, release: str) -> list[str]:
@@ -159,32 +193,32 @@ def pods_by_node(cluster: TestCluster, namespace: str, selector: str) -> dict[st
 
 # --- the chart's processes, run for real --------------------------------------------------------
 
-RUN_COMPONENTS = {"hub", "proxy", "service"}
 NOTEBOOK_LABEL = ("component", "singleuser-server")
+CHART_IMAGES = (IMAGES["hub"], IMAGES["proxy"], IMAGES["agent"], IMAGES["notebook"], PAUSE_IMAGE)
 
 
 def chart_pods(release: str) -> Callable[[Any], bool]:
-    """The pods the kubelet-mode runner runs: the release's hub, proxy and service, and the
-    notebook pods its hub spawns (the agent and the pre-pullers stay kwok's)."""
+    """The pods the runner runs: every pod of the release (hub, proxy, service, agents,
+    pre-pullers) and the notebook pods its hub spawns."""
 
     def accept(pod: Any) -> bool:
         labels = pod.metadata.labels or {}
         if labels.get(NOTEBOOK_LABEL[0]) == NOTEBOOK_LABEL[1]:
             return True
-        return (labels.get("app.kubernetes.io/instance") == release
-                and labels.get("app.kubernetes.io/component") in RUN_COMPONENTS)
+        return labels.get("app.kubernetes.io/instance") == release
 
     return accept
 
 
 @pytest.fixture
-def kubelet_runner(cluster: TestCluster, namespace: str) -> Iterator[PodRunner | None]:
-    """A pod runner in kubelet mode for this test's namespace (None where it cannot run)."""
-    reason = kubelet_unavailable()
+def image_runner(cluster: TestCluster, namespace: str) -> Iterator[PodRunner | None]:
+    """A pod runner in container mode for this test's namespace: each pod from its image
+    (None where it cannot run: no root, podman, runc or images)."""
+    reason = kubelet_unavailable() or containers_unavailable(CHART_IMAGES)
     if reason:
         if IN_CI:
-            unavailable(reason)  # fails: CI must run the chart's processes
-        warnings.warn(f"the chart's processes are not run: {reason}", stacklevel=1)
+            unavailable(reason)  # fails: CI must run the chart's pods from their images
+        warnings.warn(f"the chart's pods are not run: {reason}", stacklevel=1)
         yield None
         return
     # This namespace's notebook pods are this runner's, not the session's notebook runner's.
@@ -192,12 +226,29 @@ def kubelet_runner(cluster: TestCluster, namespace: str) -> Iterator[PodRunner |
     runner = PodRunner(
         cluster.api, label_selector="", watch_namespace=namespace,
         namespaces={namespace}.__contains__, accept=None,  # the test sets it: release known
-        kubelet=Kubelet.for_api(cluster.api, [stack_paths()["proxy_bin"]]),
+        kubelet=Kubelet.for_api(cluster.api), containers=ContainerMode(),
     )
     yield runner
     runner.stop()
     left = [(p.name, p.process.pid) for p in runner.alive()]
     assert not left, f"the pod runner left processes behind: {left}"
+
+
+def assert_all_from_images(cluster: TestCluster, runner: PodRunner, namespace: str,
+                           release: str) -> None:
+    """Every pod of the release (and every notebook pod) this runner saw was started from the
+    image its spec names, by container mode: none in another way, none left out."""
+    mode = runner.containers
+    assert isinstance(mode, ContainerMode), "the pod runner is not in container mode"
+    accept = chart_pods(release)
+    pods = [p for p in cluster.core.list_namespaced_pod(namespace).items if accept(p)]
+    assert pods, "no pod of the release"
+    for pod in pods:
+        key = f"{namespace}/{pod.metadata.name}"
+        assert mode.started_from_image.get(key) == pod.spec.containers[0].image, (
+            key, pod.spec.containers[0].image, mode.started_from_image, runner.errors)
+        inits = [c.image for c in pod.spec.init_containers or []]
+        assert mode.init_containers_run.get(key, []) == inits, (key, inits)
 
 
 class HubUser:
@@ -277,6 +328,69 @@ def home_volume(cluster: TestCluster, namespace: str, claim: str) -> str:
     return name
 
 
+def lab_shows_the_slice(url: str, name: str) -> None:
+    """She logs in in Chromium and opens JupyterLab: the status bar item names her 8 GiB slice."""
+    sync_playwright = browser_or_skip()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 800}).new_page()
+            page.goto(f"{url}hub/login?next=%2Fuser%2F{name}%2Flab")
+            page.fill("#username_input", name)
+            page.fill("#password_input", "any")
+            page.click("#login_submit")
+            item = page.locator(".aispike-StatusItem")
+            item.wait_for(state="visible", timeout=120_000)
+            # No NVML in the pod here, so no live use: "GPU · 8 GiB" (with NVML "GPU 0.1 / 8 GiB")
+            page.wait_for_function(
+                "() => / 8 GiB$/.test(document.querySelector('.aispike-StatusItem')?.textContent"
+                " || '')", timeout=60_000)
+            title = item.get_attribute("title") or ""
+            assert title.startswith("GPU slice: 8 GiB"), (item.text_content(), title)
+        finally:
+            browser.close()
+
+
+def agents_and_prepullers_run(cluster: TestCluster, runner: PodRunner, namespace: str,
+                              release: str) -> None:
+    """The agent pods serve their node's GPUs (the recording mounted from the ConfigMap) on
+    their pod IPs; each pre-puller ran the notebook image's init container, then pause."""
+    mode = runner.containers
+    assert isinstance(mode, ContainerMode)
+    base = f"app.kubernetes.io/instance={release}"
+    agents = cluster.core.list_namespaced_pod(
+        namespace, label_selector=f"{base},app.kubernetes.io/component=agent").items
+    assert len(agents) == 2, [a.metadata.name for a in agents]
+    for pod in agents:
+        running = runner.wait_running(namespace, pod.metadata.name, 120)
+        assert mode.started_from_image[f"{namespace}/{pod.metadata.name}"] == IMAGES["agent"]
+        port = pod.spec.containers[0].ports[0].container_port
+
+        def usage(ip: str = running.ip, port: int = port) -> str | None:
+            try:
+                r = requests.get(f"http://{ip}:{port}/usage", timeout=5)
+            except requests.RequestException:
+                return None
+            return r.text if r.status_code == 200 else None
+
+        text = wait_until(usage, 120, f"agent on {pod.spec.node_name} to answer\n"
+                          f"{runner.logs()}")
+        assert "NVIDIA H200" in text, text[:500]
+        pid = mode.pid(running)  # the chart's securityContext: root, read-only root, 2-3 caps
+        assert os.stat(f"/proc/{pid}").st_uid == 0 and read_only_root(pid)
+    pullers = cluster.core.list_namespaced_pod(
+        namespace, label_selector=f"{base},app.kubernetes.io/component=prepuller").items
+    assert len(pullers) == 4, [p.metadata.name for p in pullers]  # pytorch: 1 node, minimal: 3
+    for pod in pullers:
+        running = runner.wait_running(namespace, pod.metadata.name, 120)
+        key = f"{namespace}/{pod.metadata.name}"
+        assert mode.init_containers_run[key] == [IMAGES["notebook"]], key
+        assert mode.started_from_image[key] == PAUSE_IMAGE
+        assert running.process.poll() is None, running.log_text()
+        assert os.stat(f"/proc/{mode.pid(running)}").st_uid == 65534
+    assert_all_from_images(cluster, runner, namespace, release)
+
+
 def start_a_gpu_notebook(cluster: TestCluster, runner: PodRunner, namespace: str,
                          release: str) -> None:
     """A user logs in through the proxy and starts an 8 GiB slice through the hub's REST API;
@@ -292,12 +406,14 @@ def start_a_gpu_notebook(cluster: TestCluster, runner: PodRunner, namespace: str
     hub = runner.running(namespace, only_pod(
         cluster, namespace, f"app.kubernetes.io/instance={release},"
         "app.kubernetes.io/component=hub").metadata.name)
-    assert hub is not None and os.stat(f"/proc/{hub.process.pid}").st_uid == 1000
-    assert read_only_root(hub.process.pid)
+    assert hub is not None and isinstance(runner.containers, ContainerMode)
+    hub_pid = runner.containers.pid(hub)  # the container's first process, not podman
+    assert os.stat(f"/proc/{hub_pid}").st_uid == 1000
+    assert read_only_root(hub_pid)
     # In-cluster credentials only: the ServiceAccount volume the API server's admission added,
     # with a token the TokenRequest API gave for the hub's ServiceAccount.
     assert "KUBECONFIG" not in hub.env and hub.env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
-    account = in_container(hub.process.pid, "/var/run/secrets/kubernetes.io/serviceaccount")
+    account = in_container(hub_pid, "/var/run/secrets/kubernetes.io/serviceaccount")
     assert (account / "namespace").read_text() == namespace
     review = client.AuthenticationV1Api(cluster.api).create_token_review(
         {"spec": {"token": (account / "token").read_text()}})
@@ -307,7 +423,7 @@ def start_a_gpu_notebook(cluster: TestCluster, runner: PodRunner, namespace: str
         cluster, namespace, f"app.kubernetes.io/instance={release},"
         "app.kubernetes.io/component=proxy").metadata.name)
     assert proxy is not None and not in_container(  # automountServiceAccountToken: false
-        proxy.process.pid, "/var/run/secrets/kubernetes.io/serviceaccount").exists()
+        runner.containers.pid(proxy), "/var/run/secrets/kubernetes.io/serviceaccount").exists()
 
     # A hub admin opens the admin panel (OAuth through the hub): the chart's role gives hub
     # admins the panel's scope, and the service's OAuth client may ask for it.
@@ -352,6 +468,8 @@ def start_a_gpu_notebook(cluster: TestCluster, runner: PodRunner, namespace: str
     assert result["pool"] == pod.spec.node_name
     assert claim["metadata"]["ownerReferences"][0]["uid"] == pod.metadata.uid
     notebook = runner.wait_running(namespace, pod.metadata.name, 30)
+    assert runner.containers.started_from_image[f"{namespace}/{pod.metadata.name}"] == (
+        IMAGES["notebook"])
     assert notebook.env["AISPIKE_GPU_MEMORY_LIMIT"] == "8192"
     # The user reaches their notebook through the proxy (OAuth with the hub, from the notebook
     # pod through the hub's Service name).
@@ -361,6 +479,10 @@ def start_a_gpu_notebook(cluster: TestCluster, runner: PodRunner, namespace: str
     r = user.session.get(f"{url}user/{user.name}/api/status", timeout=60,
                          headers={"X-XSRFToken": xsrf})
     assert r.status_code == 200 and "started" in r.json(), (r.status_code, r.text[:300])
+    # JupyterLab of the notebook image, in Chromium: the lab extension's status bar item shows
+    # her slice (the image's server extension, reading the environment the slice gave the pod).
+    lab_shows_the_slice(url, user.name)
+    assert_all_from_images(cluster, runner, namespace, release)
     # She writes a file in her home directory.
     r = user.session.put(f"{url}user/{user.name}/api/contents/kept.txt", timeout=60,
                          headers={"X-XSRFToken": xsrf},
@@ -430,7 +552,7 @@ def start_a_gpu_notebook(cluster: TestCluster, runner: PodRunner, namespace: str
 
 def test_helm_install_upgrade_uninstall_on_kwok_gpu_nodes(
     cluster: TestCluster, namespace: str, gpu_nodes: GpuNodes, tmp_path: Path,
-    kubelet_runner: PodRunner | None,
+    image_runner: PodRunner | None,
 ) -> None:
     a100, h100, cpu = gpu_nodes({"nodes": [
         {"name": "a100", "cpu": "32", "memory": "128Gi",
@@ -440,7 +562,7 @@ def test_helm_install_upgrade_uninstall_on_kwok_gpu_nodes(
         {"name": "cpu", "cpu": "16", "memory": "64Gi"},
     ]})
     release = f"hub{secrets.token_hex(2)}"
-    runner = kubelet_runner
+    runner = image_runner
     if runner is not None:
         runner.accept = chart_pods(release)
         runner.start()
@@ -449,6 +571,7 @@ def test_helm_install_upgrade_uninstall_on_kwok_gpu_nodes(
     helm_args = [str(CHART), "--namespace", namespace, "--values", str(values_file),
                  "--wait", "--timeout", "180s"]
     adopt_device_class(cluster, namespace, release)
+    agent_recording(cluster, namespace)
     try:
         cluster.helm("install", release, *helm_args, timeout=240)
 
@@ -486,6 +609,7 @@ def test_helm_install_upgrade_uninstall_on_kwok_gpu_nodes(
 
         # The installed hub and service, running for real, start a GPU notebook.
         if runner is not None:
+            agents_and_prepullers_run(cluster, runner, namespace, release)
             start_a_gpu_notebook(cluster, runner, namespace, release)
 
         # Upgrade with a changed quota: new service config, the service rolled, still ready.

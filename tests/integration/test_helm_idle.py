@@ -1,14 +1,13 @@
 """The idle policy of the chart's default install stops an idle GPU notebook, and the user's file
 survives on her home volume; the node agents the chart runs answer the service's polls.
 
-Installed by Helm on the real test control plane as in test_helm_chart.py (kwok GPU nodes, the
-chart's hub, proxy and AISpike service run by tests/integration/podrunner.py in kubelet mode).
-Here the runner also runs the agent DaemonSet's pods: the agent command the chart sets, with the
-GPUs read from a recorded NVML machine (tests/fixtures/nvml/h200-1gpu.json) passed through the
-chart's own ``aispike.agent.config`` (``AgentApp.nvml_fixture``), as an admin of simulated nodes
-would.  Two things of the agent's default are turned off, with the reason: ``publish`` (the test
-cluster's ResourceSlices stand for the kwok nodes' GPUs; an agent on a recording would replace
-them with the recorded H200) and the DRA kubelet plugin (no kubelet registers it).  The service
+Installed by Helm on the real test control plane as in test_helm_chart.py (kwok GPU nodes, every
+pod of the release and the notebooks run from their images by tests/integration/podrunner.py in
+container mode), with the agents of the chart's DaemonSet reading a recorded NVML machine
+(tests/fixtures/nvml/h200-1gpu.json, mounted from a ConfigMap through ``aispike.agent.extraVolumes``
+and named by the chart's own ``aispike.agent.config``: ``AgentApp.nvml_fixture``), as an admin of
+simulated nodes would; ``publish`` and the DRA kubelet plugin are off (test_helm_chart.values says
+why).  The service
 finds the agents by itself through the chart's headless Service (the runner's /etc/hosts gives
 one line per agent pod, as cluster DNS gives one record) and reads their /usage: the notebook's
 GPU is idle, so the default policy (culling on: warn, then stop after the grace) acts.  Only the
@@ -37,10 +36,11 @@ from .test_helm_chart import (
     CHART,
     HubUser,
     adopt_device_class,
+    agent_recording,
     answers,
     chart_pods,
     home_volume,
-    kubelet_runner,  # noqa: F401  (the fixture)
+    image_runner,  # noqa: F401  (the fixture)
     only_pod,
     proxy_url,
     release_claims,
@@ -48,7 +48,6 @@ from .test_helm_chart import (
     values,
 )
 
-NVML_RECORDING = Path(__file__).resolve().parents[1] / "fixtures" / "nvml" / "h200-1gpu.json"
 AGENT_PORT = 9402  # the chart's aispike.agent.metrics.port
 
 
@@ -59,22 +58,8 @@ def idle_values(release: str, group: str) -> dict[str, Any]:
     v["cull"] = {"timeout": 30, "every": 5}
     v["aispike"]["idle"] = {"grace": 15}
     v["aispike"]["service"]["config"] = {"IdleMonitor": {"gpu_window": 10}}
-    v["aispike"]["agent"].update({
-        "publish": False, "draPlugin": "false", "interval": 2,
-        "config": {"AgentApp": {"nvml_fixture": str(NVML_RECORDING)}}})
+    v["aispike"]["agent"]["interval"] = 2
     return v
-
-
-def with_agents(release: str) -> Any:
-    """The pods test_helm_chart runs, and the release's agent pods."""
-    base = chart_pods(release)
-
-    def accept(pod: Any) -> bool:
-        labels = pod.metadata.labels or {}
-        return base(pod) or (labels.get("app.kubernetes.io/instance") == release
-                             and labels.get("app.kubernetes.io/component") == "agent")
-
-    return accept
 
 
 def usage(ip: str) -> dict[str, Any] | None:
@@ -87,10 +72,10 @@ def usage(ip: str) -> dict[str, Any] | None:
 
 def test_default_idle_policy_stops_an_idle_gpu_notebook_and_her_file_stays(
     cluster: TestCluster, namespace: str, gpu_nodes: GpuNodes, tmp_path: Path,
-    kubelet_runner: PodRunner | None,  # noqa: F811
+    image_runner: PodRunner | None,  # noqa: F811
 ) -> None:
-    runner = kubelet_runner
-    assert runner is not None, "needs root (kubelet mode); CI runs as root"
+    runner = image_runner
+    assert runner is not None, "needs root, podman and the images; CI has them"
     a100, h100 = gpu_nodes({"nodes": [
         {"name": "a100", "cpu": "32", "memory": "128Gi",
          "gpus": [{"model": A100, "memory": "80Gi", "count": 2}]},
@@ -98,11 +83,12 @@ def test_default_idle_policy_stops_an_idle_gpu_notebook_and_her_file_stays(
          "gpus": [{"model": "NVIDIA H100 80GB HBM3", "memory": "80Gi", "count": 2}]},
     ]})
     release = f"idle{secrets.token_hex(2)}"
-    runner.accept = with_agents(release)
+    runner.accept = chart_pods(release)
     runner.start()
     values_file = tmp_path / "values.json"
     values_file.write_text(json.dumps(idle_values(release, gpu_nodes.group)))
     adopt_device_class(cluster, namespace, release)
+    agent_recording(cluster, namespace)
     base = f"app.kubernetes.io/instance={release}"
     try:
         cluster.helm("install", release, str(CHART), "--namespace", namespace,
@@ -258,14 +244,14 @@ def progress_messages(user: HubUser, until: str) -> list[str]:
 
 def test_a_queued_spawn_outlives_the_start_timeout_and_ends_by_the_queue(
     cluster: TestCluster, namespace: str, gpu_nodes: GpuNodes, tmp_path: Path,
-    kubelet_runner: PodRunner | None,  # noqa: F811
+    image_runner: PodRunner | None,  # noqa: F811
 ) -> None:
     """One A100 (80 GiB), taken whole by a first user; two more ask for all of it and queue.
     After longer than JupyterHub's default start timeout the first stops: the second starts
     (she waited longer than that timeout, within the chart's start timeout), and the third ends
     with the queue's own reason when the queue timeout passes, not with JupyterHub's."""
-    runner = kubelet_runner
-    assert runner is not None, "needs root (kubelet mode); CI runs as root"
+    runner = image_runner
+    assert runner is not None, "needs root, podman and the images; CI has them"
     gpu_nodes({"nodes": [{"name": "a100", "cpu": "32", "memory": "128Gi",
                           "gpus": [{"model": A100, "memory": "80Gi", "count": 1}]}]})
     release = f"queue{secrets.token_hex(2)}"
@@ -283,6 +269,7 @@ def test_a_queued_spawn_outlives_the_start_timeout_and_ends_by_the_queue(
     values_file = tmp_path / "values.json"
     values_file.write_text(json.dumps(v))
     adopt_device_class(cluster, namespace, release)
+    agent_recording(cluster, namespace)
     whole = {"image": "pytorch", "gpu_gib": 80, "cpu": 1, "memory_gib": 1}
     try:
         cluster.helm("install", release, str(CHART), "--namespace", namespace,

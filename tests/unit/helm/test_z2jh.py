@@ -85,6 +85,7 @@ def test_a_z2jh_config_renders_unchanged_and_keeps_its_meaning(
     assert service_config(docs)["Inventory"] == {"node_selector": {"node-pool": "notebooks"}}
     assert spawner["tolerations"][0]["key"] == "dedicated"
     assert spawner["environment"] == {"EDITOR": "vim"}
+    assert spawner["cmd"] == ["start-singleuser.sh", "--SingleUserNotebookApp.default_url=/lab"]
     # Storage: one PVC per user (and server), from the admin's StorageClass, mounted as home.
     assert spawner["storage_pvc_ensure"] is True
     assert spawner["storage_capacity"] == "20Gi"
@@ -140,6 +141,11 @@ def test_default_install_culls_keeps_homes_and_opens_the_panel_to_admins(
     # Homes survive stop, cull and preemption: a dynamic 10 GiB PVC per user.
     spawner = computed(docs)["computed"]["AISpikeSpawner"]
     assert (spawner["storage_pvc_ensure"], spawner["storage_capacity"]) == (True, "10Gi")
+    # The hub's single-user server, whatever the image's own CMD (Z2JH's singleuser.cmd); null
+    # leaves it to the image.
+    assert spawner["cmd"] == "jupyterhub-singleuser"
+    unset = computed(render(sets=["singleuser.cmd=null"]))["computed"]["AISpikeSpawner"]
+    assert "cmd" not in unset
     # The start timeout covers the queue; the unschedulable abort waits for an autoscaler.
     assert spawner["start_timeout"] > service_config(docs)["AISpikeService"]["queue_timeout"]
     assert spawner["unschedulable_timeout"] >= 300

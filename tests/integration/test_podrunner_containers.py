@@ -1,9 +1,5 @@
 """The pod runner's container mode on the real test cluster (tests/integration/containers.py).
 
-NOT YET RUN (issue 22): written at the end of a session that never got the integration lock;
-named so that pytest does not collect it. Run it once (rename to test_podrunner_containers.py,
-then flock ... pytest), fix what fails, and keep the name test_*.
-
 Pods created through the real API server on a kwok node are started from the images
 scripts/build-images made (looked up by the name the pod spec sets): the hub image behind the
 proxy image answers ``/hub/health``, a Secret's and a ConfigMap's values reach it as env and
