@@ -171,7 +171,8 @@ class ContainerMode:
                              hosts_file: Path) -> None:
         """Each init container to completion before the pod's container starts; one that fails
         fails the start (a kubelet would retry it with back-off: the runner reports it)."""
-        from .podrunner import _expand, _security
+        from .podlogs import write_output
+        from .podrunner import _expand, _security, container_log
 
         for init in pod.spec.init_containers or []:
             env = runner._container_env(pod, init)
@@ -182,10 +183,11 @@ class ContainerMode:
             if init.command:
                 args.append(f"--entrypoint={argv[0]}")
                 argv = argv[1:]
-            with open(workdir / "pod.log", "ab") as log:
-                done = subprocess.run([*args, init.image, *argv], env=dict(env), stdout=log,
-                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      timeout=600, check=False)
+            done = subprocess.run([*args, init.image, *argv], env=dict(env),
+                                  capture_output=True, stdin=subprocess.DEVNULL,
+                                  timeout=600, check=False)
+            for stream, data in (("stdout", done.stdout), ("stderr", done.stderr)):
+                write_output(workdir / "pod.log", container_log(workdir, init.name), stream, data)
             if done.returncode != 0:
                 raise RuntimeError(f"{pod.metadata.name}: init container {init.name} exited with "
                                    f"{done.returncode} (Init:Error)")
@@ -204,7 +206,10 @@ class ContainerMode:
         # The runner starts this command with the pod's environment, not ours: podman is told
         # its store and settings on the command line (else it looks in its default store).
         settings = [f"{k}={v}" for k, v in podman_env().items()]
-        args = ["/usr/bin/env", *settings, "podman", "run", "--rm", "--replace", f"--name={name}",
+        # podman's own log lines would land in the container's log (its output is the pod's);
+        # a kubelet's container log holds only the container's.  Its errors still print.
+        args = ["/usr/bin/env", *settings, "podman", "--log-level=fatal", "run", "--rm",
+                "--replace", f"--name={name}",
                 "--network=host",
                 f"--cgroup-parent={self.cgroup_parent}", "--health-cmd=none",
                 f"--hostname={pod.metadata.name}", "--pull=never"]

@@ -34,6 +34,11 @@ aispike-hub chart's hub, proxy and AISpike service this way):
   ``--JupyterHub.hub_bind_url`` for ``jupyterhub``);
 - a container that exits is restarted with back-off (``restartPolicy: Always``).
 
+In every mode, each container's output is kept as a kubelet keeps it (CRI log files, the
+previous instance's after a restart) and named in a kwok ``Logs`` object, so ``kubectl logs``
+(and ``--previous``, ``-c``, ``--tail``, ``--timestamps``) answers for the pod
+(tests/integration/podlogs.py).
+
 It runs in a thread of the test process, watching pods through the real API server.  Every process
 it started runs in a session of its own and is killed as a process group when its pod goes, and
 :meth:`PodRunner.stop` ends all of them.
@@ -64,6 +69,8 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from aispike_hub.kube.slices import RESOURCE_API_VERSION
+
+from .podlogs import LOGS_GROUP, LOGS_PLURAL, LOGS_VERSION, LogPump, logs_object, rotate
 
 log = logging.getLogger("podrunner")
 
@@ -145,16 +152,37 @@ class RunningPod:
     restarts: int = 0
     exited_at: float | None = None
     grace: float = 10
+    container: str = "notebook"
+    """The pod's (first) container's name: its log files are named after it."""
 
     @property
     def log_path(self) -> Path:
+        """Everything the pod's containers wrote, as written (stdout and stderr interleaved)."""
         return self.workdir / "pod.log"
+
+    @property
+    def container_log(self) -> Path:
+        """The container's CRI log file (what ``kubectl logs`` reads)."""
+        return container_log(self.workdir, self.container)
+
+    @property
+    def previous_log(self) -> Path:
+        """The CRI log of the container's previous instance (``kubectl logs --previous``)."""
+        return previous_log(self.workdir, self.container)
 
     def log_text(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+
+def container_log(workdir: Path, container: str) -> Path:
+    return workdir / f"{container}.log"
+
+
+def previous_log(workdir: Path, container: str) -> Path:
+    return workdir / f"{container}.previous.log"
 
 
 def gpu_env(
@@ -224,6 +252,9 @@ class PodRunner:
         self._root = Path(tempfile.mkdtemp(prefix="aispike-pod-runner-"))
         self._root.chmod(0o711)  # pods running as other users reach their own directories
         self._hosts_text: dict[str, str] = {}
+        self.log_pump = LogPump()
+        """Copies every container's output into its log files (:mod:`.podlogs`)."""
+        self._logs_api_missing = False
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -239,6 +270,7 @@ class PodRunner:
                 self._stop_pod(uid)
         if self.containers is not None:
             self.containers.close()
+        self.log_pump.close()
         shutil.rmtree(self._root, ignore_errors=True)
 
     def running(self, namespace: str, name: str) -> RunningPod | None:
@@ -372,8 +404,10 @@ class PodRunner:
                 if now - running.exited_at >= backoff:
                     running.restarts += 1
                     running.exited_at = None
+                    rotate(running.container_log, running.previous_log)
                     running.process = self._launch(running.launch, running.env, running.workdir,
-                                                   running.cwd if not self.kubelet else "/")
+                                                   running.cwd if not self.kubelet else "/",
+                                                   running.container)
                     if self.containers is not None:
                         self.containers.restarted(running.uid)
 
@@ -421,7 +455,8 @@ class PodRunner:
                           self, pod, container, argv, env, workdir, hosts_file, security))
         else:
             launch = argv
-        process = self._launch(launch, env, workdir, "/" if self.kubelet else cwd)
+        process = self._launch(launch, env, workdir, "/" if self.kubelet else cwd, container.name)
+        self._publish_logs(pod, workdir)
         log.info(
             "started %s/%s on %s:%s: %s", pod.metadata.namespace, pod.metadata.name, ip, port, argv
         )
@@ -439,20 +474,52 @@ class PodRunner:
             cwd=cwd,
             hosts_file=hosts_file,
             grace=min(10.0, float(pod.spec.termination_grace_period_seconds or 10)),
+            container=container.name,
         )
 
     def _launch(self, argv: list[str], env: Mapping[str, str], workdir: Path,
-                cwd: str) -> subprocess.Popen[bytes]:
-        with open(workdir / "pod.log", "ab") as out:
-            return subprocess.Popen(
-                argv,
-                env=dict(env),
-                cwd=cwd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+                cwd: str, container: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            argv,
+            env=dict(env),
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        raw, cri = workdir / "pod.log", container_log(workdir, container)
+        assert process.stdout is not None and process.stderr is not None
+        self.log_pump.follow(process.stdout, "stdout", raw, cri)
+        self.log_pump.follow(process.stderr, "stderr", raw, cri)
+        return process
+
+    def _publish_logs(self, pod: Any, workdir: Path) -> None:
+        """The pod's kwok ``Logs`` object: every container's log files, for ``kubectl logs``.
+        A cluster without kwok's Logs type (not made by scripts/test-cluster) is told once."""
+        if self._logs_api_missing:
+            return
+        names = [c.name for c in [*(pod.spec.init_containers or []), *pod.spec.containers]]
+        body = logs_object(pod, [(n, container_log(workdir, n), previous_log(workdir, n))
+                                 for n in names])
+        args = (LOGS_GROUP, LOGS_VERSION, pod.metadata.namespace, LOGS_PLURAL)
+        try:
+            try:
+                self.custom.create_namespaced_custom_object(*args, body)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                # A pod of the same name ran before and its object is not yet collected.
+                self.custom.delete_namespaced_custom_object(*args, pod.metadata.name)
+                self.custom.create_namespaced_custom_object(*args, body)
+        except ApiException as e:
+            if e.status == 404 and "namespaces" not in (e.body or ""):
+                self._logs_api_missing = True
+                log.warning("no kwok Logs type in this cluster: `kubectl logs` will not answer "
+                            "for the runner's pods (start it with scripts/test-cluster)")
+            else:  # the pod runs whatever happens to its logs object (a namespace going, ...)
+                log.warning("no Logs object for %s/%s: %s", pod.metadata.namespace,
+                            pod.metadata.name, e.reason)
 
     def _container_env(self, pod: Any, container: Any) -> dict[str, str]:
         # A container starts from a clean environment: only what the pod says, plus a PATH that

@@ -506,7 +506,10 @@ def start_a_gpu_notebook(cluster: TestCluster, runner: PodRunner, namespace: str
 
     # The service admitted it from the cluster it reads with its own ServiceAccount (no nodes
     # file in the chart's config), and tells the user what they use (OAuth with the hub).
-    said = [line.split(f"{user.name}: ", 1)[1] for line in hub.log_text().splitlines()
+    # Read as an admin reads it: `kubectl logs deploy/<release>-hub` (the API server asks the
+    # node's kubelet endpoint, which serves the log file the runner keeps for the container).
+    hub_log = cluster.kubectl("logs", "-n", namespace, f"deploy/{full}-hub", "-c", "hub").stdout
+    said = [line.split(f"{user.name}: ", 1)[1] for line in hub_log.splitlines()
             if f"{user.name}: " in line]
     assert any(s.startswith("Admitted on ") for s in said), said  # (the placer may re-decide)
     assert any(s.startswith(f"placed on {pod.spec.node_name}") for s in said), said

@@ -3,13 +3,15 @@
 Pods created through the real API server on a kwok node are started from the images
 scripts/build-images made (looked up by the name the pod spec sets): the hub image behind the
 proxy image answers ``/hub/health``, a Secret's and a ConfigMap's values reach it as env and
-volumes, a crashing container is restarted (``restartCount`` in the pod's status) and a failing
-readiness probe keeps its pod NotReady.  Without root, podman, runc or the images: a skip, a
+volumes, a crashing container is restarted (``restartCount`` in the pod's status) and
+``kubectl logs`` (``--previous`` too) shows what each instance wrote, and a failing readiness
+probe keeps its pod NotReady.  Without root, podman, runc or the images: a skip, a
 failure under ``CI=true``.
 """
 
 from __future__ import annotations
 
+import re
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -132,7 +134,9 @@ def test_restarts_and_readiness_in_container_mode(
     (node,) = gpu_nodes({"nodes": [{"name": "crash", "cpu": "8", "memory": "16Gi"}]})
     core = cluster.core
     core.create_namespaced_pod(namespace, _pod(
-        "crash", node.name, IMAGES["hub"], command=["sh", "-c", "echo crashing; exit 3"]))
+        "crash", node.name, IMAGES["hub"],
+        command=["sh", "-c", "echo crashing $(cat /proc/sys/kernel/random/uuid); "
+                 "echo to-stderr >&2; exit 3"]))
     core.create_namespaced_pod(namespace, _pod(
         "notready", node.name, IMAGES["hub"], command=["sleep", "3600"],
         readinessProbe={"tcpSocket": {"port": 9}, "periodSeconds": 1,
@@ -147,6 +151,29 @@ def test_restarts_and_readiness_in_container_mode(
     wait_until(lambda: restarts("crash") >= 2, 120,
                f"the crashing container restarted twice\n{container_runner.logs()}")
     assert "crashing" in container_runner.running(namespace, "crash").log_text()  # type: ignore
+    # `kubectl logs` as an admin runs it: the API server asks the node's kubelet endpoint
+    # (kwok's server), which reads the CRI log the runner wrote for this instance; --previous
+    # is the instance before it, --timestamps shows the CRI times, -c names the container.
+    # The pump reads stdout and stderr as they come: their order in the file may differ.
+    seen: dict[str, list[str]] = {}
+
+    def both_instances_logged() -> bool:
+        for key, extra in (("current", ["-c", "main"]), ("previous", ["--previous"])):
+            out = cluster.kubectl("logs", "-n", namespace, "crash", *extra, check=False)
+            seen[key] = sorted(out.stdout.splitlines()) if out.returncode == 0 else [out.stderr]
+        return all(len(lines) == 2 for lines in seen.values())
+
+    try:
+        wait_until(both_instances_logged, 60, "kubectl logs of both instances")
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {seen}") from None
+    for lines in seen.values():
+        assert lines[0].startswith("crashing ") and lines[1] == "to-stderr", seen
+    assert seen["current"][0] != seen["previous"][0], f"--previous is the current instance: {seen}"
+    stamped = cluster.kubectl("logs", "-n", namespace, "crash", "--previous", "--timestamps",
+                              "--tail=1").stdout
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z (to-stderr|crashing \S+)\n",
+                        stamped), stamped
     # NotReady: the probe ran and failed (its status was written), and never turned Ready.
     wait_until(lambda: any(c.type == "Ready" and c.status == "False"
                            for c in status("notready").conditions or []), 60,
