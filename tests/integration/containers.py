@@ -251,14 +251,20 @@ class ContainerMode:
             args.append(f"--env={key}={value}")
         return args
 
-    def pid(self, running: Any) -> int:
+    def pid(self, running: Any, timeout: float = 60) -> int:
         """The host pid of the pod's container's first process (its ``/proc`` is the container's
-        view: root, mounts, user), where ``running.process`` is podman's."""
+        view: root, mounts, user), where ``running.process`` is podman's.  Waits while podman is
+        still creating the container (its process runs before the container does)."""
         tended = self.pods[running.uid]
-        out = podman("inspect", "--format", "{{.State.Pid}}", tended.container).stdout.strip()
-        if not out.isdigit() or int(out) == 0:
-            raise RuntimeError(f"{running.name}: no running container {tended.container}: {out}")
-        return int(out)
+        deadline = time.monotonic() + timeout
+        while True:
+            out = podman("inspect", "--format", "{{.State.Pid}}", tended.container).stdout.strip()
+            if out.isdigit() and int(out) != 0:
+                return int(out)
+            if running.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{running.name}: no running container {tended.container}: "
+                                   f"{out} (podman exit {running.process.poll()})")
+            time.sleep(0.2)
 
     # --- tending -------------------------------------------------------------------------------
 
