@@ -34,6 +34,7 @@ PROPORTIONAL = [
     ("negative-is-whole", -5, GPU, 100),
     ("one-of-100", 1, 100, 1),
     ("99-of-100", 99, 100, 99),
+    ("gpu-of-1-mib", 0, 1, 100),
 ]
 
 
@@ -62,6 +63,7 @@ CHOSEN = [
     ("default-clamped-up", 2 * GIB, None, B, 10),
     ("default-clamped-down", 60 * GIB, None, B, 50),
     ("default-no-bounds", 20 * GIB, None, None, 25),
+    ("default-of-a-1-mib-slice", 1, None, None, 1),
     ("choice-at-min", 20 * GIB, 10, B, 10),
     ("choice-at-max", 20 * GIB, 50, B, 50),
     ("choice-1-by-default", 20 * GIB, 1, None, 1),

@@ -12,6 +12,7 @@ chart's schema accept it.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -112,6 +113,8 @@ def test_a_long_value_is_refused_before_it_is_parsed() -> None:
     assert e.value.message.endswith(" is too large") and len(e.value.message) < 80
     assert parse_amount("p", "gpus", "0" * 63 + "7") == 7
     with pytest.raises(PolicyError, match="is too large"):
+        parse_amount("p", "gpus", "0" * 64 + "7")
+    with pytest.raises(PolicyError, match="is too large"):
         parse_amount("p", "gpus", 2**63)
 
 
@@ -168,6 +171,8 @@ DOC_ERRORS: list[tuple[str, dict[str, Any], str, str]] = [
     ("tier-unknown-key", {"tiers": [{"name": "x", "priority": 1, "colour": 1}]},
      "tiers[0].colour", "unknown field; use name, priority, preempts, priority_class"),
     ("tier-no-name", {"tiers": [{"priority": 1}]}, "tiers[0].name", "expected a name, got None"),
+    ("tier-name-number", {"tiers": [{"name": 3, "priority": 1}]}, "tiers[0].name",
+     "expected a name, got 3"),
     ("tier-second", {"tiers": [{"name": "a", "priority": 1}, {"name": "b"}]}, "tiers[1].priority",
      "expected an integer, got None"),
     ("tier-priority-bool", {"tiers": [{"name": "x", "priority": True}]}, "tiers[0].priority",
@@ -262,3 +267,16 @@ def test_a_policy_is_written_back_in_the_admins_units() -> None:
     }
     assert list(policy_to_dict(p)["groups"]) == ["ml", "z"]  # type: ignore[call-overload]
     assert policy_from_dict(policy_to_dict(p)) == p
+    # whole cores stay an integer (JSON "4", not "4.0")
+    assert json.dumps(policy_to_dict(p)["defaults"]) == json.dumps(  # type: ignore[index]
+        {"quota": {"gpu_memory": "16Gi", "gpus": 2, "cpu": "2500m", "memory": "1536Mi",
+                   "servers": "unlimited"}, "borrowing": {"gpu_memory": "8Gi", "cpu": 4},
+         "max_slice": "unlimited", "allowed_models": ["a", "b"], "allowed_images": [],
+         "tier": "low"})
+
+
+def test_a_name_of_253_characters_is_accepted() -> None:
+    """Rule: model and image names are 1 to 253 characters (a Kubernetes name's limit), both
+    ends included."""
+    p = policy_from_dict({"defaults": {"allowed_images": ["x" * 253], "allowed_models": ["A"]}})
+    assert p.defaults.allowed_images == frozenset({"x" * 253})

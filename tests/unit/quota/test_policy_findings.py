@@ -38,6 +38,10 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
      "use letters, digits, - and _; got ''"),
     ("tier-name-space", {"tiers": (Tier("ok", 0), Tier("a b", 1)), "default_tier": "ok"},
      "tiers[1].name", "use letters, digits, - and _; got 'a b'"),
+    ("tier-name-only-dashes", {"tiers": (Tier("--", 0),)}, "tiers[0].name",
+     "use letters, digits, - and _; got '--'"),
+    ("tier-name-only-underscore", {"tiers": (Tier("_", 0),)}, "tiers[0].name",
+     "use letters, digits, - and _; got '_'"),
     ("tier-name-dot", {"tiers": (Tier("a.b", 0),)}, "tiers[0].name",
      "use letters, digits, - and _; got 'a.b'"),
     ("tier-names-twice", {"tiers": (Tier("a", 0), Tier("a", 1)), "default_tier": "a"}, "tiers",
@@ -170,8 +174,9 @@ def test_tiers_and_their_priority_classes() -> None:
     assert (p.default_tier, p.group_combine, p.tiers) == ("normal", "most_generous",
                                                           DEFAULT_TIERS)
     assert p.tier("high") == DEFAULT_TIERS[2]
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError) as e:
         p.tier("gold")
+    assert e.value.args == ("gold",)
 
 
 def test_a_policy_holds_read_only_copies() -> None:

@@ -80,6 +80,13 @@ CASES: list[tuple[str, dict[str, Any], tuple[str, ...], dict[str, Any]]] = [
         "quota": {"gpus": 2}, "borrowing": {}, "max_slice": None, "models": None,
         "images": None, "tier": "normal",
         "sources": {"gpus": "group 'a'", "tier": "the default tier"}}),
+    ("a-tie-does-not-stop-the-search",
+     {"groups": {"a": {"member": {"quota": {"gpus": 2}}}, "b": {"member": {"quota": {"gpus": 2}}},
+                 "c": {"member": {"quota": {"gpus": 4}}}}},
+     ("a", "b", "c"), {
+        "quota": {"gpus": 4}, "borrowing": {}, "max_slice": None, "models": None,
+        "images": None, "tier": "normal",
+        "sources": {"gpus": "group 'c'", "tier": "the default tier"}}),
     ("a-group-unlimited-beats-a-limit", {"defaults": {"quota": {"gpus": 1}}, "groups": {
         "a": {"member": {"quota": {"gpus": "unlimited"}}},
         "b": {"member": {"quota": {"gpus": 4}}}}},
