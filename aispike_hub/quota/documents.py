@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 
 from aispike_hub.model import GIB_IN_MIB
 from aispike_hub.quota.policy import (
@@ -79,9 +80,11 @@ def _amount(path: str, resource: str, value: int | str | float) -> int:
                 raise PolicyError(path, "expected cores like 2 or '500m', got "
                                   f"{shorten(value)}") from None
         else:
+            # cores to millicores in decimal: float(2.01) * 1000 is 2009.9999999999998, which
+            # would refuse a CPU amount Kubernetes (and the chart's schema) accept
             try:
-                number = float(value) * 1000
-            except ValueError:
+                number = float(Decimal(str(value)) * 1000)
+            except (ValueError, ArithmeticError):
                 raise PolicyError(path, "expected cores like 2 or '500m', got "
                                   f"{shorten(value)}") from None
     else:

@@ -39,20 +39,27 @@ def _fmt(resource: str, amount: int) -> str:
 
 
 def _of(resource: str, used: int, limit: int) -> str:
-    """'12 of 16 GiB GPU memory', '2 of 2 servers', '512 MiB of 16 GiB RAM'."""
+    """'12 of 16 GiB GPU memory', '2 of 2 servers', '512 MiB of 16 GiB RAM'.
+
+    The unit is said once, after the limit; the amount used repeats it only where it differs
+    (MiB of GiB), and never with "RAM" (or "GPU memory") twice.
+    """
     whole = _fmt(resource, limit) + (" GPU memory" if resource == "gpu_memory_mib" else "")
-    part = _fmt(resource, used)
-    head, _, unit = part.partition(" ")
-    same_unit = unit.split(" ")[0] == _fmt(resource, limit).partition(" ")[2].split(" ")[0]
-    if same_unit or resource in ("gpus", "servers", "cpu_milli"):
-        return f"{head} of {whole}"
-    return f"{part} of {whole}"
+    number, _, unit = _fmt(resource, used).partition(" ")
+    if resource in ("gpu_memory_mib", "memory_mib"):
+        size = unit.split(" ")[0]
+        if used and size != _fmt(resource, limit).split(" ")[1]:
+            return f"{number} {size} of {whole}"
+    return f"{number} of {whole}"
 
 
 def _server_names(servers: Sequence[_Named]) -> str:
-    names = [f"'{s.name}'" if s.name else "your default server" for s in servers]
+    """The servers named as a person lists them: named ones in the order given, then the
+    default (unnamed) server last, where "and your default server" reads naturally."""
+    ordered = sorted(servers, key=lambda s: not s.name)
+    names = [f"'{s.name}'" if s.name else "your default server" for s in ordered]
     if len(names) == 1:
-        return names[0] if not servers[0].name else f"server {names[0]}"
+        return names[0] if not ordered[0].name else f"server {names[0]}"
     quoted = ", ".join(names[:-1]) + f" and {names[-1]}"
     return f"servers {quoted}"
 
@@ -127,10 +134,11 @@ ADMITTED_BORROWED = ("admitted on borrowed capacity: it is the first to be preem
 def preempted(victim_name: str, victim_tier: str, victim_borrowed: bool, requester: str,
               tier: str) -> str:
     """What the preempted user is told."""
+    # The default server is 'default', as in the warning the user read before (admission's
+    # controller) and in the idle notices; "why" says what made this server the one to go.
     why = ("it ran on borrowed capacity beyond your quota"
-           if victim_borrowed else f"it runs in tier '{victim_tier}'")
-    label = f"'{victim_name}'" if victim_name else "your default server"
+           if victim_borrowed else f"it ran in the lower tier '{victim_tier}'")
     return (
-        f"Your server {label} was stopped to make room for a tier '{tier}' server "
-        f"of {requester}: {why}, and the cluster was full."
+        f"Your server '{victim_name or 'default'}' was stopped to make room for a tier "
+        f"'{tier}' server of {requester}: {why}, and the cluster was full."
     )

@@ -197,13 +197,16 @@ def _check_entry(path: str, entry: Entry, tiers: set[str]) -> None:
             raise PolicyError(f"{path}.{name}", "names must not be empty")
     if entry.tier is not None and entry.tier not in tiers:
         raise PolicyError(f"{path}.tier", f"unknown tier {entry.tier!r}; tiers: {sorted(tiers)}")
-    quota_mem = entry.quota.gpu_memory_mib
+    # A slice larger than the GPU memory ceiling (quota plus borrowing) could never start; no
+    # ceiling (no quota, or unlimited quota or borrowing) allows any slice.
+    quota_mem, borrow_mem = entry.quota.gpu_memory_mib, entry.borrowing.gpu_memory_mib
     if (
-        entry.max_slice_mib not in (None, UNLIMITED)
-        and quota_mem not in (None, UNLIMITED)
-        and entry.max_slice_mib is not None
+        entry.max_slice_mib is not None
+        and entry.max_slice_mib != UNLIMITED
         and quota_mem is not None
-        and entry.max_slice_mib > quota_mem + max(entry.borrowing.gpu_memory_mib or 0, 0)
+        and quota_mem != UNLIMITED
+        and borrow_mem != UNLIMITED
+        and entry.max_slice_mib > quota_mem + (borrow_mem or 0)
     ):
         raise PolicyError(
             f"{path}.max_slice",

@@ -109,6 +109,8 @@ def resolve_limits(policy: Policy, user: str, groups: Iterable[str]) -> Limits:
         present = [v for v in sets if isinstance(v, frozenset)]
         if not present:
             return None
+        # only the entries that set a list restrict: a reason names those, not "no limit set"
+        sources[key] = ", ".join(dict.fromkeys(s for s, v in values if v is not None))
         out = present[0]
         for v in present[1:]:
             out = out & v
