@@ -99,7 +99,7 @@ def slice_near_tie() -> ClusterState:
 @pytest.mark.parametrize(
     ("policy", "make", "request_"),
     [
-        ("dotprod", cpu_near_tie, SliceRequest(cpu_milli=1000)),
+        ("dotprod", cpu_near_tie, SliceRequest(gpu_count=0, cpu_milli=1000)),
         ("fgd", slice_near_tie, SliceRequest(gpu_memory_mib=GIB)),
     ],
 )
@@ -124,7 +124,7 @@ def test_spread_breaks_a_tie_between_equal_nodes_at_random(affinity: Affinity) -
     nodes = set()
     for seed in SEEDS:
         d = PlacementEngine("spread", seed=seed, affinity=affinity).place(
-            identical_nodes(), SliceRequest(cpu_milli=1000))
+            identical_nodes(), SliceRequest(gpu_count=0, cpu_milli=1000))
         assert d.assignment is not None
         nodes.add(d.assignment.node)
     assert nodes == {"a", "b"}
@@ -154,7 +154,8 @@ def test_aispike_tie_breakers_choose_the_tighter_node_for_a_cpu_only_server() ->
     CPU to spare, so its tie-breakers decide: best fit puts it on the node with less free CPU
     (b, listed second), not on the first node."""
     state = ClusterState([make_node("a", gpus=1), make_node("b", gpus=1, cpu=48_000)])
-    d = PlacementEngine("aispike", workload=WORKLOAD).place(state, SliceRequest(cpu_milli=1000))
+    d = PlacementEngine("aispike", workload=WORKLOAD).place(
+        state, SliceRequest(gpu_count=0, cpu_milli=1000))
     assert d.assignment is not None and d.assignment.node == "b"
 
 
