@@ -20,6 +20,7 @@ from aispike_hub.placement.filter import find_options
 from aispike_hub.placement.fragmentation import Workload
 from aispike_hub.placement.scorers import (
     BestFitScorer,
+    CpuBalanceScorer,
     DotProductScorer,
     GpuFitScorer,
     GpuPackingScorer,
@@ -119,3 +120,24 @@ def test_scarce_host_marks_a_node_that_can_host_the_rare_server_right_now(
     big = ctx.options.node == 11
     assert out[big].tolist() == [big_score]
     assert not out[~big].any()  # the other nodes (none can host the 120-CPU server itself)
+
+
+CPU_MIX = Workload.from_requests(
+    [SliceRequest(gpu_count=2, cpu_milli=16_000), SliceRequest(gpu_share_milli=500, cpu_milli=4000)]
+    + [SliceRequest(gpu_memory_mib=20 * GIB, cpu_milli=2000)] * 2
+    + [SliceRequest(gpu_count=0, cpu_milli=50_000)] * 4  # CPU-only: not part of rho
+)
+
+
+def test_cpu_balance_prices_cpu_per_gpu_of_demand_and_scores_the_stranded_change() -> None:
+    """Rule: rho is the mix's CPU per GPU of demand over its GPU types (two whole GPUs count 2,
+    a half share 0.5, a 20 GiB slice 20/80 of the typical GPU; CPU-only servers are left out):
+    (16000 + 4000 + 2 * 2000) / (2 + 0.5 + 2 * 0.25) = 8000.  The score is minus the change of
+    stranded GPUs max(0, free GPUs - free CPU / rho): on a node with 2 idle GPUs and 8 CPUs
+    free, a 20 GiB slice with 4 CPUs goes from 1 stranded GPU to 2 - 0.25 - 0.5 = 1.25."""
+    state = ClusterState([make_node("a", gpus=2, cpu=8000)])
+    request = SliceRequest(gpu_memory_mib=20 * GIB, cpu_milli=4000)
+    ctx = ScoringContext(state, request, find_options(state, request), np.random.default_rng(0))
+    scorer = CpuBalanceScorer(CPU_MIX)
+    assert scorer.rho(state) == 8000.0
+    assert scorer.score(ctx).tolist() == [-0.25]
