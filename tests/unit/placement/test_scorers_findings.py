@@ -24,6 +24,7 @@ from aispike_hub.placement.scorers import (
     DotProductScorer,
     GpuFitScorer,
     GpuPackingScorer,
+    LocalityScorer,
     ScarceHostScorer,
     Scorer,
     ScoringContext,
@@ -141,3 +142,31 @@ def test_cpu_balance_prices_cpu_per_gpu_of_demand_and_scores_the_stranded_change
     scorer = CpuBalanceScorer(CPU_MIX)
     assert scorer.rho(state) == 8000.0
     assert scorer.score(ctx).tolist() == [-0.25]
+
+
+@pytest.mark.parametrize(
+    ("request_", "expected"),
+    [
+        # image 5 GB on "img" and "both", dataset 150 GB on "data" and "both": shares of 155 GB
+        (SliceRequest(gpu_memory_mib=GIB, image="lab:1", datasets=("imagenet",)),
+         [5 / 155, 150 / 155, 1.0, 0.0]),
+        # cached nowhere: size 0 everywhere, no share (and no division by zero)
+        (SliceRequest(gpu_memory_mib=GIB, datasets=("nowhere",)), [0.0, 0.0, 0.0, 0.0]),
+        (SliceRequest(gpu_memory_mib=GIB), [0.0, 0.0, 0.0, 0.0]),  # nothing to pull
+    ],
+)
+def test_locality_is_the_share_of_the_request_bytes_already_cached(
+    request_: SliceRequest, expected: list[float]
+) -> None:
+    """Rule: a node scores the share of the request's bytes (image plus datasets, each weighted
+    by its largest cached size) it already holds; an item cached nowhere weighs 0."""
+    state = ClusterState([
+        make_node("img", gpus=1, images={"lab:1": 5 * 10**9}),
+        make_node("data", gpus=1, datasets={"imagenet": 150 * 10**9}),
+        make_node("both", gpus=1, images={"lab:1": 5 * 10**9},
+                  datasets={"imagenet": 150 * 10**9}),
+        make_node("none", gpus=1),
+    ])
+    ctx = ScoringContext(state, request_, find_options(state, request_), np.random.default_rng(0))
+    assert ctx.options.node.tolist() == [0, 1, 2, 3]
+    assert LocalityScorer().score(ctx).tolist() == pytest.approx(expected, abs=1e-12)
