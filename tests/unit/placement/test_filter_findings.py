@@ -209,11 +209,10 @@ def test_the_reasons_nothing_fits(state: ClusterState, request_: SliceRequest,
 # -- NodeFit -----------------------------------------------------------------------------------
 
 def node_fit() -> NodeFit:
-    """Node b: 4 CPUs, 16 GiB RAM, GPU 0 (A100 80 GiB) with 20 GiB free, GPU 1 idle (H100 40 GiB,
-    held anonymously), GPU 2 idle (A100 80 GiB)."""
+    """Node b: 4 CPUs, 16 GiB RAM, GPU 0 (A100 80 GiB) with 20 GiB free, GPU 1 an idle H100 of
+    40 GiB that must stay idle (one GPU held anonymously: no idle GPU may start)."""
     b = Node("b", 4000, 16 * GIB, (Gpu(0, "A100", 80 * GIB, uuid="b0"),
-                                   Gpu(1, "H100", 40 * GIB, uuid="b1"),
-                                   Gpu(2, "A100", 80 * GIB, uuid="b2")))
+                                   Gpu(1, "H100", 40 * GIB, uuid="b1")))
     state = state_of(make_node("a", gpus=1), b,
                      commits=(Assignment("b", (0,), (60 * GIB,), anonymous_gpus=1),))
     return NodeFit(state, 1)
@@ -224,27 +223,32 @@ NODE_FIT = [
     ("exact CPU and RAM", SliceRequest(gpu_count=0, cpu_milli=4000, memory_mib=16 * GIB), True),
     ("CPU short", SliceRequest(gpu_count=0, cpu_milli=4001), False),
     ("RAM short", SliceRequest(gpu_count=0, memory_mib=16 * GIB + 1), False),
-    ("exact fill of GPU 0", SliceRequest(gpu_memory_mib=20 * GIB), True),
-    ("a slice needing an idle GPU (one is not held)", SliceRequest(gpu_memory_mib=21 * GIB), True),
-    ("an idle H100 may start: GPU 2 stays idle for the held one",
-     SliceRequest(gpu_memory_mib=GIB, allowed_models=H100), True),
-    ("one whole GPU", SliceRequest(gpu_count=1), True),
-    ("two whole GPUs: one idle GPU is held", SliceRequest(gpu_count=2), False),
-    ("a quarter of an 80 GiB GPU fits GPU 0", SliceRequest(gpu_share_milli=250), True),
-    ("a quarter of a 40 GiB H100 is 10 GiB", SliceRequest(gpu_share_milli=250,
-                                                          allowed_models=H100), True),
-    ("... and more than its 40 GiB does not fit",
-     SliceRequest(gpu_memory_mib=40 * GIB + 1, allowed_models=H100), False),
-    ("share 1000 on an A100: only idle GPU 2", SliceRequest(gpu_share_milli=1000), True),
-    ("CPU-only", SliceRequest(gpu_count=0), True),
+    ("exact fill of GPU 0 (the only way)", SliceRequest(gpu_memory_mib=20 * GIB), True),
+    ("one MiB more", SliceRequest(gpu_memory_mib=20 * GIB + 1), False),
+    ("a quarter of an 80 GiB GPU is exactly 20 GiB", SliceRequest(gpu_share_milli=250), True),
+    ("three tenths is 24 GiB (after the quarter: not its remembered answer)",
+     SliceRequest(gpu_share_milli=300), False),
+    ("the idle H100 must stay idle", SliceRequest(gpu_memory_mib=GIB, allowed_models=H100),
+     False),
+    ("one whole GPU: none may start", SliceRequest(gpu_count=1), False),
 ]
 
 
 def test_node_fit_answers_each_request_exactly() -> None:
     """Rule: NodeFit (the simulator's queue check) says a node could host a request exactly when
-    its CPU, RAM and GPUs suffice, with the filter's boundaries (exact fits fit) and the
-    anonymous-GPU rule; answers are remembered per request shape, never mixed between shapes.
-    One NodeFit answers the whole table in order, so a wrong memo key shows."""
+    its CPU, RAM and GPUs suffice, with the filter's boundaries (exact fits fit; a share rounds
+    up on the GPU it lands on) and the anonymous-GPU rule; answers are remembered per request
+    shape, never mixed between shapes (one NodeFit answers the whole table in order)."""
     fit = node_fit()
     got = [(name, fit.could_host(req)) for name, req, _ in NODE_FIT]
     assert got == [(name, want) for name, _, want in NODE_FIT]
+
+
+def test_node_fit_counts_idle_gpus_of_the_allowed_model_only() -> None:
+    """Rule: two whole A100s need two idle A100s; an idle H100 beside one idle A100 does not
+    make two (though the node's anonymous room is 2)."""
+    c = Node("c", 64_000, 512 * GIB, (Gpu(0, "A100", 80 * GIB, uuid="c0"),
+                                      Gpu(1, "H100", 80 * GIB, uuid="c1")))
+    fit = NodeFit(state_of(c), 0)
+    assert fit.could_host(SliceRequest(gpu_count=2)) is True
+    assert fit.could_host(SliceRequest(gpu_count=2, allowed_models=frozenset({"A100"}))) is False
