@@ -160,6 +160,8 @@ def why_nothing_fits(state: ClusterState, request: SliceRequest) -> list[str]:
     reasons: list[str] = []
     models = model_mask(state, request)
     if request.gpu_count and not models.any():
+        if not request.allowed_models:  # any model would do: the cluster has no GPU at all
+            return ["no node has a GPU (this cluster has none)"]
         wanted = ", ".join(sorted(request.allowed_models))
         have = ", ".join(state.models) or "none"
         return [f"no node has a GPU of model {wanted} (this cluster has: {have})"]
@@ -211,7 +213,7 @@ def why_nothing_fits(state: ClusterState, request: SliceRequest) -> list[str]:
     if fits_gpu.any() and not (fits_gpu & hosts[:, None]).any():
         n = int(fits_gpu.any(axis=1).sum())
         reasons.append(
-            f"{n} node{'s' if n != 1 else ''} have the GPU memory but not the CPUs and RAM too"
+            f"{n} node{'s have' if n != 1 else ' has'} the GPU memory but not the CPUs and RAM too"
         )
     reasons += outside
     if not reasons:
