@@ -157,6 +157,15 @@ REASONS = [
      SliceRequest(gpu_count=1, cpu_milli=8000),
      ["no node has 1 idle GPU of an allowed model (most idle on one node: 1; 0 on a node with"
       " the CPUs and RAM free)"]),
+    # One idle A100 on each node (a's other GPU is an idle H100): counted per node, never the
+    # cluster's sum capped by a node's idle GPUs of any model (that would say 2 for node a).
+    ("whole GPUs, one idle of the model on each of two nodes",
+     state_of(Node(name="a", cpu_milli=64000, memory_mib=512 * GIB, gpus=(
+                  Gpu(index=0, model="A100", memory_mib=80 * GIB, uuid="GPU-a-0"),
+                  Gpu(index=1, model="H100", memory_mib=80 * GIB, uuid="GPU-a-1"))),
+              make_node("b", gpus=2), commits=(Assignment("b", (1,), (GIB,)),)),
+     SliceRequest(gpu_count=2, allowed_models=frozenset({"A100"})),
+     ["no node has 2 idle GPUs of an allowed model (most idle on one node: 1)"]),
     ("whole GPUs, the idle ones are held", state_of(make_node("a", gpus=2),
                                                     commits=(Assignment("a", (), (),
                                                                         anonymous_gpus=1),)),
