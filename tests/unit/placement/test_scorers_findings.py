@@ -75,6 +75,15 @@ def test_exact_scores_of_the_node_and_gpu_scorers(scorer: Scorer, expected: list
     assert scorer.score(context()).tolist() == pytest.approx(expected, abs=1e-9)
 
 
+def test_spread_on_a_one_gpu_node_divides_by_its_one_gpu() -> None:
+    """Rule: spread's GPU term is the capacity left over the node's own GPU count, also for a
+    node of one GPU (16 CPUs, one idle 80 GiB GPU; a 20 GiB slice with 8 CPUs): cpu 8/16 = 0.5,
+    RAM 1, GPU (1 - 0.25) / 1 = 0.75; mean times 100 = 75 (a floor of 2 GPUs would say 62.5)."""
+    state = ClusterState([make_node("c", gpus=1, cpu=16_000)])
+    ctx = ScoringContext(state, REQUEST, find_options(state, REQUEST), np.random.default_rng(0))
+    assert SpreadScorer().score(ctx).tolist() == pytest.approx([75.0], abs=1e-9)
+
+
 def test_faithful_bestfit_of_one_option_is_zero() -> None:
     """Rule: min-max normalisation of equal scores gives 0 (nothing to rescale), not a
     division by zero."""
