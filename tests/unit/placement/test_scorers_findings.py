@@ -132,6 +132,28 @@ def test_scarce_host_marks_a_node_that_can_host_the_rare_server_right_now(
     assert not out[~big].any()  # the other nodes (none can host the 120-CPU server itself)
 
 
+@pytest.mark.parametrize(("ram_used", "big_score"), [
+    (112 * GIB, -1.0),      # exactly the rare server's 400 GiB of RAM free: it could start there
+    (112 * GIB + 1, 0.0),   # one MiB short: it could not, nothing to hold back
+])
+def test_scarce_host_needs_the_rare_servers_ram_free_too(ram_used: int, big_score: float) -> None:
+    """Rule: "can host the scarce server right now" includes its RAM, exactly: the rare 8-GPU,
+    120-CPU server asking 400 GiB fits "big" (512 GiB) with exactly 400 GiB free, not with one
+    MiB less."""
+    big_ram = SliceRequest(gpu_count=8, cpu_milli=120_000, memory_mib=400 * GIB)
+    workload = Workload.from_requests(
+        [SliceRequest(gpu_memory_mib=40 * GIB, cpu_milli=11_000)] * 300 + [big_ram])
+    nodes = [make_node(f"n{i}", gpus=8, cpu=96_000) for i in range(11)]
+    nodes.append(make_node("big", gpus=8, cpu=128_000))
+    state = ClusterState(nodes)
+    state.commit(Assignment("big", (), (), memory_mib=ram_used))
+    request = SliceRequest(gpu_memory_mib=40 * GIB, cpu_milli=11_000)
+    ctx = ScoringContext(state, request, find_options(state, request), np.random.default_rng(0))
+    out = ScarceHostScorer(workload).score(ctx)
+    assert out[ctx.options.node == 11].tolist() == [big_score]
+    assert not out[ctx.options.node != 11].any()
+
+
 CPU_MIX = Workload.from_requests(
     [SliceRequest(gpu_count=2, cpu_milli=16_000), SliceRequest(gpu_share_milli=500, cpu_milli=4000)]
     + [SliceRequest(gpu_memory_mib=20 * GIB, cpu_milli=2000)] * 2
