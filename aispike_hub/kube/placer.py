@@ -385,6 +385,19 @@ class Placer(LoggingConfigurable):
         patch = {"metadata": {"ownerReferences": [owner_reference(pod_name, pod_uid)]}}
         self.api.merge_patch("resourceclaims", pin.claim, patch, pin.namespace)
 
+    def disown(self, pin: Pin) -> None:
+        """Take the claim out of its pod's ownership before that pod is deleted while the start
+        goes on (KubeSpawner replacing the server's pod after a 409): otherwise the garbage
+        collector deletes the claim with the old pod, and the new pod has no GPU to adopt."""
+        if not pin.claim:
+            return
+        try:
+            self.api.merge_patch("resourceclaims", pin.claim,
+                                 {"metadata": {"ownerReferences": None}}, pin.namespace)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
     def release(self, namespace: str, server: str) -> None:
         """Free the server's slice now (its claim is also garbage-collected with the pod).
 

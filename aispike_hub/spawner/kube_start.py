@@ -276,6 +276,14 @@ class KubeStartMixin(KubeSpawner):  # type: ignore[misc]
             await asyncio.to_thread(placer.adopt, self._pin, self.pod_name, uid)
             self._adopted_uid = uid
 
+    async def _disown(self) -> None:
+        """Before an old pod of this start is deleted from inside it: the claim it owns must
+        outlive it (the next pod adopts it)."""
+        if self._adopted_uid and self._pin is not None:
+            placer = await self.placer()
+            await asyncio.to_thread(placer.disown, self._pin)
+            self._adopted_uid = ""
+
     async def _abandon(self) -> None:
         """Undo a failed start: the pod (if any), the claim, whatever the placer holds."""
         with contextlib.suppress(Exception):
@@ -309,10 +317,12 @@ class KubeStartMixin(KubeSpawner):  # type: ignore[misc]
         retry after a 409 deleting an old pod of this server, or its cleanup), only the pod goes,
         as KubeSpawner's stop does: the start goes on, and keeps its ticket and claim (cancelling
         it from a task it waits for would deadlock, and releasing would leave the new pod
-        without its GPU).  "Inside" is :data:`_INSIDE_START`, which the tasks KubeSpawner makes
-        inherit.
+        without its GPU); the claim is taken out of the old pod's ownership first, or the
+        garbage collector would delete it with that pod.  "Inside" is :data:`_INSIDE_START`,
+        which the tasks KubeSpawner makes inherit.
         """
         if self._inside_own_start():
+            await self._disown()
             await super().stop(now=now)
             return
         start = self._start_future

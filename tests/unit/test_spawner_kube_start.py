@@ -62,6 +62,9 @@ class FakePlacer:
     def adopt(self, pin: Any, pod_name: str, uid: str) -> None:
         self.calls.append("adopt")
 
+    def disown(self, pin: Any) -> None:
+        self.calls.append("disown")
+
     def status(self, namespace: str, server: str) -> ServerStatus:
         return ServerStatus("pending")
 
@@ -280,6 +283,40 @@ def test_kubespawners_409_retry_deletes_the_old_pod_and_the_start_goes_on(
         await spawner.stop()
         assert await _state(spawner) == "unknown"
         assert kube.stops == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_pod_replaced_inside_the_start_leaves_the_claim_to_the_next_pod(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kube: SimpleNamespace) -> None:
+    """KubeSpawner's create timed out but the pod was made (a loaded API server); the start
+    adopted that pod, then KubeSpawner's retry got 409 and deletes it.  The claim must be
+    disowned before that delete (the garbage collector would take it with the old pod: the
+    new pod's adopt then failed with a 404 and the start with it), and the new pod adopts it."""
+    async def scenario() -> None:
+        placer = FakePlacer()
+        spawner = _spawner(tmp_path, monkeypatch, placer)
+        pods: dict[str, Any] = {}
+        key = f"{spawner.namespace}/{spawner.pod_name}"
+        monkeypatch.setattr(AISpikeSpawner, "pod_reflector", SimpleNamespace(pods=pods))
+        kube.start_seconds = 4.0
+        original_stop = KubeSpawner.stop
+
+        async def replace_pod(self: AISpikeSpawner, now: bool = False) -> None:
+            await original_stop(self, now)
+            pods[key] = _pending_pod(spawner, "uid-2", "")  # KubeSpawner's next create
+
+        async def retry_after_409() -> None:
+            while "adopt" not in placer.calls:  # the start adopts uid-1 first
+                await asyncio.sleep(0.05)
+            await spawner.stop(True)
+
+        monkeypatch.setattr(KubeSpawner, "stop", replace_pod)
+        kube.on_start = lambda: (pods.update({key: _pending_pod(spawner, "uid-1", "")}),
+                                 asyncio.ensure_future(retry_after_409()))
+        assert await asyncio.wait_for(spawner.start(), 20) == "http://pod:8888"
+        assert placer.calls == ["pin", "adopt", "disown", "adopt"]
+        assert await _state(spawner) == "admitted"
 
     asyncio.run(scenario())
 
