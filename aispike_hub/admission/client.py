@@ -24,12 +24,13 @@ import contextlib
 import json
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 from urllib.parse import quote
 
 from tornado import httpclient
-from traitlets import Enum, Float, Unicode, default
+from traitlets import Enum, Float, Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from aispike_hub.admission.pending import PendingReleases, pending_releases
@@ -63,6 +64,23 @@ class AdmissionUnavailable(AdmissionError):
             f"minute or ask an admin ({cause})")
 
 
+_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                     dict[int, httpclient.AsyncHTTPClient]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _http_client(max_connections: int) -> httpclient.AsyncHTTPClient:
+    """The hub's client for the AISpike service: one per event loop and pool size, apart from
+    tornado's shared instance (which other code in the hub process may fill)."""
+    size = max(1, max_connections)
+    clients = _CLIENTS.setdefault(asyncio.get_running_loop(), {})
+    client = clients.get(size)
+    if client is None:
+        client = clients[size] = httpclient.AsyncHTTPClient(force_instance=True,
+                                                            max_clients=size)
+    return client
+
+
 class AdmissionClient(LoggingConfigurable):
     """Admit, follow and release a server's admission with the AISpike service."""
 
@@ -89,6 +107,14 @@ class AdmissionClient(LoggingConfigurable):
     ).tag(config=True)
 
     request_timeout = Float(30.0, help="Seconds to wait for one answer.").tag(config=True)
+
+    max_connections = Integer(
+        64, help="""Requests to the AISpike service in flight at once from this hub (its own
+        connection pool).  Tornado's shared default client allows 10 and counts the time a
+        request waits for one of them against `request_timeout`: in a burst of starts the
+        admissions then time out in that queue ("Timeout in request queue") and are taken for
+        an unreachable service.""",
+    ).tag(config=True)
 
     when_unavailable = Enum(
         ["refuse", "wait"], "refuse",
@@ -133,7 +159,7 @@ class AdmissionClient(LoggingConfigurable):
             request_timeout=self.request_timeout,
         )
         try:
-            response = await httpclient.AsyncHTTPClient().fetch(request)
+            response = await _http_client(self.max_connections).fetch(request)
         except httpclient.HTTPClientError as e:
             doc: dict[str, Any] = {}
             if e.response is not None and e.response.body:

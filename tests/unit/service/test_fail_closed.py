@@ -121,3 +121,41 @@ def test_a_refusal_by_the_service_is_not_retried() -> None:
 
     asyncio.run(scenario())
     assert Admissions.posts == 1
+
+
+class SlowAdmissions(web.RequestHandler):
+    """A stand-in service that takes 1 s to admit (a busy service in a burst)."""
+
+    async def post(self) -> None:
+        doc = json.loads(self.request.body)
+        await asyncio.sleep(1.0)
+        self.set_status(201)
+        self.finish({"user": doc["user"], "server": doc["server"], "state": "admitted",
+                     "reasons": [], "assignment": {"node": "n1"}})
+
+
+def test_a_burst_of_admissions_does_not_time_out_waiting_for_a_connection() -> None:
+    """50 starts ask at once, each answer takes 1 s, the timeout is 3.5 s.  Through tornado's
+    shared client (10 connections) the fifth ten waited 4 s in its queue and timed out there
+    ("Timeout in request queue", taken for an unreachable service); the admission client's own
+    pool (``max_connections``, 64) sends them all at once.  With ``max_connections=10`` the
+    queue comes back (at least the last ten; on a loaded machine the fourth ten may join them):
+    the control that the pool is what this measures."""
+    async def burst(max_connections: int) -> list[object]:
+        sock, port = bind_unused_port()
+        server = httpserver.HTTPServer(web.Application(
+            [(r"/services/aispike/api/admissions", SlowAdmissions)]))
+        server.add_sockets([sock])
+        try:
+            admission = AdmissionClient(url=f"http://127.0.0.1:{port}/services/aispike/",
+                                        api_token="t", request_timeout=3.5,
+                                        max_connections=max_connections)
+            calls = [admission.admit(f"u{k}", "", [], REQUEST) for k in range(50)]
+            return list(await asyncio.gather(*calls, return_exceptions=True))
+        finally:
+            server.stop()
+
+    answers = asyncio.run(burst(64))
+    assert [a["state"] for a in answers if isinstance(a, dict)] == ["admitted"] * 50
+    queued = asyncio.run(burst(10))
+    assert sum(isinstance(a, AdmissionError) for a in queued) >= 10, queued
