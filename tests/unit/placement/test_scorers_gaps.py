@@ -1,6 +1,8 @@
 """The scorers' rules the first mutation round left unchecked (issue 26 item 7; docs/testing.md,
 ``scorers.py``): CPU balance's rho at its edges, the scarce-host term with two rare servers, the
-slice-value term on one option and on GPUs of two sizes, and the fragmentation scorer's measure.
+slice-value term on one option and on GPUs of two sizes, the fragmentation scorer's measure,
+packing's rounding and tier-2 floor, the scorers' defaults, one scorer on two clusters, and a
+cached item of one byte.
 
 One rule per test; every expected number is worked out by hand in the test's comment.
 """
