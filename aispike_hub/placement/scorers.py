@@ -8,8 +8,10 @@ baselines can be compared with the FGD paper's numbers; the rest are continuous.
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -259,6 +261,31 @@ class SliceValueScorer:
         return out
 
 
+T = TypeVar("T")
+
+
+class PerCapacities(Generic[T]):
+    """A value computed from a state's capacities, kept while the *same* state object (not a
+    new one at a reused ``id``) with the same capacities is asked again.
+
+    Why not ``id(state)``: states built per request and freed are often allocated at the
+    address of the last one, so an ``id`` key handed one cluster's value to another."""
+
+    def __init__(self, compute: Callable[[ClusterState], T]) -> None:
+        self._compute = compute
+        self._state: weakref.ReferenceType[ClusterState] | None = None
+        self._version = -1
+        self._value: T | None = None
+
+    def get(self, state: ClusterState) -> T:
+        if (self._state is None or self._state() is not state
+                or self._version != state.capacity_version or self._value is None):
+            self._value = self._compute(state)
+            self._state = weakref.ref(state)
+            self._version = state.capacity_version
+        return self._value
+
+
 class ScarceHostScorer:
     """-1 on a node that can host one of the workload's scarce server types right now.
 
@@ -273,12 +300,11 @@ class ScarceHostScorer:
 
     def __init__(self, workload: Workload) -> None:
         self.workload = workload
-        self._scarce: tuple[int, list[SliceRequest]] | None = None
+        self._scarce: PerCapacities[list[SliceRequest]] = PerCapacities(
+            lambda state: scarce_server_types(state, self.workload))
 
     def scarce(self, state: ClusterState) -> list[SliceRequest]:
-        if self._scarce is None or self._scarce[0] != id(state):
-            self._scarce = (id(state), scarce_server_types(state, self.workload))
-        return self._scarce[1]
+        return self._scarce.get(state)
 
     def score(self, ctx: ScoringContext) -> FloatArray:
         st, req, n = ctx.state, ctx.request, ctx.options.node
@@ -353,26 +379,26 @@ class CpuBalanceScorer:
 
     def __init__(self, workload: Workload) -> None:
         self.gpu_types = [(r, p) for r, p in workload.types if r.gpu_count]
-        self._rho: dict[int, float] = {}
+        self._rho: PerCapacities[float] = PerCapacities(self._compute_rho)
 
     def rho(self, state: ClusterState) -> float:
         """CPU milli per GPU of demand (memory slices priced on the cluster's typical GPU)."""
-        key = id(state)
-        if key not in self._rho:
-            caps = state.node_gpu_cap[state.gpu_count > 0]
-            typical = float(np.median(caps)) if caps.size else 1.0
-            gpus = 0.0
-            for r, p in self.gpu_types:
-                if r.whole_gpus:
-                    per_gpu = 1.0
-                elif r.gpu_share_milli:
-                    per_gpu = r.gpu_share_milli / FULL_GPU_MILLI
-                else:
-                    per_gpu = min(1.0, r.gpu_memory_mib / typical)
-                gpus += p * r.gpu_count * per_gpu
-            cpu = sum(p * r.cpu_milli for r, p in self.gpu_types)
-            self._rho = {key: cpu / gpus if gpus > 0 else 0.0}
-        return self._rho[key]
+        return self._rho.get(state)
+
+    def _compute_rho(self, state: ClusterState) -> float:
+        caps = state.node_gpu_cap[state.gpu_count > 0]
+        typical = float(np.median(caps)) if caps.size else 1.0
+        gpus = 0.0
+        for r, p in self.gpu_types:
+            if r.whole_gpus:
+                per_gpu = 1.0
+            elif r.gpu_share_milli:
+                per_gpu = r.gpu_share_milli / FULL_GPU_MILLI
+            else:
+                per_gpu = min(1.0, r.gpu_memory_mib / typical)
+            gpus += p * r.gpu_count * per_gpu
+        cpu = sum(p * r.cpu_milli for r, p in self.gpu_types)
+        return cpu / gpus if gpus > 0 else 0.0
 
     def score(self, ctx: ScoringContext) -> FloatArray:
         rho = self.rho(ctx.state)

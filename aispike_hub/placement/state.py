@@ -120,6 +120,9 @@ class ClusterState:
         self.node_gpu_cap: IntArray = np.where(self.gpu_cap[:, 0] > 0, self.gpu_cap[:, 0], 1)
         self.version = 0
         """Bumped on every change, so caches keyed on it know when to recompute."""
+        self.capacity_version = 0
+        """Bumped when a node's capacity changes in place (:meth:`update_node`): caches of what
+        depends on capacities only (scarce server types, CPU per GPU) recompute then."""
         self.changed_nodes: list[int] = []
         """Every node change in order; incremental readers keep their own cursor into it."""
         self._signature: IntArray = np.zeros(n_nodes, dtype=np.int64)
@@ -155,6 +158,8 @@ class ClusterState:
         self.mem_cap[i] += d_mem
         self.mem_free[i] += d_mem
         self.version += 1
+        if d_cpu or d_mem:
+            self.capacity_version += 1
         self.changed_nodes.append(i)
         return True
 

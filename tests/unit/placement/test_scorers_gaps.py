@@ -279,3 +279,45 @@ def test_locality_counts_an_item_of_one_byte() -> None:
     ctx = context(state, SliceRequest(gpu_memory_mib=GIB, image="tiny:1"))
     assert ctx.options.node.tolist() == [0, 1]
     assert LocalityScorer().score(ctx).tolist() == [1.0, 0.0]
+
+
+# -- caches of what depends on capacities: the same state object, the same capacities -------------
+
+
+def test_scarce_host_sees_a_node_grown_in_place() -> None:
+    """Rule: the scarce types are recomputed when a node's capacity changes in place
+    (``update_node``, a live cluster's node facts).  Eleven 96-CPU nodes and "big": FOUR and
+    EIGHT are scarce (1 host of 12).  Two 96-CPU nodes grow to 128 CPUs: 3 of 12 = 25 % can host
+    both, so neither is scarce any more, on the very same state object."""
+    scorer = ScarceHostScorer(TWO_RARE)
+    state = two_rare_context(FOUR).state
+    assert scorer.scarce(state) == [FOUR, EIGHT]
+    for name in ("n0", "n1"):
+        assert state.update_node(make_node(name, gpus=8, cpu=128_000))
+    assert scorer.scarce(state) == []
+
+
+def test_capacity_caches_never_take_a_new_state_at_a_reused_address_for_the_old() -> None:
+    """Rule: a cached value belongs to one state object, not to its ``id``.  States built per
+    request and freed are often allocated where the last one was; keyed by ``id``, a scorer
+    handed the 80 GiB cluster's rho (8000) to a 40 GiB one.  Both caches are asked for states
+    made one after another, each freed before the next, until an address repeats."""
+    import gc
+
+    scorer = CpuBalanceScorer(Workload.from_requests(
+        [SliceRequest(gpu_memory_mib=20 * GIB, cpu_milli=2000)]))
+    scarce = ScarceHostScorer(TWO_RARE)
+    seen: set[int] = set()
+    reused = False
+    for k in range(200):
+        gib = 80 if k % 2 == 0 else 40
+        state = ClusterState([make_node(f"c{k}", gpus=2, gib=gib)])
+        reused = reused or id(state) in seen
+        seen.add(id(state))
+        # 2000 milli per 20/gib of a GPU: 8000 on 80 GiB GPUs, 4000 on 40 GiB
+        assert scorer.rho(state) == (8000.0 if gib == 80 else 4000.0)
+        # one 2-GPU node of 64 CPUs hosts neither FOUR nor EIGHT: both scarce (0 of 1)
+        assert scarce.scarce(state) == [FOUR, EIGHT]
+        del state
+        gc.collect()
+    assert reused  # the case the rule is about happened (CPython reuses freed addresses)
