@@ -178,7 +178,7 @@ class FragmentationModel:
                 key = (self.classes.index(gpu_class_of(r)), r.cpu_milli)
                 merged[key] = merged.get(key, 0.0) + p
         self.type_class: IntArray = np.array([k[0] for k in merged], dtype=np.int64)
-        self.type_cpu: FloatArray = np.array([max(k[1], 1) for k in merged], dtype=np.float64)
+        self.type_cpu: FloatArray = np.array([k[1] for k in merged], dtype=np.float64)
         self.type_p: FloatArray = np.array(list(merged.values()), dtype=np.float64)
         n = len(state.nodes)
         cap = state.node_gpu_cap
@@ -260,7 +260,8 @@ class FragmentationModel:
             pods = usable[:, tc]  # slices of each type the GPUs could still take
             k = self.k[tc]
             pods = np.where(k > 1, count[:, tc] // np.maximum(k, 1), pods)
-            by_cpu = np.floor(cpu_free[:, None] / self.type_cpu)
+            by_cpu = np.where(self.type_cpu > 0,  # a type asking no CPU is not limited by it
+                              np.floor(cpu_free[:, None] / np.maximum(self.type_cpu, 1)), np.inf)
             n = np.minimum(pods, by_cpu) * self.allow[rows][:, tc]
             amount = n * self.demand[rows][:, tc] * k
             return total - (amount * self.type_p).sum(axis=1) * self.inv_cap[rows]  # type: ignore[no-any-return]
