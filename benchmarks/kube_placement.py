@@ -1,16 +1,29 @@
-"""Placement on the real stack: kube-apiserver + kube-scheduler (DRA consumable capacity) + kwok.
+"""Placement on the real stack, through the product: JupyterHub + AISpikeSpawner + the AISpike
+service, kube-apiserver + kube-scheduler (DRA consumable capacity) + kwok GPU nodes.
 
 Not a test: prints tables.  Sections (all by default; pick with --only):
-  latency  core decision time inside our service (under the inventory lock, the state kept
-           incrementally from the watch) at 100 and 1,000 nodes of 8 GPUs, pinning real claims
-  memory   resident memory of a fresh service process (inventory + placer, after its first full
-           list) at 1,000 nodes and 10,000 claims
-  burst    500 servers at once on 50 nodes with 100 un-pinned competing claims and the service
-           SIGKILLed and restarted mid-burst: requests to Running per second, stale-pin rate,
-           no over-commit (checked from the API)
+  burst    N servers started at once through the hub's REST API (default 200 on 20 nodes of
+           8 GPUs), the placement mix of a notebook platform (memory slices of 8-60 GiB, whole
+           GPUs, 2-GPU servers), while another workload makes 100 DRA claims with *no* pin on
+           the same GPUs (kube-scheduler picks their devices first-fit), and the AISpike service
+           is SIGKILLed once an eighth of the burst is pinned (the hub starts it again, as it
+           does any managed service).  Servers ready, spawns failed, time to ready, ready per
+           second, re-pins (counted on the claims), over-commit and claims per server checked
+           from the API server, and the admission's decision time from the service's own
+           ``aispike_placement_decision_seconds`` histogram.
+  latency  servers started one after another through the hub (each kept, so the state fills)
+           on 100 and 1,000 nodes of 8 GPUs: the decision time inside the service (its
+           histogram), time to ready, and the service's and hub's resident memory after.
+  memory   resident memory of a fresh process holding what the service holds (its Kubernetes
+           inventory, the admission controller with one fit computed, a placer) after its first
+           full list of 1,000 nodes and 10,000 pinned claims (made by a placer)
 
-    python benchmarks/kube_placement.py                     # starts its own cluster
-    KUBECONFIG=... python benchmarks/kube_placement.py --only burst --servers 500 --nodes 50
+Each server is a real ``jupyterhub-singleuser`` started by the test stack's pod runner (about
+60 MiB each): size ``--servers`` to the machine.
+
+    flock /tmp/aispike-integration.lock .venv/bin/python benchmarks/kube_placement.py
+    .venv/bin/python benchmarks/kube_placement.py --only burst --servers 200 --nodes 20
+    .venv/bin/python benchmarks/kube_placement.py --only latency --latency-nodes 100,1000
 """
 
 from __future__ import annotations
@@ -21,26 +34,35 @@ import json
 import os
 import resource
 import secrets
-import statistics
+import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))
 
+import product_path as pp  # noqa: E402
+import pytest  # noqa: E402
+import requests  # noqa: E402
 from integration import dra_burst  # noqa: E402
 from kubernetes import config  # noqa: E402
 from kubernetes.client import ApiClient  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 
 from aispike_hub.kube.api import KubeJson  # noqa: E402
+from aispike_hub.kube.claims import is_ours, placement_from_claim  # noqa: E402
 from aispike_hub.kube.inventory import Inventory  # noqa: E402
 from aispike_hub.kube.nodespec import nodes_from_spec  # noqa: E402
-from aispike_hub.kube.placer import PlacementRefused, Placer  # noqa: E402
+from aispike_hub.kube.placer import Placer  # noqa: E402
 from aispike_hub.kube.slices import node_manifests, resource_slice_name  # noqa: E402
 from aispike_hub.model import GIB_IN_MIB, Node, SliceRequest  # noqa: E402
 
@@ -97,11 +119,6 @@ def namespace(api: KubeJson, name: str) -> str:
     return name
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
-
-
 def wait_seen(inv: Inventory, count: int, model: str) -> None:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -113,45 +130,6 @@ def wait_seen(inv: Inventory, count: int, model: str) -> None:
                     return
         time.sleep(0.5)
     raise TimeoutError("inventory did not see the nodes")
-
-
-def latency(n_nodes: int, pins: int) -> dict[str, Any]:
-    """Core decisions on a live service state: pin ``pins`` claims on ``n_nodes`` nodes."""
-    api_client = client()
-    api = KubeJson(api_client)
-    model = f"BENCH-{secrets.token_hex(3)}"
-    group = f"lat{secrets.token_hex(2)}"
-    nodes = create_nodes(api, dra_burst.burst_nodes_spec(n_nodes, model), group)
-    ns = namespace(api, f"bench-{group}")
-    inv = Inventory(api_client).start()
-    try:
-        wait_seen(inv, n_nodes, model)
-        placer = Placer(inv)
-        sizes = dra_burst.SLICE_SIZES_GIB
-        previews = []
-        for i in range(200):
-            req = SliceRequest(gpu_memory_mib=sizes[i % len(sizes)] * GIB_IN_MIB,
-                               allowed_models=frozenset({model}), cpu_milli=500)
-            t = time.perf_counter()
-            placer.preview(req)
-            previews.append(time.perf_counter() - t)
-        started = time.perf_counter()
-        for i in range(pins):
-            req = SliceRequest(gpu_memory_mib=sizes[i % len(sizes)] * GIB_IN_MIB,
-                               allowed_models=frozenset({model}), cpu_milli=500)
-            try:
-                placer.pin(ns, f"lat-{i:05d}", req)
-            except PlacementRefused:
-                break
-        wall = time.perf_counter() - started
-        d = placer.decision_seconds
-        return {"nodes": n_nodes, "pins": len(d), "p50_ms": 1000 * statistics.median(d),
-                "p99_ms": 1000 * pct(d, 0.99), "preview_p99_ms": 1000 * pct(previews, 0.99),
-                "pins_per_s": len(d) / wall}
-    finally:
-        inv.stop()
-        api.request("DELETE", f"/api/v1/namespaces/{ns}")
-        delete_nodes(api, nodes)
 
 
 MEMORY_CHILD = """
@@ -217,58 +195,292 @@ def memory(n_nodes: int, claims: int) -> dict[str, Any]:
         delete_nodes(api, nodes)
 
 
-def burst(servers: int, n_nodes: int, competitors: int) -> dict[str, Any]:
-    api_client = client()
-    api = KubeJson(api_client)
-    model = f"BENCH-{secrets.token_hex(3)}"
-    group = f"bst{secrets.token_hex(2)}"
-    nodes = create_nodes(api, dra_burst.burst_nodes_spec(n_nodes, model), group)
-    ns = namespace(api, f"bench-{group}")
+PRODUCT_ENV = "AISPIKE_BENCH_PRODUCT"
+"""JSON of the product-path sections' arguments, handed to the pytest run below."""
+
+
+def _product_hub(cluster: Any, hub_factory: Callable[..., Any], hub_namespace: str,
+                 gpu_nodes: Any, name: str, extra: str = "") -> tuple[Any, str]:
+    """The hub a hub admin runs: AISpikeSpawner + the AISpike service (Kubernetes inventory)
+    as a managed service; the ``tests`` token may also read both metrics endpoints."""
+    from integration.test_e2e_replay import _policy, _start_hub
+
+    priority_class = f"{name}-{secrets.token_hex(3)}"
+    cluster.scheduling.create_priority_class({"metadata": {"name": priority_class},
+                                              "value": 100, "description": "benchmark"})
+    policy = _policy(priority_class)
+    policy["defaults"]["quota"]["servers"] = 1
+    extra = textwrap.dedent("""
+        c.JupyterHub.concurrent_spawn_limit = 0
+        c.JupyterHub.active_server_limit = 0
+        c.AISpikeSpawner.start_timeout = 900
+        c.AISpikeSpawner.http_timeout = 300
+        c.JupyterHub.load_roles.append({"name": "bench-metrics", "services": ["tests"],
+                                        "scopes": ["read:metrics", "custom:aispike:admin"]})
+        """) + extra
+    hub = _start_hub(cluster, hub_factory, hub_namespace, gpu_nodes, policy, extra=extra)
+    return hub, priority_class
+
+
+def _form_options(request: SliceRequest) -> dict[str, Any]:
+    """What a user picks in the spawner's form for one of the burst's requests."""
+    cpu = request.cpu_milli / 1000
+    memory = max(1, request.memory_mib // GIB_IN_MIB)
+    if request.gpu_count > 1:
+        return {"gpu_count": request.gpu_count, "cpu": cpu, "memory_gib": memory}
+    if request.gpu_count == 1 and not request.gpu_memory_mib:
+        return {"gpu_count": 1, "gpu_gib": 80, "cpu": cpu, "memory_gib": memory}
+    return {"gpu_gib": request.gpu_memory_mib // GIB_IN_MIB, "cpu": cpu, "memory_gib": memory}
+
+
+def _metrics(hub: Any) -> dict[str, list[tuple[float, float]]]:
+    service = pp.scrape(f"{hub.url}services/aispike/metrics", hub.token, wait=120)
+    own = pp.scrape(f"{hub.url}hub/metrics", hub.token)
+    return {"admission": pp.histogram(service, "admission"), "hub": pp.histogram(own, "hub")}
+
+
+def _drained(pod_runner: Any, timeout: float = 900) -> None:
+    """Wait until the pod runner has ended every notebook process of the last section (it
+    stops them one after another): the next section's pods would wait behind them."""
+    end = time.monotonic() + timeout
+    while pod_runner.alive() and time.monotonic() < end:
+        time.sleep(1)
+
+
+def _our_claims(api: KubeJson, namespace: str) -> list[dict[str, Any]]:
+    return [c for c in api.list("resourceclaims", namespace=namespace)[0] if is_ours(c)]
+
+
+def bench_burst(cluster: Any, hub_factory: Callable[..., Any], hub_namespace: str,
+                pod_runner: Any) -> None:
+    """N servers started at once through the hub while another workload makes DRA claims with
+    no pin on the same GPUs, and the AISpike service is SIGKILLed mid-burst (the hub starts
+    it again, as it does any managed service)."""
+    from integration.conftest import GpuNodes
+    from integration.faults import service_pid
+
+    args = json.loads(os.environ[PRODUCT_ENV])
+    servers, n_nodes, competitors = args["servers"], args["nodes"], args["competitors"]
+    api = KubeJson(cluster.api)
+    gpu_nodes = GpuNodes(cluster, f"kb{secrets.token_hex(3)}")
+    other_ns = f"bench-other-{secrets.token_hex(3)}"
+    priority_class = ""
+    stop_competitors = threading.Event()
+    hub = None
     try:
-        report = dra_burst.run_burst(api_client, ns, {GROUP_LABEL: group}, model,
-                                     servers=servers, nodes=n_nodes, competitors=competitors,
-                                     timeout=600)
-        service = dra_burst.last_service()
-        over = dra_burst.overcommitted_devices(service.placer.api)
-        placed = [n for n in report.requests if n not in report.refused]
-        wrong_refusals = [n for n, r in report.refused.items()
-                          if service.placer.preview(r).placed]
-        d = report.decision_seconds
-        return {
-            "servers": servers, "nodes": n_nodes, "competitors": competitors,
-            "running": report.running_after, "refused": len(report.refused),
-            "placed_not_running": len(placed) - report.running_after,
-            "wrong_refusals": len(wrong_refusals),
+        model = f"BENCH-{secrets.token_hex(3)}"
+        gpu_nodes(dra_burst.burst_nodes_spec(n_nodes, model))
+        namespace(api, other_ns)  # not a pod runner namespace: the competitors run nothing
+        # A hub that rides out a restart of its AISpike service: starts wait for it (still
+        # admitted by it, never unchecked) instead of failing at once (the default).
+        hub, priority_class = _product_hub(
+            cluster, hub_factory, hub_namespace, gpu_nodes, "bench-burst",
+            extra='c.AdmissionClient.when_unavailable = "wait"\n'
+                  'c.AdmissionClient.unavailable_retry = 1.0\n'
+                  'c.AdmissionClient.unavailable_wait = 600.0\n'
+                  # The test stack's kube-apiserver shares 2 cores with N notebooks starting:
+                  # KubeSpawner's 3 s request timeout (30 s of retries) is too short there.
+                  'c.AISpikeSpawner.k8s_api_request_timeout = 30\n'
+                  'c.AISpikeSpawner.k8s_api_request_retry_timeout = 600\n')
+        spawns = pp.Spawns(hub)
+        users = spawns.users(servers, "burst")
+        asked = dra_burst.burst_requests(servers, model, seed=7)
+        options = {u: _form_options(r) for u, r in zip(users, asked.values(), strict=True)}
+        before = _metrics(hub)
+        killed: dict[str, Any] = {}
+
+        def crash() -> None:
+            end = time.monotonic() + 300
+            while time.monotonic() < end:  # SIGKILL the service once 1/8 of the burst is pinned
+                if len(_our_claims(api, hub_namespace)) >= max(1, servers // 8):
+                    break
+                time.sleep(0.05)
+            pid = service_pid(hub.process.pid)
+            if pid is None:
+                return
+            pinned = _our_claims(api, hub_namespace)
+            os.kill(pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+            killed.update(pid=pid, claims=len(pinned), not_running=sum(
+                1 for c in pinned if not (c.get("status") or {}).get("reservedFor")))
+            print(f"[burst] SIGKILLed the AISpike service (pid {pid}) with "
+                  f"{len(pinned)} claims pinned", flush=True)
+            while time.monotonic() < killed_at + 300:
+                with contextlib.suppress(requests.RequestException):
+                    if requests.get(f"{hub.url}services/aispike/api/health",
+                                    timeout=2).status_code == 200:
+                        killed["back_after_s"] = time.monotonic() - killed_at
+                        return
+                time.sleep(0.25)
+
+        def during() -> None:
+            threading.Thread(target=dra_burst.run_competitors, daemon=True, args=(
+                api, other_ns, competitors, dict(gpu_nodes.selector), stop_competitors,
+                0.02)).start()
+            threading.Thread(target=crash, daemon=True).start()
+
+        wall = spawns.burst(options, timeout=args["timeout"], during=during)
+        after = _metrics(hub)
+        claims = _our_claims(api, hub_namespace)
+        attempts = [p.attempt for c in claims if (p := placement_from_claim(c)) is not None]
+        over = dra_burst.overcommitted_devices(api)
+        per_server = dra_burst.claims_per_server(api, hub_namespace)
+        d_adm = pp.minus(after["admission"], [])  # the restarted service counts from zero
+        d_hub = pp.minus(after["hub"], before["hub"])
+        seconds = spawns.seconds_to_ready()
+        result = {
+            "servers": servers, "nodes": n_nodes, "gpus": 8 * n_nodes,
+            "competitors": competitors, "ready": len(spawns.ready),
+            "failed": len(spawns.failed), "wall_s": wall,
+            "ready_per_s": len(spawns.ready) / wall if wall else float("nan"),
+            "ready_p50_s": pp.pct(seconds, 0.5), "ready_p99_s": pp.pct(seconds, 0.99),
             "overcommitted_gpus": len(over),
-            "max_claims_per_server": max(
-                dra_burst.claims_per_server(service.placer.api, ns).values()),
-            "wall_s": report.wall_seconds,
-            "running_per_s": report.running_after / report.wall_seconds,
-            "pins": report.pins, "repins": report.repins,
-            "stale_rate": report.stale_rate, "handed_over": report.handed_over,
-            "decision_p50_ms": 1000 * statistics.median(d) if d else 0.0,
-            "decision_p99_ms": 1000 * pct(d, 0.99),
-            "outcome": dict(report.outcome),
+            "max_claims_per_server": max(per_server.values(), default=0),
+            "repinned": sum(1 for a in attempts if a > 1),
+            "killed": killed,
+            "admission_decisions": pp.observations(d_adm),
+            "admission_p50_ms": 1000 * pp.quantile(d_adm, 0.5),
+            "admission_p99_ms": 1000 * pp.quantile(d_adm, 0.99),
+            "hub_decisions": pp.observations(d_hub),
+            "hub_p50_ms": 1000 * pp.quantile(d_hub, 0.5),
+            "hub_p99_ms": 1000 * pp.quantile(d_hub, 0.99),
+            "failures": pp.failure_causes(hub.log_text(), sorted(spawns.failed)),
         }
+        print("\n## burst through the product (hub, AISpikeSpawner, service, kube-scheduler)")
+        print("| servers | nodes (GPUs) | unpinned competitors | ready | failed | over-committed"
+              " GPUs | claims per server | to ready p50 / p99 s | ready/s | re-pinned |"
+              " admission decision p50 / p99 ms | service SIGKILLed with |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        r = result
+        print(f"| {servers} | {n_nodes} ({8 * n_nodes}) | {competitors} | {r['ready']} |"
+              f" {r['failed']} | {r['overcommitted_gpus']} | \u2264 {r['max_claims_per_server']}"
+              f" | {r['ready_p50_s']:.1f} / {r['ready_p99_s']:.1f} | {r['ready_per_s']:.2f} |"
+              f" {r['repinned']} | {r['admission_p50_ms']:.2f} / {r['admission_p99_ms']:.2f} |"
+              f" {killed.get('claims', 'not killed')} claims pinned, back after"
+              f" {killed.get('back_after_s', float('nan')):.0f} s |", flush=True)
+        print(json.dumps(result, indent=1), flush=True)
+        spawns.stop_all()
+        _drained(pod_runner)
     finally:
-        dra_burst.stop_services()
-        api.request("DELETE", f"/api/v1/namespaces/{ns}")
-        delete_nodes(api, nodes)
+        stop_competitors.set()
+        if hub is not None:  # two hubs without hub ids would reconcile each other's servers
+            hub.stop()
+        with contextlib.suppress(Exception):
+            api.request("DELETE", f"/api/v1/namespaces/{other_ns}")
+        gpu_nodes.delete_all()
+        if priority_class:
+            with contextlib.suppress(Exception):
+                cluster.scheduling.delete_priority_class(priority_class)
 
 
-def main() -> None:
+def bench_latency(cluster: Any, hub_factory: Callable[..., Any], hub_namespace: str,
+                  pod_runner: Any) -> None:
+    """Servers started one after another through the hub on clusters of 100 and 1,000 nodes
+    (each kept running, so the state fills): the placement core's decision time inside the
+    service, from its own histogram, and the whole start's time to ready."""
+    from integration.conftest import GpuNodes
+    from integration.faults import service_pid
+
+    args = json.loads(os.environ[PRODUCT_ENV])
+    rows = []
+    for n_nodes in args["latency_nodes"]:
+        gpu_nodes = GpuNodes(cluster, f"kl{secrets.token_hex(3)}")
+        priority_class = ""
+        hub = None
+        try:
+            started = time.monotonic()
+            model = f"BENCH-{secrets.token_hex(3)}"
+            gpu_nodes(dra_burst.burst_nodes_spec(n_nodes, model))
+            print(f"[latency] {n_nodes} nodes in {time.monotonic() - started:.0f} s", flush=True)
+            hub, priority_class = _product_hub(cluster, hub_factory, hub_namespace, gpu_nodes,
+                                               f"bench-lat-{n_nodes}")
+            spawns = pp.Spawns(hub)
+            users = spawns.users(args["pins"], f"lat{n_nodes}")
+            sizes = dra_burst.SLICE_SIZES_GIB
+            began = time.monotonic()
+            for k, user in enumerate(users):
+                spawns.start(user, {"gpu_gib": sizes[k % len(sizes)], "cpu": 0.5,
+                                    "memory_gib": 1})
+                spawns.settle(300, done=lambda u=user, s=spawns: u in s.ready or u in s.failed)
+            wall = time.monotonic() - began
+            m = _metrics(hub)
+            seconds = spawns.seconds_to_ready()
+            rows.append({
+                "nodes": n_nodes, "servers": len(spawns.ready), "failed": len(spawns.failed),
+                "admission_p50_ms": 1000 * pp.quantile(m["admission"], 0.5),
+                "admission_p99_ms": 1000 * pp.quantile(m["admission"], 0.99),
+                "admission_decisions": pp.observations(m["admission"]),
+                "hub_p50_ms": 1000 * pp.quantile(m["hub"], 0.5),
+                "hub_p99_ms": 1000 * pp.quantile(m["hub"], 0.99),
+                "ready_p50_s": pp.pct(seconds, 0.5), "ready_p99_s": pp.pct(seconds, 0.99),
+                "starts_per_s": len(spawns.ready) / wall,
+                "service_rss_mib": pp.rss_mib(service_pid(hub.process.pid)),
+                "hub_rss_mib": pp.rss_mib(hub.process.pid),
+            })
+            print(json.dumps(rows[-1]), flush=True)
+            spawns.stop_all()
+            _drained(pod_runner)
+        finally:
+            if hub is not None:
+                hub.stop()
+            gpu_nodes.delete_all()
+            if priority_class:
+                with contextlib.suppress(Exception):
+                    cluster.scheduling.delete_priority_class(priority_class)
+    print("\n## placement latency through the product (servers started one after another)")
+    print("| nodes | servers | failed | admission decision p50 / p99 ms (decisions) |"
+          " hub placer p50 / p99 ms | to ready p50 / p99 s | starts/s | service RSS MiB |"
+          " hub RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['nodes']} | {r['servers']} | {r['failed']} |"
+              f" {r['admission_p50_ms']:.2f} / {r['admission_p99_ms']:.2f}"
+              f" ({r['admission_decisions']}) | {r['hub_p50_ms']:.2f} / {r['hub_p99_ms']:.2f} |"
+              f" {r['ready_p50_s']:.1f} / {r['ready_p99_s']:.1f} | {r['starts_per_s']:.2f} |"
+              f" {r['service_rss_mib']:.0f} | {r['hub_rss_mib']:.0f} |", flush=True)
+
+
+def _run_product(sections: list[str], args: argparse.Namespace) -> int:
+    """The burst and latency sections run in pytest, with the integration suite's fixtures
+    (cluster, real hub with configurable-http-proxy, pod runner), as benchmarks/e2e.py does."""
+    os.environ[PRODUCT_ENV] = json.dumps({
+        "servers": args.servers, "nodes": args.nodes, "competitors": args.competitors,
+        "timeout": args.timeout, "pins": args.pins,
+        "latency_nodes": [int(x) for x in args.latency_nodes.split(",")]})
+    selected = " or ".join(f"bench_{s}" for s in sections)
+    return int(pytest.main([__file__, "-k", selected, "-p", "integration.conftest", "-q", "-s",
+                            "-o", "python_functions=bench_*",
+                            "-o", "python_files=kube_placement.py", "-p", "no:cacheprovider",
+                            "--rootdir", str(REPO)]))
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", choices=["latency", "memory", "burst"])
-    parser.add_argument("--servers", type=int, default=500)
-    parser.add_argument("--nodes", type=int, default=50)
-    parser.add_argument("--competitors", type=int, default=100)
+    parser.add_argument("--servers", type=int, default=200,
+                        help="servers in the burst (each runs a real jupyterhub-singleuser)")
+    parser.add_argument("--nodes", type=int, default=20, help="kwok nodes of 8 GPUs (burst)")
+    parser.add_argument("--competitors", type=int, default=100,
+                        help="claims with no pin made by another workload during the burst")
+    parser.add_argument("--timeout", type=float, default=1200, help="seconds for the burst")
     parser.add_argument("--latency-nodes", default="100,1000")
-    parser.add_argument("--pins", type=int, default=500)
+    parser.add_argument("--pins", type=int, default=100,
+                        help="servers started one after another per latency row")
     parser.add_argument("--memory-nodes", type=int, default=1000)
     parser.add_argument("--memory-claims", type=int, default=10000)
     args = parser.parse_args()
     sections = args.only or ["latency", "memory", "burst"]
+    rc = 0
+    product = [s for s in ("burst", "latency") if s in sections]
+    if product:
+        rc = _run_product(product, args)
+    if "memory" in sections:
+        rc = rc or _memory_section(args)
+    return rc
+
+
+def _memory_section(args: argparse.Namespace) -> int:
     state = None
     if not os.environ.get("KUBECONFIG"):
         state = Path(tempfile.mkdtemp(prefix="aispike-bench-")) / "state"
@@ -276,32 +488,20 @@ def main() -> None:
                         "--state-dir", str(state)], check=True)
         os.environ["KUBECONFIG"] = str(state / "kubeconfig")
     try:
-        if "latency" in sections:
-            print("\n## placement latency inside the service (core decision, live state)")
-            print("| nodes | pins | p50 ms | p99 ms | preview p99 ms | pins/s (with API) |")
-            print("|---|---|---|---|---|---|")
-            for n in (int(x) for x in args.latency_nodes.split(",")):
-                r = latency(n, args.pins)
-                print(f"| {r['nodes']} | {r['pins']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
-                      f" {r['preview_p99_ms']:.2f} | {r['pins_per_s']:.0f} |", flush=True)
-        if "memory" in sections:
-            r = memory(args.memory_nodes, args.memory_claims)
-            print("\n## service memory (fresh process after its first list)")
-            print("| nodes | claims | RSS MiB | peak RSS MiB | ready s |")
-            print("|---|---|---|---|---|")
-            print(f"| {r['nodes']} | {r['claims']} | {r['rss_mib']:.0f} | "
-                  f"{r['max_rss_mib']:.0f} | {r['ready_s']:.1f} |", flush=True)
-        if "burst" in sections:
-            r = burst(args.servers, args.nodes, args.competitors)
-            print("\n## burst with competitors and a SIGKILLed service")
-            print(json.dumps(r, indent=1))
+        r = memory(args.memory_nodes, args.memory_claims)
+        print("\n## service memory (fresh process after its first list)")
+        print("| nodes | claims | RSS MiB | peak RSS MiB | ready s |")
+        print("|---|---|---|---|---|")
+        print(f"| {r['nodes']} | {r['claims']} | {r['rss_mib']:.0f} | "
+              f"{r['max_rss_mib']:.0f} | {r['ready_s']:.1f} |", flush=True)
     finally:
         if state is not None:
             subprocess.run([sys.executable, str(REPO / "scripts" / "test-cluster"), "down",
                             "--state-dir", str(state)], check=False)
         print(f"benchmark process peak RSS: "
               f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

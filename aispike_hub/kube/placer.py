@@ -205,9 +205,9 @@ class Placer(LoggingConfigurable):
         instead of answering the same room again.  When nothing fits around them, the next ask
         goes without them (our view may be the stale one).
 
-        Without ``ask`` there is no admission to follow (no product caller: the benchmarks'
-        and the integration tests' stand-in service drive the placer alone, and
-        :meth:`reconcile`), and the core decides here (``prefer_node`` first)."""
+        Without ``ask`` there is no admission to follow (no product caller: the memory
+        benchmark's claim generator and the integration tests' stand-in service drive the placer
+        alone, and :meth:`reconcile`), and the core decides here (``prefer_node`` first)."""
         started = time.perf_counter()
         request = _for_scheduler(request)
         key = f"{namespace}/{claim}"

@@ -405,6 +405,38 @@ def test_owner_reference_shape_is_accepted(
     ]
 
 
+def test_a_disowned_claim_outlives_its_old_pod(
+    cluster: TestCluster, namespace: str, gpu_nodes: GpuNodes, placer: Placer
+) -> None:
+    """KubeSpawner replacing a server's pod inside a start (its 409 retry): the spawner disowns
+    the claim before the old pod goes, so kube-controller-manager's garbage collector leaves
+    it for the new pod.  The control: an owned claim is collected with its pod."""
+    m = model("dis")
+    seen(placer, gpu_nodes({"nodes": [gpu_spec("d", m, "80Gi", 1)]}))
+    req = SliceRequest(gpu_memory_mib=4 * GIB, allowed_models=frozenset({m}))
+    pins = {}
+    for name in ("kept", "owned"):
+        pins[name] = p = placer.pin(namespace, name, req)
+        created = placer.api.create("pods", p.pod(pod(req, gpu_nodes.selector)), namespace)
+        placer.adopt(p, name, created["metadata"]["uid"])
+    placer.disown(pins["kept"])
+    assert "ownerReferences" not in placer.api.get(
+        "resourceclaims", pins["kept"].claim, namespace)["metadata"]
+    placer.disown(pins["kept"])  # twice: nothing to take away, no error
+    for name in ("kept", "owned"):
+        placer.api.delete("pods", name, namespace, grace_seconds=0)
+
+    def collected(name: str) -> bool:
+        try:
+            placer.api.get("resourceclaims", pins[name].claim, namespace)
+        except ApiException as e:
+            return e.status == 404
+        return False
+
+    wait_until(lambda: collected("owned"), 60, "the owned claim collected with its pod")
+    assert not collected("kept")
+
+
 def test_burst_with_competitors_and_a_restart(
     cluster: TestCluster, namespace: str, gpu_nodes: GpuNodes
 ) -> None:

@@ -143,6 +143,19 @@ def test_metrics_are_prometheus_text(api: API) -> None:  # noqa: F811
     assert "aispike_" in text and "a-0" in text, text[:2000]
 
 
+def test_metrics_without_prometheus_client_is_a_501_naming_the_extra(
+        api: API, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A service installed without the `service` extra has no prometheus-client: a scrape gets
+    501 and the command that installs it, not a 500."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import fails
+    answer = api("GET", "metrics", who="scraper")
+    assert answer.code == 501
+    text = answer.doc.decode() if isinstance(answer.doc, bytes) else json.dumps(answer.doc)
+    assert "/metrics needs prometheus-client: pip install 'aispike-hub[service]'" in text, text
+
+
 def test_the_service_root_and_static_files(api: API) -> None:  # noqa: F811
     answer = api("GET", "", who="admin")
     assert (answer.code, answer.headers["Location"]) == (302, "/services/aispike/admin/")
