@@ -10,14 +10,16 @@ worked out by hand from the fixtures' sizes.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
+import pytest
 from unit.admission.test_controller import Clock, controller, gib
 from unit.service.service_fixtures import GIB, a100_nodes
 
 from aispike_hub.admission.controller import AdmissionController
 from aispike_hub.admission.inventory import StaticInventory
 from aispike_hub.admission.replace import claimed_request
-from aispike_hub.model import Gpu, Node, SliceRequest
+from aispike_hub.model import Assignment, Gpu, Node, SliceRequest
 from aispike_hub.quota import User, policy_from_dict
 from aispike_hub.service.store import PolicyDocRow, Store
 
@@ -175,3 +177,116 @@ def test_every_requesters_victims_are_due_two_of_one_user_and_two_of_one_server_
     assert svc.due_preemptions() == [("intern", "a", told("a", "chief")),
                                      ("intern", "b", told("b", "boss")),
                                      ("intern", "c", told("c", "boss"))]
+
+
+# -- the servers the quota core and preemption see -------------------------------------------------
+def one_node(policy: dict[str, object], clock: Clock, gpus: int = 1) -> AdmissionController:
+    return AdmissionController(Store("sqlite://"), StaticInventory(a100_nodes(1, gpus, 80)),
+                               policy_from_dict(policy), clock=clock)
+
+
+def test_a_group_quota_counts_the_admitted_servers_of_its_members() -> None:
+    svc = one_node({"groups": {"lab": {"quota": {"gpu_memory": "40Gi"}}}}, Clock())
+    assert svc.admit(User("ann", frozenset({"lab"})), "a", gib(30), "hub").state == "admitted"
+    ticket = svc.admit(User("bob", frozenset({"lab"})), "b", gib(20), "hub")
+    assert (ticket.state, ticket.reasons) == (
+        "queued", ["group 'lab' uses 30 of 40 GiB GPU memory; waiting for a member's server to "
+                   "stop"])
+
+
+def test_two_victims_are_named_newest_first() -> None:
+    svc = controller(Clock())
+    svc.admit(User("intern"), "a", gib(30), "hub")
+    svc.admit(User("intern"), "", gib(30), "hub")
+    ticket = svc.admit(User("boss"), "big", gib(80), "hub")
+    assert ticket.preempting == ["intern/", "intern/a"]
+    assert ticket.reasons[-1] == ("stopping 2 lower-priority server(s) to make room "
+                                  "(intern's 'default', intern's 'a'); grace 30 s")
+
+
+def test_the_victim_loses_the_least_work_even_when_its_name_sorts_last() -> None:
+    clock = Clock()
+    svc = AdmissionController(Store("sqlite://"), StaticInventory(a100_nodes(1, 2, 80)),
+                              policy_from_dict({"users": {"boss": {"tier": "high"},
+                                                          "intern": {"tier": "low"}}}),
+                              clock=clock)
+    svc.admit(User("intern"), "a", gib(60), "hub")
+    clock.now += dt.timedelta(seconds=100)
+    svc.admit(User("intern"), "b", gib(60), "hub")
+    clock.now += dt.timedelta(seconds=100)
+    assert svc.admit(User("boss"), "x", gib(40), "hub").preempting == ["intern/b"]
+
+
+def test_a_borrowed_server_goes_first_though_another_loses_less_work() -> None:
+    clock = Clock()
+    svc = one_node({"users": {"boss": {"tier": "high"}, "ann": {"tier": "low"},
+                              "intern": {"tier": "low", "quota": {"gpu_memory": "20Gi"},
+                                         "borrowing": {"gpu_memory": "60Gi"}}}}, clock, gpus=2)
+    assert svc.admit(User("intern"), "old", gib(60), "hub").borrowed is True
+    clock.now += dt.timedelta(seconds=100)
+    assert svc.admit(User("ann"), "new", gib(60), "hub").borrowed is False
+    clock.now += dt.timedelta(seconds=100)
+    assert svc.admit(User("boss"), "x", gib(40), "hub").preempting == ["intern/old"]
+
+
+BORROWERS = {"ann": {"quota": {"gpu_memory": "20Gi"}, "borrowing": {"gpu_memory": "200Gi"}},
+             "bob": {"quota": {"gpu_memory": "40Gi"}, "borrowing": {"gpu_memory": "200Gi"}}}
+
+
+def test_only_a_request_within_its_quota_stops_a_borrowed_server_of_its_tier() -> None:
+    borrowing = one_node({"users": BORROWERS}, Clock())
+    assert borrowing.admit(User("ann"), "a", gib(60), "hub").borrowed is True
+    ticket = borrowing.admit(User("bob"), "b", gib(60), "hub")
+    assert (ticket.state, ticket.borrowed, ticket.preempting) == ("queued", True, [])
+    within = one_node({"users": BORROWERS}, Clock())
+    within.admit(User("ann"), "a", gib(60), "hub")
+    ticket = within.admit(User("bob"), "b", gib(40), "hub")
+    assert (ticket.state, ticket.borrowed, ticket.preempting) == ("queued", False, ["ann/a"])
+
+
+def test_two_requests_planned_in_one_pass_take_different_victims() -> None:
+    """bob's x and y wait borrowing (they may not stop ann's borrowed servers); his z stops,
+    so both are within his quota in the same pass: each takes one of ann's servers."""
+    clock = Clock()
+    svc = one_node({"users": {**BORROWERS, "hi": {"tier": "high"}}}, clock, gpus=3)
+    for user, server, size in (("ann", "a", 60), ("ann", "b", 60), ("hi", "h", 50),
+                               ("bob", "z", 20)):
+        assert svc.admit(User(user), server, gib(size), "hub").state == "admitted"
+        clock.now += dt.timedelta(seconds=100)
+    for server in ("x", "y"):
+        assert svc.admit(User("bob"), server, gib(40), "hub").preempting == []
+    svc.release("bob", "z", "hub")
+    assert [(t.server, t.borrowed, t.preempting) for t in svc.queue()] == [
+        ("x", False, ["ann/b"]), ("y", False, ["ann/a"])]
+
+
+def test_a_preemption_plan_is_audited_as_the_service() -> None:
+    svc = controller(Clock())
+    svc.admit(User("intern"), "train", gib(60), "hub")
+    svc.admit(User("boss"), "urgent", gib(40), "hub")
+    plans = [e for e in svc.store.audit_log() if e.action == "preemption.plan"]
+    assert [(e.actor, e.target) for e in plans] == [("aispike", "intern/train")]
+
+
+def test_a_share_request_of_a_user_allowed_no_model_is_refused_whole() -> None:
+    svc = one_node({"users": {"cid": {"allowed_models": []}}}, Clock())
+    ticket = svc.admit(User("cid"), "s", SliceRequest(gpu_share_milli=500), "hub")
+    assert ticket.as_dict() == {
+        "user": "cid", "server": "s", "state": "refused",
+        "reasons": ["you may not use GPUs (your user entry); start a server without a GPU or "
+                    "ask an admin"],
+        "position": 0, "queue_length": 0, "tier": "normal", "priority_class": "",
+        "borrowed": False, "assignment": None, "charge": {}, "preempting": [], "ceiling": {}}
+
+
+def test_a_workload_on_a_node_gone_from_the_inventory_is_logged_and_ignored(
+        caplog: pytest.LogCaptureFixture) -> None:
+    gone = Assignment("gone", (0,), (80 * GIB,), owner="pod")
+    svc = AdmissionController(Store("sqlite://"),
+                              StaticInventory(a100_nodes(1, 1, 80), held=(gone,)),
+                              policy_from_dict({}), clock=Clock())
+    with caplog.at_level(logging.WARNING, logger="aispike.admission"):
+        assert svc.admit(User("bob"), "b", gib(80), "hub").state == "admitted"
+    # once per look at the cluster (the admission, then the queue's pass)
+    assert {r.getMessage() for r in caplog.records} == {
+        f"ignoring stale assignment {gone}: unknown node 'gone'"}
