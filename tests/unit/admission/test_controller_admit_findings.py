@@ -290,3 +290,66 @@ def test_a_workload_on_a_node_gone_from_the_inventory_is_logged_and_ignored(
     # once per look at the cluster (the admission, then the queue's pass)
     assert {r.getMessage() for r in caplog.records} == {
         f"ignoring stale assignment {gone}: unknown node 'gone'"}
+
+
+# -- admit: what the quota check sees --------------------------------------------------------------
+def test_a_queued_request_does_not_count_against_the_quota_of_the_next() -> None:
+    svc = one_node({"users": {"bob": {"quota": {"gpu_memory": "40Gi"}}}}, Clock())
+    svc.admit(User("ann"), "a", gib(70), "hub")
+    assert svc.admit(User("bob"), "q", gib(30), "hub").state == "queued"
+    assert svc.admit(User("bob"), "r", gib(20), "hub").state == "queued"
+
+
+def test_the_users_default_server_counts_against_the_quota_of_another() -> None:
+    svc = one_node({"users": {"bob": {"quota": {"gpu_memory": "40Gi"}}}}, Clock())
+    svc.admit(User("bob"), "", gib(30), "hub")
+    refused = svc.admit(User("bob"), "x", gib(20), "hub")
+    assert refused.as_dict() == {
+        "user": "bob", "server": "x", "state": "refused", "reasons": refused.reasons,
+        "position": 0, "queue_length": 0, "tier": "normal", "priority_class": "",
+        "borrowed": False, "assignment": None, "charge": {}, "preempting": [], "ceiling": {}}
+    assert svc.store.audit_log()[0].action == "admission.refuse"
+
+
+def quota(mib: int, **entry: object) -> dict[str, object]:
+    return {"users": {"bob": {"quota": {"gpu_memory": mib}, **entry}}}
+
+
+def test_a_whole_gpu_within_the_quota_on_the_gpu_it_lands_on_is_admitted() -> None:
+    """50 GiB of quota: the 40 GiB GPU (the 80 GiB one is in use) is within it."""
+    svc = mixed()
+    svc.set_policy(quota(50 * GIB), "admin")
+    svc.admit(User("ann"), "a", only(A80, gpu_memory_mib=10 * GIB), "hub")
+    ticket = svc.admit(User("bob"), "w", WHOLE, "hub")
+    assert (ticket.state, ticket.charge) == ("admitted", charge(40 * GIB))
+
+
+def test_a_whole_gpu_over_the_quota_is_refused_at_once() -> None:
+    svc = mixed()
+    svc.set_policy(quota(30 * GIB), "admin")
+    svc.admit(User("ann"), "a", only(A80, gpu_memory_mib=10 * GIB), "hub")
+    ticket = svc.admit(User("bob"), "w", WHOLE, "hub")
+    assert ticket.as_dict() == {
+        "user": "bob", "server": "w", "state": "refused", "reasons": ticket.reasons,
+        "position": 0, "queue_length": 0, "tier": "normal", "priority_class": "",
+        "borrowed": False, "assignment": None, "charge": {}, "preempting": [], "ceiling": {}}
+    assert "40 GiB" in ticket.reasons[0]
+
+
+def test_a_whole_gpu_is_placed_among_the_users_models_only() -> None:
+    """Both GPUs are free; bob may use only the 40 GiB model, within his 50 GiB quota."""
+    svc = mixed()
+    svc.set_policy(quota(50 * GIB, allowed_models=[A40]), "admin")
+    ticket = svc.admit(User("bob"), "w", WHOLE, "hub")
+    assert (ticket.state, (ticket.assignment or {})["gpu_indices"], ticket.charge) == (
+        "admitted", [1], charge(40 * GIB))
+
+
+def test_a_queued_share_whose_models_were_taken_away_is_refused_charging_no_gpu_memory() -> None:
+    svc = one_node({}, Clock())
+    svc.admit(User("ann"), "a", gib(80), "hub")
+    assert svc.admit(User("cid"), "s", SliceRequest(gpu_share_milli=500), "hub").charge == \
+        charge(40 * GIB)
+    svc.set_policy({"users": {"cid": {"allowed_models": []}}}, "admin")
+    ticket = svc.status("cid", "s")
+    assert (ticket.state, ticket.charge) == ("refused", charge(0))
