@@ -353,3 +353,14 @@ def test_a_queued_share_whose_models_were_taken_away_is_refused_charging_no_gpu_
     svc.set_policy({"users": {"cid": {"allowed_models": []}}}, "admin")
     ticket = svc.status("cid", "s")
     assert (ticket.state, ticket.charge) == ("refused", charge(0))
+
+
+def test_giving_up_is_audited_as_the_service() -> None:
+    clock = Clock()
+    svc = controller(clock)
+    svc.admit(User("ann"), "a", gib(80), "hub")
+    svc.admit(User("bob"), "b", gib(10), "hub")
+    clock.now += dt.timedelta(seconds=600)
+    svc.process()
+    (entry,) = [e for e in svc.store.audit_log() if e.action == "admission.expired"]
+    assert (entry.actor, entry.target) == ("aispike", "bob/b")
