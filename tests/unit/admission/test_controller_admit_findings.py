@@ -364,3 +364,22 @@ def test_giving_up_is_audited_as_the_service() -> None:
     svc.process()
     (entry,) = [e for e in svc.store.audit_log() if e.action == "admission.expired"]
     assert (entry.actor, entry.target) == ("aispike", "bob/b")
+
+
+# -- the ticket ------------------------------------------------------------------------------------
+def test_the_ceiling_on_a_ticket_is_that_of_the_users_groups() -> None:
+    svc = one_node({"groups": {"lab": {"member": {"quota": {"gpu_memory": "20Gi"},
+                                                  "borrowing": {"gpu_memory": "10Gi"}}}}},
+                   Clock())
+    ticket = svc.admit(User("bob", frozenset({"lab"})), "b", gib(10), "hub")
+    assert ticket.ceiling == {**UNLIMITED, "gpu_memory_mib": 30 * GIB}
+
+
+def test_an_admitted_ticket_whose_tier_left_the_policy_has_no_priority_class() -> None:
+    gold = {"tiers": [{"name": "gold", "priority": 300}, {"name": "normal", "priority": 100}],
+            "users": {"bob": {"tier": "gold"}}}
+    svc = one_node(gold, Clock())
+    assert svc.admit(User("bob"), "b", gib(10), "hub").priority_class == "aispike-gold"
+    svc.set_policy({}, "admin")
+    ticket = svc.status("bob", "b")
+    assert (ticket.state, ticket.tier, ticket.priority_class) == ("admitted", "gold", "")
