@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 
 import pytest
+from prometheus_client import REGISTRY
 from unit.admission.test_controller import Clock, controller, gib
 from unit.service.service_fixtures import GIB, a100_nodes
 
@@ -383,3 +385,34 @@ def test_an_admitted_ticket_whose_tier_left_the_policy_has_no_priority_class() -
     svc.set_policy({}, "admin")
     ticket = svc.status("bob", "b")
     assert (ticket.state, ticket.tier, ticket.priority_class) == ("admitted", "gold", "")
+
+
+def test_a_request_waiting_its_turn_in_strict_fifo_keeps_what_admission_found() -> None:
+    """Behind cid (who waits for room), bob's request is not looked at again: its ticket
+    carries what admission found (borrowing 10 of his 20 GiB, his tier and charge)."""
+    policy = {"users": {"bob": {"quota": {"gpu_memory": "10Gi"},
+                                "borrowing": {"gpu_memory": "60Gi"}}}}
+    svc = AdmissionController(Store("sqlite://"), StaticInventory(a100_nodes(1, 1, 80)),
+                              policy_from_dict(policy), clock=Clock(), strict_fifo=True)
+    svc.admit(User("ann"), "a", gib(60), "hub")
+    assert svc.admit(User("cid"), "c", gib(40), "hub").state == "queued"
+    ticket = svc.admit(User("bob"), "b", gib(20), "hub")
+    assert (ticket.state, ticket.position, ticket.tier, ticket.borrowed, ticket.charge) == (
+        "queued", 2, "normal", True, charge(20 * GIB))
+
+
+def counted(verdict: str, reason: str) -> Callable[[], float]:
+    name, labels = "aispike_admissions_total", {"verdict": verdict, "reason": reason}
+    before = REGISTRY.get_sample_value(name, labels) or 0.0
+    return lambda: (REGISTRY.get_sample_value(name, labels) or 0.0) - before
+
+
+def test_admissions_are_counted_as_borrowed_and_as_waiting_for_the_group() -> None:
+    svc = one_node({"users": {"bob": {"quota": {"gpu_memory": "10Gi"},
+                                      "borrowing": {"gpu_memory": "60Gi"}}},
+                    "groups": {"lab": {"quota": {"gpu_memory": "40Gi"}}}}, Clock())
+    borrowed, group = counted("admitted", "borrowed"), counted("queued", "group")
+    assert svc.admit(User("bob"), "b", gib(20), "hub").borrowed is True
+    svc.admit(User("ann", frozenset({"lab"})), "a", gib(30), "hub")
+    assert svc.admit(User("cid", frozenset({"lab"})), "c", gib(20), "hub").state == "queued"
+    assert (borrowed(), group()) == (1, 1)
