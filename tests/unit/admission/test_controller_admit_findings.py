@@ -16,11 +16,15 @@ from collections.abc import Callable
 import pytest
 from prometheus_client import REGISTRY
 from unit.admission.test_controller import Clock, controller, gib
+from unit.admission.test_place import H100, ClusterInventory
+from unit.admission.test_place import POLICY as PLACE_POLICY
+from unit.admission.test_place import node as place_node
 from unit.service.service_fixtures import GIB, a100_nodes
 
 from aispike_hub.admission.controller import AdmissionController
 from aispike_hub.admission.inventory import StaticInventory
 from aispike_hub.admission.replace import claimed_request
+from aispike_hub.admission.wire import assignment_from_dict
 from aispike_hub.model import Assignment, Gpu, Node, SliceRequest
 from aispike_hub.quota import User, policy_from_dict
 from aispike_hub.service.store import PolicyDocRow, Store
@@ -416,3 +420,51 @@ def test_admissions_are_counted_as_borrowed_and_as_waiting_for_the_group() -> No
     svc.admit(User("ann", frozenset({"lab"})), "a", gib(30), "hub")
     assert svc.admit(User("cid", frozenset({"lab"})), "c", gib(20), "hub").state == "queued"
     assert (borrowed(), group()) == (1, 1)
+
+
+# -- the cluster as admission sees it --------------------------------------------------------------
+def claims(*nodes: Node, **kw: object) -> tuple[AdmissionController, ClusterInventory]:
+    inventory = ClusterInventory(list(nodes))
+    svc = AdmissionController(Store("sqlite://"), inventory,  # type: ignore[arg-type]
+                              policy_from_dict(PLACE_POLICY), clock=Clock(), **kw)
+    return svc, inventory
+
+
+def test_a_re_placement_leaves_out_only_its_own_claim() -> None:
+    """bob's own claim is listed first; ann's, after it, holds 60 GiB: 30 no longer fit."""
+    svc, inventory = claims(place_node("a-0", A80))
+    svc.admit(User("bob"), "b", gib(30), "hub")
+    inventory.held["bob/b"] = [Assignment("a-0", (0,), (30 * GIB,))]
+    inventory.held["ann/a"] = [Assignment("a-0", (0,), (60 * GIB,))]
+    assert svc.place("bob", "b", "hub")["placed"] is False
+
+
+def test_an_admitted_server_whose_claim_exists_is_counted_once() -> None:
+    svc, inventory = claims(place_node("a-0", A80))
+    ann = svc.admit(User("ann"), "a", gib(30), "hub")
+    inventory.held["ann/a"] = [assignment_from_dict(ann.assignment or {})]
+    assert svc.admit(User("bob"), "b", gib(50), "hub").state == "admitted"
+
+
+def test_the_queue_places_a_request_among_the_users_models_only() -> None:
+    """ann may use only the A100; it is full, the H100 is free: she waits."""
+    svc, _ = claims(place_node("a-0", A80), place_node("h-0", H100))
+    svc.admit(User("cid"), "c", only(A80, gpu_memory_mib=80 * GIB), "hub")
+    assert svc.admit(User("ann"), "a", gib(10), "hub").state == "queued"
+    svc.process()
+    assert svc.status("ann", "a").state == "queued"
+
+
+def test_a_whole_gpu_of_a_model_the_cluster_lacks_is_charged_no_gpu_memory() -> None:
+    svc = one_node({}, Clock())
+    ticket = svc.admit(User("bob"), "w", only(H100, gpu_share_milli=1000), "hub")
+    assert (ticket.state, ticket.charge) == ("queued", charge(0))
+
+
+def test_the_queue_counts_the_users_default_server_against_the_quota_of_another() -> None:
+    svc = one_node({"users": {"bob": {"quota": {"gpu_memory": "25Gi"}}}}, Clock())
+    svc.admit(User("ann"), "a", gib(70), "hub")
+    assert svc.admit(User("bob"), "x", gib(20), "hub").state == "queued"
+    assert svc.admit(User("bob"), "", gib(10), "hub").state == "admitted"
+    svc.release("ann", "a", "hub")
+    assert svc.status("bob", "x").state == "refused"
