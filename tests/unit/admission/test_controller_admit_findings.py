@@ -468,3 +468,32 @@ def test_the_queue_counts_the_users_default_server_against_the_quota_of_another(
     assert svc.admit(User("bob"), "", gib(10), "hub").state == "admitted"
     svc.release("ann", "a", "hub")
     assert svc.status("bob", "x").state == "refused"
+
+
+# -- the queue's pass goes on after a request leaves it -------------------------------------------
+def test_the_pass_goes_on_after_a_refusal() -> None:
+    """bob and cid wait for their group; the new policy refuses bob (his own quota) and lets
+    cid in, in the same pass."""
+    lab = frozenset({"lab"})
+    svc = one_node({"groups": {"lab": {"quota": {"gpu_memory": "20Gi"}}}}, Clock())
+    svc.admit(User("ann", lab), "a", gib(10), "hub")
+    assert svc.admit(User("bob", lab), "b", gib(20), "hub").state == "queued"
+    assert svc.admit(User("cid", lab), "c", gib(15), "hub").state == "queued"
+    svc.set_policy({"groups": {"lab": {"quota": {"gpu_memory": "40Gi"}}},
+                    "users": {"bob": {"quota": {"gpu_memory": "10Gi"}}}}, "admin")
+    assert (svc.status("bob", "b").state, svc.status("cid", "c").state) == (
+        "refused", "admitted")
+
+
+def test_the_pass_goes_on_after_a_request_gives_up() -> None:
+    clock = Clock()
+    svc = controller(clock)
+    svc.admit(User("ann"), "a1", gib(40), "hub")
+    svc.admit(User("ann"), "a2", gib(30), "hub")
+    assert svc.admit(User("bob"), "b", gib(50), "hub").state == "queued"
+    clock.now += dt.timedelta(seconds=100)
+    assert svc.admit(User("cid"), "c", gib(20), "hub").state == "queued"
+    clock.now += dt.timedelta(seconds=500)
+    svc.release("ann", "a2", "hub")  # 40 GiB free: bob's 50 never fit in time, cid's 20 do
+    assert (svc.status("bob", "b").state, svc.status("cid", "c").state) == (
+        "expired", "admitted")
