@@ -497,3 +497,14 @@ def test_the_pass_goes_on_after_a_request_gives_up() -> None:
     svc.release("ann", "a2", "hub")  # 40 GiB free: bob's 50 never fit in time, cid's 20 do
     assert (svc.status("bob", "b").state, svc.status("cid", "c").state) == (
         "expired", "admitted")
+
+
+def test_a_request_refused_by_the_queue_for_two_reasons_is_told_both() -> None:
+    svc = controller(Clock())
+    svc.admit(User("ann"), "a", gib(70), "hub")
+    svc.admit(User("bob"), "b", gib(20), "hub")
+    svc.set_policy({"users": {"bob": {"quota": {"gpu_memory": "10Gi", "gpus": 0}}}}, "admin")
+    assert svc.status("bob", "b").reasons == [
+        "20 GiB is more than your quota of 10 GiB GPU memory (your user entry); ask for less "
+        "or ask an admin; 1 GPU is more than your quota of 0 GPUs (your user entry); ask for "
+        "less or ask an admin"]
