@@ -508,3 +508,18 @@ def test_a_request_refused_by_the_queue_for_two_reasons_is_told_both() -> None:
         "20 GiB is more than your quota of 10 GiB GPU memory (your user entry); ask for less "
         "or ask an admin; 1 GPU is more than your quota of 0 GPUs (your user entry); ask for "
         "less or ask an admin"]
+
+
+def test_a_request_admitted_in_a_pass_frees_its_victim_for_the_next() -> None:
+    """x planned to stop intern's b, so y found no victim; hi stops, x fits where hi was and
+    is admitted: in the same pass y may take b."""
+    policy = {"users": {"boss": {"tier": "high"}, "hi": {"tier": "high"},
+                        "intern": {"tier": "low"}}}
+    svc = one_node(policy, Clock(), gpus=2)
+    svc.admit(User("hi"), "h", gib(60), "hub")
+    svc.admit(User("intern"), "b", gib(60), "hub")
+    assert svc.admit(User("boss"), "x", gib(40), "hub").preempting == ["intern/b"]
+    assert svc.admit(User("boss"), "y", gib(50), "hub").preempting == []
+    svc.release("hi", "h", "hub")
+    assert svc.status("boss", "x").state == "admitted"
+    assert svc.status("boss", "y").preempting == ["intern/b"]
