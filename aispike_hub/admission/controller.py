@@ -441,7 +441,8 @@ class AdmissionController:
         state = self._state(admitted)
         usage = [server_of(r) for r in admitted]
         victims_taken: set[str] = {v for r in queued for v in r.preempting}
-        for row in self._queue_order(s):
+        order = self._queue_order(s)
+        for turn, row in enumerate(order):
             user = User(row.user, frozenset(row.groups))
             key = key_of(row.user, row.server)
             request = request_from_dict(row.request)
@@ -480,6 +481,8 @@ class AdmissionController:
                 self._plan_preemption(s, row, user, result.tier, placing, state, admitted,
                                       victims_taken)
             if self.strict_fifo:
+                _wait_their_turn(order[turn + 1:],
+                                 sum(r.state == "queued" for r in order[:turn + 1]))
                 break
 
     def _plan_preemption(self, s: Session, row: ReservationRow, user: User, tier: Any,
@@ -569,3 +572,14 @@ def _diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
+
+
+def _wait_their_turn(rows: Sequence[ReservationRow], ahead: int) -> None:
+    """With a strict first-in-first-out queue, the requests behind one that waits are not
+    looked at in this pass: their tickets say so, instead of what admission found when they
+    came (which could read "admitted on borrowed capacity" on a queued ticket).  Other users'
+    names stay out of the text."""
+    for k, row in enumerate(rows):
+        n = ahead + k
+        row.reasons = [f"waits its turn: {n} earlier request{'s are' if n != 1 else ' is'} "
+                       "queued ahead (this hub's queue is first in, first out)"]

@@ -393,7 +393,9 @@ def test_an_admitted_ticket_whose_tier_left_the_policy_has_no_priority_class() -
 
 def test_a_request_waiting_its_turn_in_strict_fifo_keeps_what_admission_found() -> None:
     """Behind cid (who waits for room), bob's request is not looked at again: its ticket
-    carries what admission found (borrowing 10 of his 20 GiB, his tier and charge)."""
+    carries what admission found (borrowing 10 of his 20 GiB, his tier and charge), and as its
+    reason that it waits its turn, not "admitted on borrowed capacity" (what admission found
+    when it came, though it fits: 20 GiB of the 20 left)."""
     policy = {"users": {"bob": {"quota": {"gpu_memory": "10Gi"},
                                 "borrowing": {"gpu_memory": "60Gi"}}}}
     svc = AdmissionController(Store("sqlite://"), StaticInventory(a100_nodes(1, 1, 80)),
@@ -403,6 +405,12 @@ def test_a_request_waiting_its_turn_in_strict_fifo_keeps_what_admission_found() 
     ticket = svc.admit(User("bob"), "b", gib(20), "hub")
     assert (ticket.state, ticket.position, ticket.tier, ticket.borrowed, ticket.charge) == (
         "queued", 2, "normal", True, charge(20 * GIB))
+    assert ticket.reasons == ["waits its turn: 1 earlier request is queued ahead (this hub's "
+                              "queue is first in, first out)"]
+    dan = svc.admit(User("dan"), "d", gib(1), "hub")
+    assert (dan.position, dan.reasons) == (3, [
+        "waits its turn: 2 earlier requests are queued ahead (this hub's queue is first in, "
+        "first out)"])
 
 
 def counted(verdict: str, reason: str) -> Callable[[], float]:
